@@ -1,0 +1,352 @@
+"""Helpers shared by the bench scripts (runner side only: workers never import fikit)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated quantile (q in [0, 1]); None for an empty input."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return float(xs[0])
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    frac = pos - lo
+    return float(xs[lo] * (1.0 - frac) + xs[hi] * frac)
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return quantile(xs, 0.5)
+
+
+def spread(values: Iterable[float | None]) -> list[float] | None:
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return None
+    return [min(xs), max(xs)]
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0 or not math.isfinite(num) or not math.isfinite(den):
+        return None
+    return num / den
+
+
+def rnd(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+# ---------------------------------------------------------------------------------------------- environment
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    env = os.environ.get("FIKIT_COMMIT")
+    if (REPO_ROOT / ".git").exists():
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                capture_output=True, text=True, timeout=10, check=False,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                head = out.stdout.strip()
+                dirty = subprocess.run(
+                    ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True, text=True, timeout=10, check=False,
+                )
+                return head + ("-dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return env
+
+
+def nvidia_smi_query() -> dict[str, str | None]:
+    """Driver version and GPU name from nvidia-smi (read-only query; never changes settings)."""
+    out: dict[str, str | None] = {"driver": None, "gpu_smi": None}
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return out
+    try:
+        res = subprocess.run(
+            [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )
+        line = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+        if "," in line:
+            drv, name = (s.strip() for s in line.split(",", 1))
+            out["driver"], out["gpu_smi"] = drv, name
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    return out
+
+
+def gpu_name_via_child(device: str) -> str | None:
+    """torch.cuda.get_device_name(0), asked of a child so the runner never holds a CUDA context."""
+    if device != "cuda":
+        return "cpu"
+    code = "import torch; print(torch.cuda.get_device_name(0))"
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             check=False)
+        if res.returncode == 0:
+            return res.stdout.strip().splitlines()[-1]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    return None
+
+
+def env_info(device: str) -> dict[str, Any]:
+    smi = nvidia_smi_query()
+    gpu = gpu_name_via_child(device)
+    return {
+        "date": now_iso(),
+        "gpu": gpu or smi.get("gpu_smi"),
+        "driver": smi.get("driver"),
+        "commit": git_commit(),
+        "host_cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(obj, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run: ignore it
+    return rows
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------- cpus
+
+
+def parse_cpus(spec: str) -> list[int]:
+    """'2-3,8' -> [2, 3, 8]; keeps only CPUs this process may use."""
+    cpus: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            cpus.extend(range(int(a), int(b) + 1))
+        else:
+            cpus.append(int(part))
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return cpus
+    return [c for c in cpus if c in allowed]
+
+
+def pin_preexec(cpus: list[int]) -> Any:
+    """A preexec_fn that pins the child to cpus (no-op if empty)."""
+
+    def _pin() -> None:
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, set(cpus))
+
+    return _pin
+
+
+# ---------------------------------------------------------------------------------------------- libfikit
+
+
+def find_lib(explicit: str | None) -> str | None:
+    """libfikit.so: --lib, else $FIKIT_LIB, else the usual build places."""
+    cands: list[Path] = []
+    if explicit:
+        return str(Path(explicit).resolve())
+    if os.environ.get("FIKIT_LIB"):
+        return str(Path(os.environ["FIKIT_LIB"]).resolve())
+    for pat in ("build/**/libfikit.so", "interpose/build/**/libfikit.so", "interpose/**/libfikit.so"):
+        cands.extend(REPO_ROOT.glob(pat))
+    cands = [c for c in cands if c.is_file()]
+    if cands:
+        cands.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return str(cands[0].resolve())
+    return None
+
+
+def try_create_domain(path: Path, mode: str = "fikit", budget_us: int | None = None) -> tuple[bool, str]:
+    """Create a self-granted scheduling domain with fikitd.shm (no daemon). Returns (ok, message).
+
+    The Domain API is being written alongside this harness, so a few call shapes are tried.
+    """
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from fikitd.shm import Domain  # type: ignore[import-not-found]
+    except Exception as e:
+        return False, f"fikitd.shm not importable: {e!r}"
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(REPO_ROOT))
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o1777)
+    kw: dict[str, Any] = {"mode": mode, "self_grant": True}
+    if budget_us is not None:
+        kw["budget_us"] = budget_us
+    attempts: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((str(path), 0), kw),
+        ((path, 0), kw),
+        ((str(path), 0), {"mode": mode, "self_grant": True}),
+        ((str(path),), {"mode": mode, "self_grant": True}),
+    ]
+    errs: list[str] = []
+    for args, kwargs in attempts:
+        try:
+            dom = Domain.create(*args, **kwargs)
+            _KEEP_DOMAINS.append(dom)
+            return True, f"created {path} with Domain.create{args!r}{kwargs!r}"
+        except Exception as e:
+            errs.append(repr(e))
+    return False, "Domain.create failed: " + " | ".join(errs)
+
+
+_KEEP_DOMAINS: list[Any] = []  # keep mappings alive for the runner's lifetime
+
+
+def domain_objects() -> list[Any]:
+    return _KEEP_DOMAINS
+
+
+def set_domain_mode(dom: Any, mode: str) -> tuple[bool, str]:
+    """Switch a Domain object's scheduler mode, trying the plausible API shapes."""
+    for meth in ("set_mode", "set_scheduler_mode"):
+        fn = getattr(dom, meth, None)
+        if callable(fn):
+            try:
+                fn(mode)
+                return True, f"{meth}({mode!r})"
+            except Exception as e:
+                last = repr(e)
+                continue
+    try:
+        dom.mode = mode
+        return True, "attribute mode"
+    except Exception as e:
+        last = repr(e)
+    return False, f"cannot switch domain mode: {last}"
+
+
+# ---------------------------------------------------------------------------------------------- MPS
+
+
+class Mps:
+    """An MPS control daemon in private pipe/log directories (never touches the GPU's settings)."""
+
+    def __init__(self, base: Path, dry_run: bool) -> None:
+        self.pipe = base / "mps_pipe"
+        self.log = base / "mps_log"
+        self.dry_run = dry_run
+        self.started = False
+        self.error: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+
+    def _ctl(self, stdin: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.update(self.env())
+        return subprocess.run(["nvidia-cuda-mps-control"], input=stdin, env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def start(self) -> bool:
+        self.pipe.mkdir(parents=True, exist_ok=True)
+        self.log.mkdir(parents=True, exist_ok=True)
+        if self.dry_run:
+            self.error = "dry-run: MPS skipped"
+            return False
+        if not shutil.which("nvidia-cuda-mps-control"):
+            self.error = "nvidia-cuda-mps-control not on PATH"
+            return False
+        env = dict(os.environ)
+        env.update(self.env())
+        try:
+            res = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, capture_output=True, text=True,
+                                 timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError) as e:
+            self.error = f"mps start: {e!r}"
+            return False
+        if res.returncode != 0:
+            self.error = f"mps start rc={res.returncode}: {res.stderr.strip()[:300]}"
+            return False
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                r = self._ctl("get_default_client_priority\n", timeout=5)
+                if r.returncode == 0:
+                    self.started = True
+                    return True
+            except (OSError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.2)
+        self.error = "mps control daemon did not answer"
+        self.started = True  # it may still be up: stop() will try
+        return False
+
+    def stop(self) -> None:
+        if not self.started or self.dry_run:
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self._ctl("quit\n", timeout=20)
+        self.started = False
+
+    def server_log_tail(self, n: int = 20) -> str:
+        p = self.log / "server.log"
+        try:
+            return "\n".join(p.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""

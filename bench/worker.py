@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""An unmodified-program stand-in: plain PyTorch, it never imports fikit.
+
+HP models serve batch-1 requests (back to back, or Poisson arrivals with --rate); LP models train
+or run batch inference. The worker builds its model, then obeys a runner over a Unix socket
+(--ctl PATH), one JSON object a line:
+
+  worker -> {"ev": "built", ...}      model built (import/build times, whether libfikit.so is mapped)
+  runner -> {"cmd": "warmup", "seconds": S}
+  worker -> {"ev": "ready", ...}      warmed up; GPU memory cache released for LP (--release-mem)
+  runner -> {"cmd": "run", "id": ID, "start_at": T, "duration_s": D}   T on CLOCK_MONOTONIC
+  worker -> {"ev": "done", "id": ID, "records": [...]}   HP: [arrival, start, end] per request;
+                                                          LP: [start, end] per iteration
+  runner -> {"cmd": "quit"}
+
+Without --ctl it runs one window of --duration seconds after --warmup-s and writes --out JSON.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_PROCESS = time.monotonic()
+
+import argparse  # noqa: E402 - the process start time is taken first, to time the imports
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+def lib_mapped() -> bool:
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            return any("libfikit" in line for line in f)
+    except OSError:
+        return False
+
+
+def parse_cpus(spec: str) -> set[int]:
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.update(range(int(a), int(b) + 1))
+        else:
+            out.add(int(part))
+    return out
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        t0 = time.monotonic()
+        import torch
+
+        import workloads
+
+        self.torch = torch
+        self.wl_mod = workloads
+        self.import_s = time.monotonic() - T_PROCESS
+        self.device = args.device
+        workloads.setup_determinism(args.seed)
+        t1 = time.monotonic()
+        self.wl = workloads.build(args.model, self.device, tiny=args.tiny, batch=args.batch)
+        self.sync()
+        self.build_s = time.monotonic() - t1
+        self.pinned: list[int] = []
+        if args.cpus:
+            want = parse_cpus(args.cpus)
+            try:
+                os.sched_setaffinity(0, want)
+                self.pinned = sorted(os.sched_getaffinity(0))
+            except OSError as e:
+                print(f"worker: cannot pin to {args.cpus}: {e}", file=sys.stderr)
+        self.threads = workloads.set_threads_from_affinity()
+        self.iters_total = 0
+        del t0
+
+    def sync(self) -> None:
+        self.wl_mod.sync(self.device)
+
+    def built_info(self) -> dict[str, Any]:
+        gpu = None
+        if self.device == "cuda":
+            with contextlib.suppress(Exception):
+                gpu = self.torch.cuda.get_device_name(0)
+        return {
+            "ev": "built", "pid": os.getpid(), "model": self.wl.name, "role": self.wl.role,
+            "batch": self.wl.batch, "import_s": round(self.import_s, 3), "build_s": round(self.build_s, 3),
+            "preloaded": lib_mapped(), "gpu": gpu, "pinned": self.pinned, "threads": self.threads,
+            "info": self.wl.info,
+            "env": {k: os.environ.get(k) for k in (
+                "LD_PRELOAD", "FIKIT_PRIO", "FIKIT_DOMAIN", "FIKIT_PASSTHROUGH", "CUDA_MPS_PIPE_DIRECTORY",
+                "CUDA_MPS_CLIENT_PRIORITY", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") if os.environ.get(k)},
+        }
+
+    def release(self) -> None:
+        if self.args.release_mem and self.device == "cuda":
+            self.sync()
+            self.torch.cuda.empty_cache()
+
+    def warmup(self, seconds: float) -> dict[str, Any]:
+        t0 = time.monotonic()
+        n = 0
+        while n < self.args.warmup_min_iters or time.monotonic() - t0 < seconds:
+            self.wl.step()
+            self.sync()
+            n += 1
+        dt = time.monotonic() - t0
+        self.release()
+        mem = None
+        if self.device == "cuda":
+            mem = int(self.torch.cuda.max_memory_allocated())
+        return {"ev": "ready", "warmup_s": round(dt, 3), "warmup_iters": n, "max_mem_bytes": mem}
+
+    def run_window(self, start_at: float, duration_s: float, wid: str) -> list[list[float]]:
+        now = time.monotonic()
+        if start_at > now:
+            time.sleep(start_at - now)
+        end_at = start_at + duration_s
+        recs: list[list[float]] = []
+        step = self.wl.step
+        sync = self.sync
+        rate = self.args.rate if self.wl.role == "hp" else 0.0
+        if rate > 0:
+            rng = random.Random(f"{self.args.seed}:{wid}")
+            t_arr = start_at
+            while True:
+                t_arr += rng.expovariate(rate)
+                if t_arr >= end_at:
+                    break
+                now = time.monotonic()
+                if t_arr > now:
+                    time.sleep(t_arr - now)
+                t_s = time.monotonic()
+                step()
+                sync()
+                t_e = time.monotonic()
+                recs.append([round(t_arr, 6), round(t_s, 6), round(t_e, 6)])
+        elif self.wl.role == "hp":
+            while True:
+                t_s = time.monotonic()
+                if t_s >= end_at:
+                    break
+                step()
+                sync()
+                t_e = time.monotonic()
+                recs.append([round(t_s, 6), round(t_s, 6), round(t_e, 6)])
+        else:
+            while True:
+                t_s = time.monotonic()
+                if t_s >= end_at:
+                    break
+                step()
+                sync()
+                recs.append([round(t_s, 6), round(time.monotonic(), 6)])
+        self.iters_total += len(recs)
+        self.release()
+        return recs
+
+
+def send(sock: socket.socket, obj: dict[str, Any]) -> None:
+    sock.sendall((json.dumps(obj) + "\n").encode())
+
+
+def serve(args: argparse.Namespace) -> int:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args.ctl)
+    send(sock, {"ev": "hello", "pid": os.getpid(), "tag": args.tag})
+    try:
+        w = Worker(args)
+    except Exception:
+        send(sock, {"ev": "fatal", "error": traceback.format_exc()[-4000:]})
+        return 3
+    send(sock, w.built_info())
+    rfile = sock.makefile("r", encoding="utf-8")
+    for line in rfile:
+        line = line.strip()
+        if not line:
+            continue
+        msg = json.loads(line)
+        cmd = msg.get("cmd")
+        try:
+            if cmd == "warmup":
+                send(sock, w.warmup(float(msg.get("seconds", args.warmup_s))))
+            elif cmd == "run":
+                wid = str(msg.get("id"))
+                recs = w.run_window(float(msg["start_at"]), float(msg["duration_s"]), wid)
+                send(sock, {"ev": "done", "id": wid, "records": recs})
+            elif cmd == "quit":
+                send(sock, {"ev": "bye", "iters_total": w.iters_total})
+                break
+            else:
+                send(sock, {"ev": "error", "id": msg.get("id"), "error": f"unknown command {cmd!r}"})
+        except Exception:
+            send(sock, {"ev": "error", "id": msg.get("id"), "error": traceback.format_exc()[-4000:]})
+    with contextlib.suppress(OSError):
+        sock.close()
+    return 0
+
+
+def standalone(args: argparse.Namespace) -> int:
+    w = Worker(args)
+    out = w.built_info()
+    out.update(w.warmup(args.warmup_s))
+    start = time.monotonic() + 0.05
+    recs = w.run_window(start, args.duration, "standalone")
+    out.update({"ev": "done", "start_at": start, "duration_s": args.duration, "records": recs})
+    text = json.dumps(out)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--tiny", action="store_true", help="small inputs (CPU self-checks)")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--rate", type=float, default=0.0, help="HP Poisson arrival rate, req/s (0: back to back)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpus", default="", help="pin to these CPUs after the model is built, e.g. 2-3")
+    p.add_argument("--warmup-s", type=float, default=2.0)
+    p.add_argument("--warmup-min-iters", type=int, default=5)
+    p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")
+    p.add_argument("--ctl", default="", help="Unix socket of the runner")
+    p.add_argument("--tag", default="")
+    p.add_argument("--duration", type=float, default=3.0, help="standalone: window length")
+    p.add_argument("--out", default="", help="standalone: result file")
+    args = p.parse_args(argv)
+    if args.ctl:
+        return serve(args)
+    return standalone(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The daemon's lifecycle: bring the parts up in order, run the loop, take them down.
+
+READY=1 is sent only once the socket listens, the store is open and a managed MPS answers,
+because systemd orders dependants on it.  The periodic work (reaping jobs, sweeping dead
+clients, the watchdog, MPS supervision) runs as separate tasks so a slow MPS probe never
+delays the watchdog or a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from . import config, log, ops, paths
+from .clients import Clients
+from .domains import Domains
+from .gpus import Nvml
+from .jobs import JobManager
+from .mps import Mps
+from .notify import Notifier
+from .server import Connection, Server
+from .store import Store
+
+LOG = log.get("daemon")
+
+TICK_S = 0.25
+SWEEP_S = 2.0
+FLUSH_S = 30.0
+MPS_CHECK_S = 2.0
+
+
+class StartupError(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(self, cfg: config.Config) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        self.notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status_line = ""
+
+    # --- start ------------------------------------------------------------------------------------
+
+    def _prepare_dirs(self) -> None:
+        p = self.cfg.paths
+        for d, mode in ((p.runtime_dir, 0o755), (p.state_dir, 0o755), (p.log_dir, 0o755)):
+            d.mkdir(parents=True, exist_ok=True, mode=mode)
+        os.chmod(p.runtime_dir, 0o755)
+        self._lock_fd = os.open(p.state_dir / "fikitd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
+            raise StartupError(f"another fikitd (pid {holder or '?'}) uses {p.state_dir}") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
+    async def start(self) -> None:
+        self.notifier.status("starting")
+        self._prepare_dirs()
+        self.store = Store(self.cfg.paths.state_dir / "fikit.db")
+        self.nvml = Nvml()
+        if not self.nvml.available:
+            LOG.warning("%s: jobs run without MPS or GPU information", self.nvml.reason)
+        self.domains = Domains(self.cfg.paths.runtime_dir, self.cfg.scheduler, self.nvml.list(live=False))
+        self.mps = Mps(self.cfg)
+        self.notifier.status("starting MPS" if self.cfg.mps.mode == "manage" else "starting")
+        await self.mps.start()
+        self.jobs = JobManager(self.store, self.cfg.paths.state_dir / "jobs", self._job_env, self._preload)
+        self.jobs.recover()
+        self.clients = Clients(self.domains, self.store, lambda: self.cfg.access, self._job_owner)
+        self.server = Server(self.cfg.paths.socket, self._dispatch, self._closed)
+        await self.server.start()
+
+    def _job_env(self, prio: int, gpu: int) -> dict[str, str]:
+        env = {
+            "FIKIT_DOMAIN": str(paths.domain_dir(self.cfg.paths.runtime_dir, gpu)),
+            "FIKIT_SOCKET": str(self.cfg.paths.socket),
+        }
+        env.update(self.mps.client_env(prio))
+        return env
+
+    @staticmethod
+    def _preload() -> Path | None:
+        lib = paths.libfikit_path()
+        return lib if lib.is_file() else None
+
+    def _job_owner(self, job_id: int) -> int | None:
+        job = self.store.job(job_id)
+        return int(job["uid"]) if job else None
+
+    def _dispatch(self, req: Any, conn: Connection) -> dict[str, Any]:
+        return ops.dispatch(self, req, conn)
+
+    def _closed(self, conn: Connection) -> None:
+        if conn.client is not None:
+            self.clients.unregister(conn.client, "connection closed")
+            conn.client = None
+            self.changed()
+
+    def gpu_list(self, live: bool) -> list[dict[str, Any]]:
+        listed = {g.index: g.as_dict() for g in self.nvml.list(live=live)}
+        return [listed.get(g.index, g.as_dict()) for g in self.domains.gpus]
+
+    # --- status line --------------------------------------------------------------------------------
+
+    def status_text(self) -> str:
+        gpu = f"{len(self.domains.by_gpu)} GPU domain(s)" if self.nvml.available else "no NVIDIA driver"
+        return (f"{gpu}; MPS {self.mps.state}; {len(self.clients.by_key)} client(s); "
+                f"{len(self.jobs.running)} job(s) running")
+
+    def changed(self) -> None:
+        text = self.status_text()
+        if text != self._status_line:
+            self._status_line = text
+            self.notifier.status(text)
+
+    # --- loop ---------------------------------------------------------------------------------------
+
+    def _every(self, period: float, step: Callable[[], Awaitable[None] | None], name: str) -> None:
+        async def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    result = step()
+                    if result is not None:
+                        await result
+                except Exception:
+                    LOG.exception("%s failed", name)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), period)
+
+        self._tasks.append(asyncio.create_task(run(), name=name))
+
+    def _tick(self) -> None:
+        if self.jobs.poll():
+            self.changed()
+
+    def _sweep(self) -> None:
+        self.clients.sweep()
+        self.domains.heartbeat()
+        self.changed()
+
+    async def _mps_check(self) -> None:
+        await self.mps.check()
+        self.changed()
+
+    def reload(self) -> None:
+        """SIGHUP: take what can change live; a bad file keeps the running configuration."""
+        self.notifier.reloading()
+        source = self.cfg.source or paths.config_path()
+        try:
+            new = config.load(source) if source.exists() or self.cfg.source else config.Config()
+        except config.ConfigError as exc:
+            LOG.error("reload refused, keeping the running configuration:\n%s", exc)
+            self.notifier.send("READY=1", f"STATUS=reload failed; {self.status_text()}")
+            return
+        for part in ("paths", "mps", "metrics"):
+            if getattr(new, part) != getattr(self.cfg, part):
+                LOG.warning("reload: [%s] changed; that takes effect on restart", part)
+        self.cfg = config.Config(self.cfg.paths, self.cfg.mps, new.scheduler, new.access, self.cfg.metrics,
+                                 source=self.cfg.source)
+        self.domains.apply(new.scheduler)
+        LOG.info("configuration reloaded from %s", source)
+        self.notifier.send("READY=1", f"STATUS={self.status_text()}")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.start()
+        except Exception as exc:
+            LOG.error("cannot start: %s", exc)
+            self.notifier.send(f"STATUS=failed to start: {exc}", "ERRNO=1")
+            return 1
+        self._every(TICK_S, self._tick, "jobs")
+        self._every(SWEEP_S, self._sweep, "sweep")
+        self._every(FLUSH_S, self.clients.flush_all, "flush")
+        self._every(MPS_CHECK_S, self._mps_check, "mps")
+        if self.notifier.watchdog_s:
+            self._every(self.notifier.watchdog_s, self.notifier.watchdog, "watchdog")
+        self._status_line = self.status_text()
+        self.notifier.ready(self._status_line)
+        LOG.info("ready on %s: %s", self.cfg.paths.socket, self._status_line)
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Leave jobs and clients running (they outlive a restart); store what was measured."""
+        self.notifier.stopping()
+        LOG.info("stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.close()
+        self.clients.flush_all()
+        try:
+            await asyncio.wait_for(self.mps.stop(), 6.0)
+        except asyncio.TimeoutError:
+            LOG.warning("MPS did not stop in time")
+        self.domains.close()
+        self.nvml.close()
+        self.store.close()
+        LOG.info("stopped")

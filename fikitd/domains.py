@@ -1,0 +1,141 @@
+"""The scheduling domains: one shared-memory directory per GPU, made and kept by the daemon.
+
+The layout itself belongs to fikitd/shm.py (which asks libfikit.so for it); this module
+decides which domains exist and keeps their configuration and heartbeat current.  If the
+layout cannot be loaded (libfikit.so missing) the daemon still runs jobs: clients then find
+no domain and fail open, and ``status`` says why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from . import log, paths
+from .config import SchedulerConfig
+from .gpus import Gpu
+from .jobs import proc_start_time
+
+LOG = log.get("domains")
+
+
+def load_shm() -> tuple[Any, str]:
+    """The shm module, or None and why; imported late so its failure is survivable."""
+    try:
+        return importlib.import_module("fikitd.shm"), ""
+    except Exception as exc:  # ImportError, or the layout query against libfikit.so failing
+        return None, f"shared-memory layout unavailable: {exc}"
+
+
+class Domains:
+    def __init__(self, runtime_dir: Path, sched: SchedulerConfig, gpus: list[Gpu]) -> None:
+        self.runtime_dir = runtime_dir
+        self.sched = sched
+        self.shm, self.reason = load_shm()
+        self.by_gpu: dict[int, Any] = {}
+        self.errors: dict[int, str] = {}
+        # Without a driver there is still one domain, so jobs and fake-driver clients work.
+        self.gpus = gpus or [Gpu(0, "no GPU (no NVIDIA driver)", "")]
+        if self.shm is None:
+            LOG.error("%s; clients will run without scheduling", self.reason)
+            return
+        for gpu in self.gpus:
+            self._open(gpu)
+
+    def _open(self, gpu: Gpu) -> None:
+        path = paths.domain_dir(self.runtime_dir, gpu.index)
+        fields = self.sched.domain_fields()
+        try:
+            dom = None
+            if (path / "domain").exists():
+                try:
+                    dom = self.shm.Domain.open(path, writable=True)
+                    dom.set_config(**fields)
+                    self._drop_dead_grants(dom)
+                    os.chmod(path, 0o1777)
+                    LOG.info("gpu%d: reopened domain %s", gpu.index, path)
+                except Exception as exc:
+                    LOG.warning("gpu%d: existing domain unusable (%s); creating a new one", gpu.index, exc)
+                    dom = None
+            if dom is None:
+                dom = self.shm.Domain.create(path, gpu.index, uuid=gpu.uuid, **fields)
+                LOG.info("gpu%d: created domain %s", gpu.index, path)
+            self.by_gpu[gpu.index] = dom
+        except Exception as exc:
+            self.errors[gpu.index] = f"cannot create domain {path}: {exc}"
+            LOG.error("gpu%d: %s", gpu.index, self.errors[gpu.index])
+
+    def _drop_dead_grants(self, dom: Any) -> None:
+        for g in dom.grants():
+            if g.pid and proc_start_time(g.pid) is None:
+                dom.revoke(g.slot)
+                dom.remove_slot(g.slot)
+
+    def get(self, gpu: int) -> Any | None:
+        return self.by_gpu.get(gpu)
+
+    def known(self, gpu: int) -> bool:
+        return any(g.index == gpu for g in self.gpus)
+
+    def apply(self, sched: SchedulerConfig) -> None:
+        """A reload: new budgets reach running clients through the domain's generation bump."""
+        self.sched = sched
+        for index, dom in self.by_gpu.items():
+            try:
+                dom.set_config(**sched.domain_fields())
+            except Exception as exc:
+                LOG.error("gpu%d: cannot apply scheduler settings: %s", index, exc)
+
+    def set_mode(self, gpu: int | None, mode: str) -> None:
+        for index, dom in self.by_gpu.items():
+            if gpu is None or gpu == index:
+                dom.set_config(mode=mode)
+
+    def heartbeat(self) -> None:
+        for dom in self.by_gpu.values():
+            try:
+                dom.heartbeat()
+            except Exception as exc:
+                LOG.debug("heartbeat: %s", exc)
+
+    def describe(self, gpu: int) -> dict[str, Any]:
+        dom = self.by_gpu.get(gpu)
+        if dom is None:
+            return {"available": False, "reason": self.errors.get(gpu) or self.reason or "no domain"}
+        try:
+            return {"available": True, "path": str(paths.domain_dir(self.runtime_dir, gpu)), **dom.config()}
+        except Exception as exc:
+            return {"available": False, "reason": f"domain unreadable: {exc}"}
+
+    def snapshot(self, gpu: int) -> dict[str, Any]:
+        dom = self.by_gpu.get(gpu)
+        if dom is None:
+            return {"available": False, "reason": self.errors.get(gpu) or self.reason or "no domain", "clients": []}
+        try:
+            snap: dict[str, Any] = dom.snapshot()
+            snap.setdefault("clients", [])
+            return {"available": True, **snap}
+        except Exception as exc:
+            return {"available": False, "reason": f"domain unreadable: {exc}", "clients": []}
+
+    def slot_indices(self, gpu: int) -> list[int]:
+        """Slot files present in a domain directory, whoever made them."""
+        out: list[int] = []
+        try:
+            for entry in os.scandir(paths.domain_dir(self.runtime_dir, gpu)):
+                name = entry.name
+                if name.startswith("slot.") and name[5:].isdigit():
+                    out.append(int(name[5:]))
+        except OSError:
+            pass
+        return sorted(out)
+
+    def close(self) -> None:
+        for dom in self.by_gpu.values():
+            try:
+                dom.close()
+            except Exception:
+                pass
+        self.by_gpu.clear()

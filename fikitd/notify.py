@@ -1,0 +1,61 @@
+"""systemd notifications (sd_notify) through the sdnotify package.
+
+Without ``NOTIFY_SOCKET`` (run by hand, in CI, in a container) every call is a no-op, so
+the daemon's code never asks whether systemd is there.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import log
+
+LOG = log.get("notify")
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._notifier = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+        self.watchdog_s = self._watchdog_interval()
+
+    @staticmethod
+    def _watchdog_interval() -> float | None:
+        """Half of ``WATCHDOG_USEC``, as sd_watchdog_enabled(3) recommends; None if not asked for us."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or not usec.isdigit() or int(usec) == 0:
+            return None
+        if pid and pid.isdigit() and int(pid) != os.getpid():
+            return None
+        return int(usec) / 2e6
+
+    @property
+    def enabled(self) -> bool:
+        return self._notifier is not None
+
+    def send(self, *lines: str) -> None:
+        if self._notifier is None:
+            return
+        try:
+            self._notifier.notify("\n".join(lines))
+        except Exception as exc:  # a vanished socket must never take the daemon down
+            LOG.debug("sd_notify failed: %s", exc)
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status(self, text: str) -> None:
+        self.send(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    def reloading(self) -> None:
+        self.send("RELOADING=1", "STATUS=reloading configuration")

@@ -1,0 +1,140 @@
+/*
+ * libfikit.so internals shared between its files.  Nothing here is exported;
+ * the exported surface is the hooked driver symbols (hooks.def), dlsym, and
+ * the fikit_* functions marked FIKIT_API (layout, policy, simulator).
+ */
+#ifndef FIKIT_INTERNAL_H
+#define FIKIT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fikit_cuda.h"
+#include "fikit_shm.h"
+
+#define FIKIT_API __attribute__((visibility("default")))
+#define FIKIT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FIKIT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- clock.c ---------------------------------------------------------- */
+uint64_t fikit_now_ns(void); /* CLOCK_MONOTONIC through the vDSO: no syscall */
+
+/* ---- log.c ------------------------------------------------------------ */
+void fikit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs once per distinct call site: the flag lives with the caller. */
+void fikit_log_once(_Atomic int *flag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+extern int fikit_debug;
+
+/* ---- kid.c: kernel identity ------------------------------------------- */
+uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed);
+uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem);
+/* Name of a function handle, looked up once per handle and cached.
+ * Returns a stable pointer (never NULL) and the hash of the name. */
+const char *fikit_func_name(CUfunction f, uint64_t *name_hash);
+
+/* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
+struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
+                                   const uint32_t block[3], uint32_t smem, uint32_t kind);
+struct fikit_kstat *fikit_ktab_find(struct fikit_slot *s, uint64_t id);
+void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns);
+void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns);
+uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k);  /* 0 when never measured */
+uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k);  /* conservative: short */
+double fikit_ring_quantile(const uint32_t *ring, uint64_t n, double q);
+
+/* ---- policy.c: the hold / release decision (pure: no driver, no clock) -- */
+struct fikit_params {
+    uint32_t mode;
+    uint64_t budget_ns;
+    uint64_t idle_ns;
+    uint64_t unknown_ns;
+    uint32_t min_lp_share_pm;
+    uint32_t corun_sm_pct;
+};
+/* A more urgent client, as its slot says now. */
+struct fikit_peer {
+    uint64_t last_launch_ns;
+    uint64_t busy_until_ns;
+    uint64_t next_launch_ns;
+};
+/* The deciding client's own state. */
+struct fikit_self {
+    uint64_t busy_until_ns; /* predicted end of its own queued GPU work */
+    uint64_t held_since_ns; /* 0 when this launch is not waiting yet */
+};
+enum fikit_verdict {
+    FIKIT_GO_FREE = 0, /* nobody above: launch */
+    FIKIT_GO_IDLE,     /* everyone above idles: launch */
+    FIKIT_GO_GAP,      /* fits the gap of the clients above: launch */
+    FIKIT_GO_GUARD,    /* starvation guard: launch */
+    FIKIT_GO_CORUN,    /* run beside busy HP on the LP share of SMs */
+    FIKIT_WAIT,        /* hold until *retry_at (or a change) */
+};
+FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fikit_peer *peers, int n_peers,
+                                  const struct fikit_self *self, uint64_t now, uint64_t dur_ns, int known,
+                                  uint64_t *retry_at);
+/* After a launch: advance the launching client's own predictions. */
+FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
+                                        uint64_t gap_pred_ns, uint64_t unknown_ns);
+void fikit_params_from_domain(const struct fikit_domain *d, struct fikit_params *p);
+
+/* ---- client.c: domain, slot, registration, peers ----------------------- */
+struct fikit_client {
+    struct fikit_slot *me;      /* shm slot, or a private anonymous one */
+    struct fikit_domain *dom;   /* NULL: no domain (measure only) */
+    int slot_index;             /* -1 without a domain */
+    int prio;                   /* requested level */
+    int sock;                   /* registration connection kept open, -1 none */
+    bool shared;                /* me lives in the domain */
+};
+extern struct fikit_client fikit_cl;
+void fikit_client_start(void);
+void fikit_client_after_fork(void);
+void fikit_client_stop(void);
+void fikit_peer_dead(int32_t pid);
+/* Higher-priority peers' slots, refreshed when the domain's generation moves. */
+int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids);
+int fikit_effective_prio(void);
+
+/* ---- stats.c ----------------------------------------------------------- */
+void fikit_stats_write(const char *path_template);
+
+/* ---- resolve.c --------------------------------------------------------- */
+enum fikit_hook_id {
+#define HOOK(name, kind, base) FIKIT_HOOK_##name,
+#include "hooks.def"
+#undef HOOK
+    FIKIT_HOOK_COUNT
+};
+extern void *fikit_real[FIKIT_HOOK_COUNT];
+extern void *const fikit_wrappers[FIKIT_HOOK_COUNT];
+void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t flags);
+void *fikit_real_sym(const char *name); /* a driver symbol, unwrapped */
+void fikit_resolve_init(void);
+
+/* Driver functions fikit calls for itself (not hooked). */
+struct fikit_driver {
+    fikit_pfn_cuFuncGetName cuFuncGetName;
+    fikit_pfn_cuKernelGetName cuKernelGetName;
+    fikit_pfn_cuEventCreate cuEventCreate;
+    fikit_pfn_cuEventDestroy_v2 cuEventDestroy;
+    fikit_pfn_cuEventRecord cuEventRecord;
+    fikit_pfn_cuEventQuery cuEventQuery;
+    fikit_pfn_cuEventElapsedTime_v2 cuEventElapsedTime;
+    fikit_pfn_cuCtxGetCurrent cuCtxGetCurrent;
+    fikit_pfn_cuStreamIsCapturing cuStreamIsCapturing;
+};
+extern struct fikit_driver fikit_drv;
+
+/* ---- launch.c ---------------------------------------------------------- */
+void fikit_init(void); /* pthread_once; safe from any hook */
+struct fikit_config {
+    bool passthrough;
+    bool profile;
+    uint32_t sample; /* measure 1 in N after the first FIKIT_WARM launches */
+    char stats_path[512];
+};
+extern struct fikit_config fikit_cfg;
+void fikit_harvest(bool wait_all);
+
+#endif /* FIKIT_INTERNAL_H */

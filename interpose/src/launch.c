@@ -1,0 +1,565 @@
+/*
+ * The wrappers: every hooked launch, sync and resolution entry point.
+ *
+ * A launch goes through four steps, each skipped when it cannot help:
+ *   count     always (per launch path), even in pass-through mode;
+ *   identify  kernel id from name and shape, its kernel-table entry;
+ *   decide    only for a client with a more urgent one above it in the
+ *             domain: hold here until fikit_policy_decide lets it go;
+ *   measure   a sample of launches is bracketed by timing events, harvested
+ *             later; the gap before each launch is measured on the host.
+ * Fail-open: a wrapper that has no real function to call returns the
+ * driver's "not initialised" error, and everything else degrades to a plain
+ * pass-through of the call.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fikit.h"
+
+struct fikit_config fikit_cfg = {.sample = 16};
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static _Atomic int ready;
+static struct fikit_params params_default = {
+    .mode = FIKIT_MODE_OFF, .budget_ns = 150000, .idle_ns = 500000, .unknown_ns = 1000000};
+
+#define WARM_LAUNCHES 8 /* every launch of a kernel is measured until it has this many */
+
+/* ---- measurement: sampled event pairs ----------------------------------- */
+#define POOL 256
+struct sample {
+    CUevent start, end;
+    struct fikit_kstat *k;
+    bool busy;
+};
+static struct sample pool[POOL];
+static CUcontext pool_ctx;
+static unsigned pool_head, pool_tail; /* FIFO of recorded samples */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool pool_broken;
+
+/* Completion events for a held client's own queued work. */
+#define DONE_EVENTS 32
+static CUevent done_ev[DONE_EVENTS];
+static unsigned done_next;
+static _Atomic(CUevent) done_last;
+
+/* The previous launch, for the gap after it. */
+static _Atomic uint64_t last_launch_t;
+static struct fikit_kstat *_Atomic last_launch_k;
+static _Atomic uint64_t last_sync_end;
+
+static bool pool_ready(void)
+{
+    if (pool_broken || !fikit_drv.cuEventCreate || !fikit_drv.cuEventRecord || !fikit_drv.cuEventQuery ||
+        !fikit_drv.cuEventElapsedTime || !fikit_drv.cuCtxGetCurrent)
+        return false;
+    CUcontext cur = NULL;
+    if (fikit_drv.cuCtxGetCurrent(&cur) != CUDA_SUCCESS || !cur)
+        return false;
+    if (pool_ctx)
+        return pool_ctx == cur; /* one context measured per process */
+    for (int i = 0; i < POOL; i++) {
+        if (fikit_drv.cuEventCreate(&pool[i].start, CU_EVENT_DEFAULT) != CUDA_SUCCESS ||
+            fikit_drv.cuEventCreate(&pool[i].end, CU_EVENT_DEFAULT) != CUDA_SUCCESS) {
+            static _Atomic int warned;
+            fikit_log_once(&warned, "cannot create timing events; kernel durations not measured");
+            pool_broken = true;
+            return false;
+        }
+    }
+    for (int i = 0; i < DONE_EVENTS; i++)
+        if (fikit_drv.cuEventCreate(&done_ev[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
+            done_ev[i] = NULL;
+    pool_ctx = cur;
+    return true;
+}
+
+/* Collect finished samples, oldest first; with wait_all, wait for them. */
+void fikit_harvest(bool wait_all)
+{
+    if (!pool_ctx || pthread_mutex_trylock(&pool_lock) != 0)
+        return;
+    fikit_pfn_cuEventSynchronize esync = (fikit_pfn_cuEventSynchronize)fikit_real[FIKIT_HOOK_cuEventSynchronize];
+    while (pool_tail != pool_head) {
+        struct sample *s = &pool[pool_tail % POOL];
+        CUresult q = fikit_drv.cuEventQuery(s->end);
+        if (q == CUDA_ERROR_NOT_READY && wait_all && esync)
+            q = esync(s->end);
+        if (q == CUDA_ERROR_NOT_READY)
+            break;
+        float ms = 0;
+        if (q == CUDA_SUCCESS && fikit_drv.cuEventElapsedTime(&ms, s->start, s->end) == CUDA_SUCCESS && ms >= 0) {
+            uint64_t ns = (uint64_t)((double)ms * 1e6);
+            fikit_kstat_add_dur(s->k, ns);
+            atomic_fetch_add_explicit(&fikit_cl.me->gpu_ns, ns, memory_order_relaxed);
+        }
+        s->busy = false;
+        pool_tail++;
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream)
+{
+    if (pthread_mutex_lock(&pool_lock) != 0)
+        return NULL;
+    struct sample *s = NULL;
+    if (pool_ready() && pool_head - pool_tail < POOL) {
+        s = &pool[pool_head % POOL];
+        if (fikit_drv.cuEventRecord(s->start, stream) != CUDA_SUCCESS) {
+            s = NULL;
+        } else {
+            s->k = k;
+            s->busy = true;
+        }
+    }
+    pthread_mutex_unlock(&pool_lock);
+    return s;
+}
+
+static void sample_end(struct sample *s, CUstream stream, CUresult launched)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (launched == CUDA_SUCCESS && fikit_drv.cuEventRecord(s->end, stream) == CUDA_SUCCESS) {
+        pool_head++;
+    } else {
+        s->busy = false;
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static bool capturing(CUstream stream)
+{
+    CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (!fikit_drv.cuStreamIsCapturing)
+        return false;
+    /* An error (say, a stream of another context) is taken as capturing: do nothing to it. */
+    return fikit_drv.cuStreamIsCapturing(stream, &st) != CUDA_SUCCESS || st != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+/* ---- the decision: hold a launch while a more urgent client needs the GPU -- */
+static void futex_sleep(_Atomic uint32_t *word, uint32_t val, uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+/* The driver knows better than our prediction whether our own work is done. */
+static void correct_own_busy(uint64_t now)
+{
+    struct fikit_slot *me = fikit_cl.me;
+    CUevent ev = atomic_load_explicit(&done_last, memory_order_acquire);
+    if (ev && atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > now &&
+        fikit_drv.cuEventQuery(ev) == CUDA_SUCCESS)
+        atomic_store_explicit(&me->busy_until_ns, now, memory_order_relaxed);
+}
+
+static void mark_own_done(CUstream stream)
+{
+    if (!pool_ctx)
+        return;
+    unsigned i = __atomic_fetch_add(&done_next, 1, __ATOMIC_RELAXED) % DONE_EVENTS;
+    if (done_ev[i] && fikit_drv.cuEventRecord(done_ev[i], stream) == CUDA_SUCCESS)
+        atomic_store_explicit(&done_last, done_ev[i], memory_order_release);
+}
+
+/* Returns true when the launch had a more urgent client to defer to. */
+static bool decide(struct fikit_kstat *k, CUstream stream)
+{
+    struct fikit_domain *d = fikit_cl.dom;
+    struct fikit_slot *me = fikit_cl.me;
+    struct fikit_params p;
+    fikit_params_from_domain(d, &p);
+    if (p.mode == FIKIT_MODE_OFF)
+        return false;
+    struct fikit_peer peers[FIKIT_MAX_SLOTS];
+    int pids[FIKIT_MAX_SLOTS];
+    int n = fikit_peers_snapshot(peers, FIKIT_MAX_SLOTS, pids);
+    if (n == 0)
+        return false;
+    if (capturing(stream))
+        return false; /* recorded into a graph, not run: nothing to hold */
+    uint64_t now = fikit_now_ns();
+    correct_own_busy(now);
+    uint64_t dur = k ? fikit_kstat_dur_pred(k) : 0;
+    struct fikit_self self = {.busy_until_ns = atomic_load(&me->busy_until_ns), .held_since_ns = 0};
+    uint64_t retry = 0, held_from = 0, last_live = now;
+    int v;
+    for (;;) {
+        v = fikit_policy_decide(&p, peers, n, &self, now, dur, dur != 0, &retry);
+        if (v != FIKIT_WAIT)
+            break;
+        if (!held_from) {
+            held_from = now;
+            self.held_since_ns = now;
+            atomic_store_explicit(&me->state, FIKIT_STATE_HELD, memory_order_relaxed);
+        }
+        uint64_t wait = retry > now ? retry - now : 0;
+        if (now - held_from < 50000) {
+            sched_yield(); /* brief: most HP gaps are tens of microseconds */
+        } else {
+            if (wait < 20000)
+                wait = 20000;
+            if (wait > 2000000)
+                wait = 2000000;
+            futex_sleep(&me->wake, atomic_load(&me->wake), wait);
+        }
+        now = fikit_now_ns();
+        if (now - last_live > 10000000ull) {
+            /* Nobody waits on a dead pid. */
+            last_live = now;
+            for (int i = 0; i < n; i++)
+                if (kill(pids[i], 0) != 0 && errno == ESRCH)
+                    fikit_peer_dead(pids[i]);
+        }
+        fikit_params_from_domain(d, &p);
+        correct_own_busy(now);
+        self.busy_until_ns = atomic_load(&me->busy_until_ns);
+        n = fikit_peers_snapshot(peers, FIKIT_MAX_SLOTS, pids);
+        if (n == 0 || p.mode == FIKIT_MODE_OFF) {
+            v = FIKIT_GO_FREE;
+            break;
+        }
+    }
+    if (held_from) {
+        atomic_fetch_add_explicit(&me->held_launches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&me->held_ns, now - held_from, memory_order_relaxed);
+    }
+    fikit_au64 *ctr = v == FIKIT_GO_GAP     ? &me->released_gap
+                      : v == FIKIT_GO_IDLE  ? &me->released_idle
+                      : v == FIKIT_GO_GUARD ? &me->released_guard
+                      : v == FIKIT_GO_CORUN ? &me->released_corun
+                                            : NULL;
+    if (ctr)
+        atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+    atomic_store_explicit(&me->state, v == FIKIT_GO_GAP ? FIKIT_STATE_FILLING : FIKIT_STATE_RUNNING,
+                          memory_order_relaxed);
+    return true;
+}
+
+/* ---- one launch, start to end -------------------------------------------- */
+struct launch {
+    struct fikit_kstat *k;
+    struct sample *sample;
+    CUstream stream;
+    uint64_t t;
+    bool deferred; /* had a more urgent client to defer to */
+};
+
+static const char *graph_name(CUgraphExec g, uint64_t *hash)
+{
+    /* Graph execs are numbered in the order a process first launches them:
+     * stable across runs of a deterministic program, like kernel ids. */
+    enum { GMAX = 1024 };
+    static _Atomic(CUgraphExec) seen[GMAX];
+    static char gnames[GMAX][24];
+    static _Atomic unsigned n_seen;
+    unsigned n = atomic_load(&n_seen);
+    for (unsigned i = 0; i < n && i < GMAX; i++)
+        if (atomic_load(&seen[i]) == g) {
+            *hash = fikit_hash_bytes(gnames[i], strlen(gnames[i]), 0);
+            return gnames[i];
+        }
+    unsigned i = atomic_fetch_add(&n_seen, 1);
+    if (i >= GMAX) {
+        *hash = 0x9a9a;
+        return "cudaGraph#overflow";
+    }
+    snprintf(gnames[i], sizeof gnames[i], "cudaGraph#%u", i);
+    atomic_store(&seen[i], g);
+    *hash = fikit_hash_bytes(gnames[i], strlen(gnames[i]), 0);
+    return gnames[i];
+}
+
+static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
+                   const uint32_t block[3], uint32_t smem, CUstream stream)
+{
+    struct fikit_slot *me = fikit_cl.me;
+    L->k = NULL;
+    L->sample = NULL;
+    L->stream = stream;
+    L->deferred = false;
+    if (FIKIT_UNLIKELY(!me))
+        return;
+    atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&me->launches, 1, memory_order_relaxed);
+    if (fikit_cfg.passthrough)
+        return;
+
+    uint64_t nh = 0;
+    static const uint32_t zero[3] = {0, 0, 0};
+    const char *name = g ? graph_name(g, &nh) : fikit_func_name(f, &nh);
+    uint64_t id = g ? fikit_kernel_id(nh, zero, zero, 0) : fikit_kernel_id(nh, grid, block, smem);
+    struct fikit_kstat *k = fikit_ktab_get(me, id, name, g ? zero : grid, g ? zero : block, smem, g ? 1u : 0u);
+    L->k = k;
+    uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
+
+    if (fikit_cl.dom)
+        L->deferred = decide(k, stream);
+
+    uint64_t t = fikit_now_ns();
+    L->t = t;
+    /* The gap after the previous launch: host time since that kernel's
+     * predicted end, or since the host last waited for the GPU. */
+    uint64_t prev_t = atomic_exchange_explicit(&last_launch_t, t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_exchange_explicit(&last_launch_k, k, memory_order_relaxed);
+    if (prev_t && prev_k && t > prev_t) {
+        uint64_t end = prev_t + fikit_kstat_dur_pred(prev_k);
+        uint64_t synced = atomic_load_explicit(&last_sync_end, memory_order_relaxed);
+        if (synced > prev_t && synced > end)
+            end = synced;
+        uint64_t gap = t > end ? t - end : 0;
+        fikit_kstat_add_gap(prev_k, gap);
+        atomic_fetch_add_explicit(&me->idle_gap_ns, gap, memory_order_relaxed);
+    }
+
+    if (k && (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
+        L->sample = sample_begin(k, stream);
+}
+
+static void after(struct launch *L, CUresult r)
+{
+    struct fikit_slot *me = fikit_cl.me;
+    if (FIKIT_UNLIKELY(!me) || fikit_cfg.passthrough)
+        return;
+    if (L->sample) {
+        sample_end(L->sample, L->stream, r);
+        if (fikit_cfg.profile) {
+            fikit_harvest(true);
+            atomic_store_explicit(&last_sync_end, fikit_now_ns(), memory_order_relaxed);
+        } else {
+            fikit_harvest(false);
+        }
+    }
+    if (r != CUDA_SUCCESS || !L->k)
+        return;
+    struct fikit_params p = params_default;
+    if (fikit_cl.dom)
+        fikit_params_from_domain(fikit_cl.dom, &p);
+    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), p.unknown_ns);
+    atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
+    if (L->deferred)
+        mark_own_done(L->stream);
+}
+
+static void sync_done(bool whole_context)
+{
+    uint64_t now = fikit_now_ns();
+    atomic_store_explicit(&last_sync_end, now, memory_order_relaxed);
+    struct fikit_slot *me = fikit_cl.me;
+    if (!me)
+        return;
+    atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
+    if (whole_context && atomic_load(&me->busy_until_ns) > now)
+        atomic_store(&me->busy_until_ns, now);
+    if (!fikit_cfg.passthrough)
+        fikit_harvest(false);
+}
+
+/* ---- initialisation, fork, exit ------------------------------------------ */
+static void write_stats(void)
+{
+    static _Atomic int written;
+    if (!fikit_cfg.stats_path[0] || atomic_exchange(&written, 1))
+        return;
+    fikit_harvest(true);
+    fikit_stats_write(fikit_cfg.stats_path);
+}
+
+static void at_exit(void)
+{
+    write_stats();
+    fikit_client_stop();
+}
+
+static void child_after_fork(void)
+{
+    /* The child is a new client: a fresh slot, counters from zero. */
+    pthread_mutex_init(&pool_lock, NULL);
+    pool_head = pool_tail = 0;
+    atomic_store(&last_launch_t, 0);
+    atomic_store(&last_launch_k, NULL);
+    fikit_client_after_fork();
+}
+
+static void init_once(void)
+{
+    const char *v;
+    fikit_debug = (v = getenv("FIKIT_LOG")) && strcmp(v, "debug") == 0;
+    fikit_cfg.passthrough = (v = getenv("FIKIT_PASSTHROUGH")) && strcmp(v, "1") == 0;
+    fikit_cfg.profile = (v = getenv("FIKIT_PROFILE")) && strcmp(v, "1") == 0;
+    if ((v = getenv("FIKIT_SAMPLE"))) {
+        long s = strtol(v, NULL, 10);
+        fikit_cfg.sample = s >= 1 && s <= 1000000 ? (uint32_t)s : 16;
+    }
+    if ((v = getenv("FIKIT_STATS")))
+        snprintf(fikit_cfg.stats_path, sizeof fikit_cfg.stats_path, "%s", v);
+    fikit_resolve_init();
+    fikit_client_start();
+    pthread_atfork(NULL, NULL, child_after_fork);
+    atexit(at_exit);
+    atomic_store_explicit(&ready, 1, memory_order_release);
+}
+
+void fikit_init(void)
+{
+    if (FIKIT_LIKELY(atomic_load_explicit(&ready, memory_order_acquire)))
+        return;
+    pthread_once(&once, init_once);
+}
+
+/* ---- the exported wrappers ------------------------------------------------ */
+#define REAL(name) ((fikit_pfn_##name)fikit_real[FIKIT_HOOK_##name])
+#define REAL_AS(hook, type) ((fikit_pfn_##type)fikit_real[FIKIT_HOOK_##hook])
+
+#define WRAP_LAUNCH_KERNEL(name)                                                                           \
+    FIKIT_API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+                            unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params,  \
+                            void **extra)                                                                    \
+    {                                                                                                        \
+        fikit_init();                                                                                        \
+        fikit_pfn_cuLaunchKernel real = REAL_AS(name, cuLaunchKernel);                                       \
+        if (FIKIT_UNLIKELY(!real))                                                                           \
+            return CUDA_ERROR_NOT_INITIALIZED;                                                               \
+        const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};                                      \
+        struct launch L;                                                                                     \
+        before(&L, FIKIT_PATH_KERNEL, f, NULL, grid, block, smem, s);                                        \
+        CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, s, params, extra);                                \
+        after(&L, r);                                                                                        \
+        return r;                                                                                            \
+    }
+
+#define WRAP_LAUNCH_EX(name)                                                                              \
+    FIKIT_API CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)         \
+    {                                                                                                     \
+        fikit_init();                                                                                     \
+        fikit_pfn_cuLaunchKernelEx real = REAL_AS(name, cuLaunchKernelEx);                                \
+        if (FIKIT_UNLIKELY(!real))                                                                        \
+            return CUDA_ERROR_NOT_INITIALIZED;                                                            \
+        if (FIKIT_UNLIKELY(!cfg))                                                                         \
+            return real(cfg, f, params, extra);                                                           \
+        const uint32_t grid[3] = {cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ};                           \
+        const uint32_t block[3] = {cfg->blockDimX, cfg->blockDimY, cfg->blockDimZ};                       \
+        struct launch L;                                                                                  \
+        before(&L, FIKIT_PATH_EX, f, NULL, grid, block, cfg->sharedMemBytes, cfg->hStream);               \
+        CUresult r = real(cfg, f, params, extra);                                                         \
+        after(&L, r);                                                                                     \
+        return r;                                                                                         \
+    }
+
+#define WRAP_LAUNCH_COOP(name)                                                                             \
+    FIKIT_API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+                            unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params)  \
+    {                                                                                                        \
+        fikit_init();                                                                                        \
+        fikit_pfn_cuLaunchCooperativeKernel real = REAL_AS(name, cuLaunchCooperativeKernel);                 \
+        if (FIKIT_UNLIKELY(!real))                                                                           \
+            return CUDA_ERROR_NOT_INITIALIZED;                                                               \
+        const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};                                      \
+        struct launch L;                                                                                     \
+        before(&L, FIKIT_PATH_COOP, f, NULL, grid, block, smem, s);                                          \
+        CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, s, params);                                       \
+        after(&L, r);                                                                                        \
+        return r;                                                                                            \
+    }
+
+#define WRAP_LAUNCH_GRAPH(name)                                                \
+    FIKIT_API CUresult name(CUgraphExec g, CUstream s)                         \
+    {                                                                          \
+        fikit_init();                                                          \
+        fikit_pfn_cuGraphLaunch real = REAL_AS(name, cuGraphLaunch);           \
+        if (FIKIT_UNLIKELY(!real))                                             \
+            return CUDA_ERROR_NOT_INITIALIZED;                                 \
+        static const uint32_t zero[3] = {0, 0, 0};                             \
+        struct launch L;                                                       \
+        before(&L, FIKIT_PATH_GRAPH, NULL, g ? g : (CUgraphExec)1, zero, zero, 0, s); \
+        CUresult r = real(g, s);                                               \
+        after(&L, r);                                                          \
+        return r;                                                              \
+    }
+
+WRAP_LAUNCH_KERNEL(cuLaunchKernel)
+WRAP_LAUNCH_KERNEL(cuLaunchKernel_ptsz)
+WRAP_LAUNCH_EX(cuLaunchKernelEx)
+WRAP_LAUNCH_EX(cuLaunchKernelEx_ptsz)
+WRAP_LAUNCH_COOP(cuLaunchCooperativeKernel)
+WRAP_LAUNCH_COOP(cuLaunchCooperativeKernel_ptsz)
+WRAP_LAUNCH_GRAPH(cuGraphLaunch)
+WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
+
+#define WRAP_STREAM_SYNC(name)                                         \
+    FIKIT_API CUresult name(CUstream s)                                \
+    {                                                                  \
+        fikit_init();                                                  \
+        fikit_pfn_cuStreamSynchronize real = REAL_AS(name, cuStreamSynchronize); \
+        if (FIKIT_UNLIKELY(!real))                                     \
+            return CUDA_ERROR_NOT_INITIALIZED;                         \
+        CUresult r = real(s);                                          \
+        sync_done(false);                                              \
+        return r;                                                      \
+    }
+WRAP_STREAM_SYNC(cuStreamSynchronize)
+WRAP_STREAM_SYNC(cuStreamSynchronize_ptsz)
+
+FIKIT_API CUresult cuCtxSynchronize(void)
+{
+    fikit_init();
+    fikit_pfn_cuCtxSynchronize real = REAL(cuCtxSynchronize);
+    if (FIKIT_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real();
+    sync_done(true);
+    return r;
+}
+
+FIKIT_API CUresult cuEventSynchronize(CUevent e)
+{
+    fikit_init();
+    fikit_pfn_cuEventSynchronize real = REAL(cuEventSynchronize);
+    if (FIKIT_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real(e);
+    sync_done(false);
+    return r;
+}
+
+FIKIT_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags)
+{
+    fikit_init();
+    fikit_pfn_cuGetProcAddress real = REAL(cuGetProcAddress);
+    if (FIKIT_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real(symbol, pfn, version, flags);
+    if (r == CUDA_SUCCESS && pfn && *pfn)
+        *pfn = fikit_wrap_procaddr(symbol, *pfn, version, flags);
+    return r;
+}
+
+FIKIT_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
+                                       CUdriverProcAddressQueryResult *status)
+{
+    fikit_init();
+    fikit_pfn_cuGetProcAddress_v2 real = REAL(cuGetProcAddress_v2);
+    if (FIKIT_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = real(symbol, pfn, version, flags, status);
+    if (r == CUDA_SUCCESS && pfn && *pfn)
+        *pfn = fikit_wrap_procaddr(symbol, *pfn, version, flags);
+    return r;
+}
+
+void *const fikit_wrappers[FIKIT_HOOK_COUNT] = {
+#define HOOK(name, kind, base) (void *)name,
+#include "hooks.def"
+#undef HOOK
+};

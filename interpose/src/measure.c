@@ -1,0 +1,143 @@
+/*
+ * The kernel table of a slot and the statistics kept per kernel id.  Pure
+ * bookkeeping: no driver calls, no clock, so the simulator learns exactly as
+ * the library does.
+ *
+ * Predictions are deliberately lopsided: a kernel's duration is predicted
+ * from its recent *long* runs and the gap after it from its recent *short*
+ * gaps, because both errors that way protect the more urgent client.
+ */
+#include <string.h>
+
+#include "fikit.h"
+
+static inline uint64_t ld(const fikit_au64 *p) { return atomic_load_explicit(p, memory_order_relaxed); }
+
+struct fikit_kstat *fikit_ktab_find(struct fikit_slot *s, uint64_t id)
+{
+    uint64_t mask = FIKIT_KTAB_SIZE - 1;
+    for (uint64_t i = 0, h = id & mask; i < FIKIT_KTAB_SIZE; i++, h = (h + 1) & mask) {
+        uint64_t cur = ld(&s->ktab[h].id);
+        if (cur == id)
+            return &s->ktab[h];
+        if (cur == 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
+                                   const uint32_t block[3], uint32_t smem, uint32_t kind)
+{
+    uint64_t mask = FIKIT_KTAB_SIZE - 1;
+    for (uint64_t i = 0, h = id & mask; i < FIKIT_KTAB_SIZE; i++, h = (h + 1) & mask) {
+        struct fikit_kstat *k = &s->ktab[h];
+        uint64_t cur = atomic_load_explicit(&k->id, memory_order_acquire);
+        if (cur == id)
+            return k;
+        if (cur != 0)
+            continue;
+        /* Claim the entry; describe it before publishing the id's count. */
+        uint64_t expect = 0;
+        if (!atomic_compare_exchange_strong(&k->id, &expect, id)) {
+            if (expect == id)
+                return k;
+            continue;
+        }
+        if (name) {
+            strncpy(k->name, name, FIKIT_NAME_LEN - 1);
+            k->name[FIKIT_NAME_LEN - 1] = 0;
+        }
+        for (int d = 0; d < 3; d++) {
+            k->grid[d] = grid ? grid[d] : 0;
+            k->block[d] = block ? block[d] : 0;
+        }
+        k->smem = smem;
+        k->kind = kind;
+        k->gap_min_ns = UINT32_MAX;
+        atomic_fetch_add_explicit(&s->ktab_used, 1, memory_order_relaxed);
+        return k;
+    }
+    return NULL; /* table full: the launch goes on unmeasured */
+}
+
+static inline uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
+/* ewma with weight 1/4: follows a changed kernel within a few samples. */
+static inline uint32_t ewma(uint32_t old, uint64_t n_before, uint64_t v)
+{
+    if (n_before == 0)
+        return clamp32(v);
+    int64_t diff = (int64_t)v - (int64_t)old;
+    return clamp32((uint64_t)((int64_t)old + diff / 4));
+}
+
+void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns)
+{
+    uint64_t n = atomic_fetch_add_explicit(&k->dur_n, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&k->dur_sum_ns, ns, memory_order_relaxed);
+    k->dur_ewma_ns = ewma(k->dur_ewma_ns, n, ns);
+    k->dur_ring_ns[n % FIKIT_RING] = clamp32(ns);
+}
+
+void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
+{
+    uint64_t n = atomic_fetch_add_explicit(&k->gap_n, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&k->gap_sum_ns, ns, memory_order_relaxed);
+    k->gap_ewma_ns = ewma(k->gap_ewma_ns, n, ns);
+    k->gap_ring_ns[n % FIKIT_RING] = clamp32(ns);
+    /* Shortest recent gap: the ring's minimum, recomputed when the old minimum leaves it. */
+    uint64_t have = n + 1 < FIKIT_RING ? n + 1 : FIKIT_RING;
+    uint32_t m = UINT32_MAX;
+    for (uint64_t i = 0; i < have; i++)
+        if (k->gap_ring_ns[i] < m)
+            m = k->gap_ring_ns[i];
+    k->gap_min_ns = m;
+}
+
+uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
+{
+    uint64_t n = k->dur_n;
+    if (n == 0)
+        return 0;
+    /* The larger of the recent trend and the recent maximum's half-way point. */
+    uint64_t have = n < FIKIT_RING ? n : FIKIT_RING;
+    uint32_t mx = 0;
+    for (uint64_t i = 0; i < have; i++)
+        if (k->dur_ring_ns[i] > mx)
+            mx = k->dur_ring_ns[i];
+    uint64_t e = k->dur_ewma_ns;
+    uint64_t mid = (e + mx) / 2;
+    return mid > e ? mid : e;
+}
+
+uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)
+{
+    if (k->gap_n == 0 || k->gap_min_ns == UINT32_MAX)
+        return 0;
+    return k->gap_min_ns;
+}
+
+/* Quantile of the first min(n, FIKIT_RING) ring samples (small: insertion sort). */
+double fikit_ring_quantile(const uint32_t *ring, uint64_t n, double q)
+{
+    uint64_t have = n < FIKIT_RING ? n : FIKIT_RING;
+    if (have == 0)
+        return 0.0;
+    uint32_t v[FIKIT_RING];
+    memcpy(v, ring, have * sizeof v[0]);
+    for (uint64_t i = 1; i < have; i++) {
+        uint32_t x = v[i];
+        uint64_t j = i;
+        while (j > 0 && v[j - 1] > x) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+    double pos = q * (double)(have - 1);
+    uint64_t lo = (uint64_t)pos;
+    uint64_t hi = lo + 1 < have ? lo + 1 : lo;
+    double frac = pos - (double)lo;
+    return (double)v[lo] * (1.0 - frac) + (double)v[hi] * frac;
+}

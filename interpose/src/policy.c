@@ -1,0 +1,104 @@
+/*
+ * The FIKIT decision: may a less urgent client launch a kernel now?
+ *
+ * Pure functions of the clients' published predictions and a clock value, so
+ * the library (real time) and the simulator (virtual time) run this one
+ * implementation.  A more urgent client ("peer") publishes, on every launch:
+ *   busy_until_ns   when the GPU work it queued is predicted to finish
+ *   next_launch_ns  the earliest its next launch is predicted to come
+ * The gap between the two is idle GPU time we may fill.  A peer that has been
+ * quiet past its prediction by idle_ns is taken to be idle (waiting for a
+ * request, or gone), and then lower clients run, their queued work bounded so
+ * that the peer's return waits for at most the budget.
+ */
+#include "fikit.h"
+
+static inline uint64_t max64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static inline uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+static bool peer_idle(const struct fikit_peer *q, uint64_t now, uint64_t idle_ns)
+{
+    if (q->last_launch_ns == 0)
+        return true;
+    uint64_t quiet_after = max64(q->busy_until_ns, q->next_launch_ns) + idle_ns;
+    return now >= quiet_after;
+}
+
+FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fikit_peer *peers, int n_peers,
+                                  const struct fikit_self *self, uint64_t now, uint64_t dur_ns, int known,
+                                  uint64_t *retry_at)
+{
+    *retry_at = 0;
+    if (p->mode == FIKIT_MODE_OFF || n_peers <= 0)
+        return FIKIT_GO_FREE;
+
+    uint64_t d = known && dur_ns ? dur_ns : p->unknown_ns;
+    uint64_t queued_end = max64(now, self->busy_until_ns);
+
+    bool all_idle = true;
+    uint64_t busy_end = 0;          /* when every active peer's queued work ends */
+    uint64_t next_launch = UINT64_MAX; /* the soonest an active peer launches again */
+    uint64_t idle_at = 0;           /* when every active peer would count as idle */
+    for (int i = 0; i < n_peers; i++) {
+        const struct fikit_peer *q = &peers[i];
+        if (peer_idle(q, now, p->idle_ns))
+            continue;
+        all_idle = false;
+        busy_end = max64(busy_end, q->busy_until_ns);
+        next_launch = min64(next_launch, max64(q->next_launch_ns, q->busy_until_ns));
+        idle_at = max64(idle_at, max64(q->busy_until_ns, q->next_launch_ns) + p->idle_ns);
+    }
+
+    if (all_idle) {
+        /* Peers idle: run, but keep what we have queued within the budget,
+         * or a single kernel, so that a returning peer is not buried. */
+        if (queued_end - now <= p->budget_ns || self->busy_until_ns <= now)
+            return FIKIT_GO_IDLE;
+        *retry_at = queued_end - p->budget_ns;
+        return FIKIT_WAIT;
+    }
+
+    if (p->mode == FIKIT_MODE_FIKIT) {
+        uint64_t start = max64(queued_end, busy_end);
+        if (start + d <= next_launch + p->budget_ns)
+            return FIKIT_GO_GAP;
+    }
+
+    /* Starvation guard: after waiting (1-s)/s of the kernel's length, go. */
+    if (p->min_lp_share_pm > 0 && self->held_since_ns && p->min_lp_share_pm <= 1000) {
+        uint64_t s = p->min_lp_share_pm;
+        uint64_t wait_max = d * (1000 - s) / s;
+        if (now - self->held_since_ns >= wait_max)
+            return FIKIT_GO_GUARD;
+    }
+
+    if (p->mode == FIKIT_MODE_FIKIT && p->corun_sm_pct > 0)
+        return FIKIT_GO_CORUN;
+
+    /* Look again once the next window may have opened: after the peer's next
+     * launch is due, or when it would count as idle, whichever comes first. */
+    uint64_t again = next_launch == UINT64_MAX ? idle_at : min64(max64(next_launch, busy_end), idle_at);
+    *retry_at = max64(again, now + 1000);
+    return FIKIT_WAIT;
+}
+
+FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
+                                        uint64_t gap_pred_ns, uint64_t unknown_ns)
+{
+    uint64_t d = dur_pred_ns ? dur_pred_ns : unknown_ns;
+    uint64_t busy = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);
+    busy = max64(busy, now) + d;
+    atomic_store_explicit(&s->last_launch_ns, now, memory_order_relaxed);
+    atomic_store_explicit(&s->busy_until_ns, busy, memory_order_relaxed);
+    atomic_store_explicit(&s->next_launch_ns, busy + gap_pred_ns, memory_order_release);
+}
+
+void fikit_params_from_domain(const struct fikit_domain *d, struct fikit_params *p)
+{
+    p->mode = atomic_load_explicit(&d->mode, memory_order_relaxed);
+    p->budget_ns = (uint64_t)atomic_load_explicit(&d->budget_us, memory_order_relaxed) * 1000u;
+    p->idle_ns = (uint64_t)atomic_load_explicit(&d->idle_us, memory_order_relaxed) * 1000u;
+    p->unknown_ns = (uint64_t)atomic_load_explicit(&d->unknown_us, memory_order_relaxed) * 1000u;
+    p->min_lp_share_pm = atomic_load_explicit(&d->min_lp_share_pm, memory_order_relaxed);
+    p->corun_sm_pct = atomic_load_explicit(&d->corun_sm_pct, memory_order_relaxed);
+}

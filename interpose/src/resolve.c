@@ -1,0 +1,152 @@
+/*
+ * How a program reaches the driver, and how it reaches us instead.
+ *
+ * Three doors lead to a driver entry point, and each must open on our wrapper:
+ *  - the linked symbol: LD_PRELOAD puts our exported cuLaunchKernel first;
+ *  - dlsym(handle, "cuLaunchKernel"): we export dlsym and answer hooked names
+ *    with wrappers (the real dlsym comes from dlvsym);
+ *  - cuGetProcAddress(_v2): the CUDA 12/13 runtime resolves every entry point
+ *    through it, after first asking it for "cuGetProcAddress" itself; we
+ *    answer hooked names, that one included, with wrappers.
+ * The real entry points come from the driver library's own handle.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "fikit.h"
+
+void *fikit_real[FIKIT_HOOK_COUNT];
+struct fikit_driver fikit_drv;
+
+#define wrappers fikit_wrappers /* our wrappers, by hook id (launch.c) */
+static const char *const names[FIKIT_HOOK_COUNT] = {
+#define HOOK(name, kind, base) #name,
+#include "hooks.def"
+#undef HOOK
+};
+static const char *const bases[FIKIT_HOOK_COUNT] = {
+#define HOOK(name, kind, base) #base,
+#include "hooks.def"
+#undef HOOK
+};
+
+typedef void *(*dlsym_fn)(void *, const char *);
+static _Atomic(dlsym_fn) real_dlsym_p;
+static void *libcuda;
+
+static dlsym_fn real_dlsym(void)
+{
+    dlsym_fn f = atomic_load_explicit(&real_dlsym_p, memory_order_acquire);
+    if (FIKIT_LIKELY(f))
+        return f;
+    /* glibc 2.34 moved dlsym into libc under a new version; older ones have 2.2.5. */
+    f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (!f)
+        f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    atomic_store_explicit(&real_dlsym_p, f, memory_order_release);
+    return f;
+}
+
+static int hook_index(const char *symbol)
+{
+    if (!symbol || symbol[0] != 'c' || symbol[1] != 'u')
+        return -1;
+    for (int i = 0; i < FIKIT_HOOK_COUNT; i++)
+        if (strcmp(symbol, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Remember the real function for hook i; the first one seen wins. */
+static void set_real(int i, void *p)
+{
+    if (!p || p == wrappers[i])
+        return;
+    void *expect = NULL;
+    __atomic_compare_exchange_n(&fikit_real[i], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void *fikit_real_sym(const char *name)
+{
+    dlsym_fn d = real_dlsym();
+    if (!d)
+        return NULL;
+    void *p = libcuda ? d(libcuda, name) : NULL;
+    if (!p)
+        p = d(RTLD_NEXT, name);
+    return p;
+}
+
+void fikit_resolve_init(void)
+{
+    /* Loading the driver here costs nothing extra: the process is launching on it. */
+    libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!libcuda)
+        libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    for (int i = 0; i < FIKIT_HOOK_COUNT; i++)
+        set_real(i, fikit_real_sym(names[i]));
+    fikit_drv.cuFuncGetName = (fikit_pfn_cuFuncGetName)fikit_real_sym("cuFuncGetName");
+    fikit_drv.cuKernelGetName = (fikit_pfn_cuKernelGetName)fikit_real_sym("cuKernelGetName");
+    fikit_drv.cuEventCreate = (fikit_pfn_cuEventCreate)fikit_real_sym("cuEventCreate");
+    fikit_drv.cuEventDestroy = (fikit_pfn_cuEventDestroy_v2)fikit_real_sym("cuEventDestroy_v2");
+    fikit_drv.cuEventRecord = (fikit_pfn_cuEventRecord)fikit_real_sym("cuEventRecord");
+    fikit_drv.cuEventQuery = (fikit_pfn_cuEventQuery)fikit_real_sym("cuEventQuery");
+    fikit_drv.cuEventElapsedTime = (fikit_pfn_cuEventElapsedTime_v2)fikit_real_sym("cuEventElapsedTime_v2");
+    fikit_drv.cuCtxGetCurrent = (fikit_pfn_cuCtxGetCurrent)fikit_real_sym("cuCtxGetCurrent");
+    fikit_drv.cuStreamIsCapturing = (fikit_pfn_cuStreamIsCapturing)fikit_real_sym("cuStreamIsCapturing");
+}
+
+FIKIT_API void *dlsym(void *handle, const char *symbol)
+{
+    dlsym_fn d = real_dlsym();
+    if (FIKIT_UNLIKELY(!d))
+        return NULL;
+    int i = hook_index(symbol);
+    if (i < 0)
+        return d(handle, symbol);
+    void *p = d(handle, symbol);
+    if (!p)
+        return NULL;
+    set_real(i, p);
+    return wrappers[i];
+}
+
+/*
+ * What cuGetProcAddress handed out for `symbol` (a base name such as
+ * "cuLaunchKernel"): our wrapper for the variant it is, or the real pointer
+ * unchanged when we cannot tell which variant that is.
+ */
+void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t flags)
+{
+    static _Atomic int warned;
+    if (!symbol || !p || symbol[0] != 'c' || symbol[1] != 'u')
+        return p;
+    int cand[4], nc = 0;
+    for (int i = 0; i < FIKIT_HOOK_COUNT && nc < 4; i++)
+        if (strcmp(bases[i], symbol) == 0)
+            cand[nc++] = i;
+    if (nc == 0)
+        return p;
+    for (int c = 0; c < nc; c++)
+        if (__atomic_load_n(&fikit_real[cand[c]], __ATOMIC_ACQUIRE) == p)
+            return wrappers[cand[c]];
+    /* Not a pointer we know by name: tell the variant by what was asked. */
+    int pick = cand[0];
+    for (int c = 0; c < nc; c++) {
+        const char *nm = names[cand[c]];
+        bool ptsz = strstr(nm, "_ptsz") != NULL;
+        bool v2 = strstr(nm, "_v2") != NULL;
+        if (ptsz && (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+            pick = cand[c];
+        if (v2 && version >= 12000)
+            pick = cand[c];
+    }
+    void *expect = NULL;
+    if (__atomic_compare_exchange_n(&fikit_real[pick], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
+        expect == p)
+        return wrappers[pick];
+    fikit_log_once(&warned, "cuGetProcAddress(%s) gave an entry point fikit does not know; not intercepted",
+                   symbol);
+    return p;
+}

@@ -1,0 +1,113 @@
+/*
+ * FIKIT_STATS: one JSON object at exit, for tests, benchmarks and people.
+ * Written to a temporary name and renamed, so a reader never sees half.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fikit.h"
+
+static void put_name(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void put_dist(FILE *f, const char *key, uint64_t n, uint64_t sum, const uint32_t *ring)
+{
+    if (n == 0) {
+        fprintf(f, "\"%s\": null", key);
+        return;
+    }
+    fprintf(f, "\"%s\": {\"n\": %llu, \"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f}", key, (unsigned long long)n,
+            (double)sum / (double)n / 1000.0, fikit_ring_quantile(ring, n, 0.50) / 1000.0,
+            fikit_ring_quantile(ring, n, 0.99) / 1000.0);
+}
+
+static void expand(const char *tmpl, char *out, size_t n)
+{
+    size_t j = 0;
+    for (const char *p = tmpl; *p && j + 1 < n; p++) {
+        if (p[0] == '%' && p[1] == 'p') {
+            int w = snprintf(out + j, n - j, "%d", (int)getpid());
+            if (w < 0 || (size_t)w >= n - j)
+                break;
+            j += (size_t)w;
+            p++;
+        } else {
+            out[j++] = *p;
+        }
+    }
+    out[j] = 0;
+}
+
+void fikit_stats_write(const char *tmpl)
+{
+    struct fikit_slot *s = fikit_cl.me;
+    if (!s)
+        return;
+    char path[600], tmp[640];
+    expand(tmpl, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fikit_log("cannot write FIKIT_STATS file %s", tmp);
+        return;
+    }
+    fprintf(f,
+            "{\"pid\": %d, \"prog\": ", (int)getpid());
+    put_name(f, s->prog);
+    fprintf(f,
+            ", \"launches\": {\"cuLaunchKernel\": %llu, \"cuLaunchKernelEx\": %llu, "
+            "\"cuLaunchCooperativeKernel\": %llu, \"cuGraphLaunch\": %llu}",
+            (unsigned long long)s->path_launches[FIKIT_PATH_KERNEL],
+            (unsigned long long)s->path_launches[FIKIT_PATH_EX],
+            (unsigned long long)s->path_launches[FIKIT_PATH_COOP],
+            (unsigned long long)s->path_launches[FIKIT_PATH_GRAPH]);
+    fprintf(f,
+            ", \"syncs\": %llu, \"held_launches\": %llu, \"held_us\": %.3f, \"released_gap\": %llu, "
+            "\"released_idle\": %llu, \"released_guard\": %llu, \"released_corun\": %llu, \"gpu_us\": %.3f, "
+            "\"slot\": %d, \"prio\": %d, \"passthrough\": %s",
+            (unsigned long long)s->syncs, (unsigned long long)s->held_launches, (double)s->held_ns / 1000.0,
+            (unsigned long long)s->released_gap, (unsigned long long)s->released_idle,
+            (unsigned long long)s->released_guard, (unsigned long long)s->released_corun,
+            (double)s->gpu_ns / 1000.0, fikit_cl.slot_index, fikit_effective_prio(),
+            fikit_cfg.passthrough ? "true" : "false");
+    for (int kind = 0; kind < 2; kind++) {
+        fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
+        bool first = true;
+        for (int i = 0; i < FIKIT_KTAB_SIZE; i++) {
+            struct fikit_kstat *k = &s->ktab[i];
+            uint64_t id = k->id;
+            if (id == 0 || k->kind != (uint32_t)kind || k->count == 0)
+                continue;
+            fprintf(f, "%s{\"id\": \"%016llx\", \"name\": ", first ? "" : ", ", (unsigned long long)id);
+            put_name(f, k->name);
+            fprintf(f, ", \"count\": %llu", (unsigned long long)k->count);
+            if (kind == 0)
+                fprintf(f, ", \"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"smem\": %u", k->grid[0],
+                        k->grid[1], k->grid[2], k->block[0], k->block[1], k->block[2], k->smem);
+            fputs(", ", f);
+            put_dist(f, "dur_us", k->dur_n, k->dur_sum_ns, k->dur_ring_ns);
+            fputs(", ", f);
+            put_dist(f, "gap_us", k->gap_n, k->gap_sum_ns, k->gap_ring_ns);
+            fputc('}', f);
+            first = false;
+        }
+    }
+    fputs("]}\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        fikit_log("cannot write FIKIT_STATS file %s", path);
+        unlink(tmp);
+    }
+}

@@ -1,0 +1,145 @@
+/*
+ * fikit declares the CUDA driver types and signatures it uses itself
+ * (interpose/include/fikit_cuda.h) so that it builds without a toolkit.  This
+ * file holds those declarations against the real <cuda.h>: if a CUDA release
+ * changes a signature, a constant or the launch configuration, the build of
+ * this file fails and names what drifted, instead of a launch being corrupted
+ * at run time.
+ *
+ * Two modes, driven by tests/test_cuda_abi.py:
+ *
+ *   default          includes <cuda.h>, statically checks every fikit_pfn_*
+ *                    typedef, every FIKIT_CU_CONSTANTS entry and the
+ *                    CUlaunchConfig field list; running it prints the sizes of
+ *                    the real scalar types as -D flags for the second mode.
+ *   FIKIT_ABI_OWN    without <cuda.h>: checks fikit's own stand-in types (the
+ *                    ones libfikit.so is built with) against those sizes.
+ *
+ * FIKIT_ABI_NEGATIVE adds a deliberately wrong signature, to show that the
+ * checks bite.
+ */
+#include <stddef.h>
+#include <stdio.h>
+
+#ifndef FIKIT_ABI_OWN
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#define FIKIT_CUDA_ABI_CHECK 1
+#include "fikit_cuda.h"
+
+#define SAME_TYPE(a, b) __builtin_types_compatible_p(a, b)
+
+/*
+ * Symbol X of <cuda.h> against fikit_pfn_X.  <cuda.h> renames some names by
+ * macro (cuEventElapsedTime -> _v2, cuGetProcAddress -> _v2, ...), so every
+ * check names the exported symbol itself.
+ */
+#define CHECK_PFN(sym) \
+    _Static_assert(SAME_TYPE(fikit_pfn_##sym, __typeof__(&sym)), "fikit_pfn_" #sym " differs from <cuda.h>");
+
+#define CHECKED_PFNS(X)        \
+    X(cuInit)                  \
+    X(cuGetProcAddress_v2)     \
+    X(cuLaunchKernel)          \
+    X(cuLaunchKernelEx)        \
+    X(cuLaunchCooperativeKernel) \
+    X(cuGraphLaunch)           \
+    X(cuStreamSynchronize)     \
+    X(cuCtxSynchronize)        \
+    X(cuEventSynchronize)      \
+    X(cuFuncGetName)           \
+    X(cuKernelGetName)         \
+    X(cuEventCreate)           \
+    X(cuEventDestroy_v2)       \
+    X(cuEventRecord)           \
+    X(cuEventQuery)            \
+    X(cuEventElapsedTime_v2)   \
+    X(cuCtxGetCurrent)         \
+    X(cuCtxSetCurrent)         \
+    X(cuCtxGetDevice)          \
+    X(cuStreamGetCtx)          \
+    X(cuStreamIsCapturing)
+
+CHECKED_PFNS(CHECK_PFN)
+
+/* The 4-argument cuGetProcAddress is hidden behind the _v2 macro; cudaTypedefs.h keeps its type. */
+_Static_assert(SAME_TYPE(fikit_pfn_cuGetProcAddress, PFN_cuGetProcAddress_v11030),
+               "fikit_pfn_cuGetProcAddress differs from <cuda.h>");
+
+/* The per-thread-stream variants must share the signatures of their base names. */
+_Static_assert(SAME_TYPE(fikit_pfn_cuLaunchKernel, PFN_cuLaunchKernel_v7000_ptsz),
+               "cuLaunchKernel_ptsz differs from cuLaunchKernel");
+_Static_assert(SAME_TYPE(fikit_pfn_cuLaunchKernelEx, PFN_cuLaunchKernelEx_v11060_ptsz),
+               "cuLaunchKernelEx_ptsz differs from cuLaunchKernelEx");
+_Static_assert(SAME_TYPE(fikit_pfn_cuLaunchCooperativeKernel, PFN_cuLaunchCooperativeKernel_v9000_ptsz),
+               "cuLaunchCooperativeKernel_ptsz differs from cuLaunchCooperativeKernel");
+_Static_assert(SAME_TYPE(fikit_pfn_cuGraphLaunch, PFN_cuGraphLaunch_v10000_ptsz),
+               "cuGraphLaunch_ptsz differs from cuGraphLaunch");
+_Static_assert(SAME_TYPE(fikit_pfn_cuStreamSynchronize, PFN_cuStreamSynchronize_v7000_ptsz),
+               "cuStreamSynchronize_ptsz differs from cuStreamSynchronize");
+
+/* Constants. */
+#define CHECK_CONSTANT(name, value) _Static_assert((name) == (value), #name " is not " #value " in <cuda.h>");
+FIKIT_CU_CONSTANTS(CHECK_CONSTANT)
+
+/* The default-stream handles. */
+_Static_assert(FIKIT_CU_STREAM_LEGACY == CU_STREAM_LEGACY, "FIKIT_CU_STREAM_LEGACY differs");
+_Static_assert(FIKIT_CU_STREAM_PER_THREAD == CU_STREAM_PER_THREAD, "FIKIT_CU_STREAM_PER_THREAD differs");
+
+/* CUlaunchConfig, rebuilt from fikit's field list, must match field by field. */
+struct fikit_launch_config_mirror {
+    FIKIT_CULAUNCHCONFIG_FIELDS(FIKIT_FIELD_DECL)
+};
+_Static_assert(sizeof(struct fikit_launch_config_mirror) == sizeof(CUlaunchConfig),
+               "CUlaunchConfig size differs");
+_Static_assert(_Alignof(struct fikit_launch_config_mirror) == _Alignof(CUlaunchConfig),
+               "CUlaunchConfig alignment differs");
+#define CHECK_FIELD(type, name)                                                                  \
+    _Static_assert(offsetof(struct fikit_launch_config_mirror, name) == offsetof(CUlaunchConfig, name), \
+                   "CUlaunchConfig." #name " offset differs");                                   \
+    _Static_assert(SAME_TYPE(type, __typeof__(((CUlaunchConfig *)0)->name)),                     \
+                   "CUlaunchConfig." #name " type differs");
+FIKIT_CULAUNCHCONFIG_FIELDS(CHECK_FIELD)
+
+#ifdef FIKIT_ABI_NEGATIVE
+/* A signature with one parameter missing: this must not compile. */
+typedef CUresult (*wrong_launch)(const CUlaunchConfig *, CUfunction, void **);
+_Static_assert(SAME_TYPE(wrong_launch, __typeof__(&cuLaunchKernelEx)), "negative control: wrong_launch");
+#endif
+
+/* Sizes of the real types, for the FIKIT_ABI_OWN mode. */
+int main(void)
+{
+    printf("-DREAL_CURESULT=%zu -DREAL_CUDEVICE=%zu -DREAL_CUDEVICEPTR=%zu -DREAL_CUUINT64=%zu "
+           "-DREAL_QUERYRESULT=%zu -DREAL_CAPTURESTATUS=%zu -DREAL_ATTR=%zu -DREAL_ATTR_VALUE_OFF=%zu "
+           "-DREAL_ATTR_ALIGN=%zu -DREAL_CONFIG=%zu\n",
+           sizeof(CUresult), sizeof(CUdevice), sizeof(CUdeviceptr), sizeof(cuuint64_t),
+           sizeof(CUdriverProcAddressQueryResult), sizeof(CUstreamCaptureStatus), sizeof(CUlaunchAttribute),
+           offsetof(CUlaunchAttribute, value), _Alignof(CUlaunchAttribute), sizeof(CUlaunchConfig));
+    return 0;
+}
+
+#else /* FIKIT_ABI_OWN: the stand-ins libfikit.so is actually built with */
+
+#include "fikit_cuda.h"
+
+#define CHECK_SIZE(expr, real) _Static_assert((expr) == (real), #expr " differs from <cuda.h>");
+CHECK_SIZE(sizeof(CUresult), REAL_CURESULT)
+CHECK_SIZE(sizeof(CUdevice), REAL_CUDEVICE)
+CHECK_SIZE(sizeof(CUdeviceptr), REAL_CUDEVICEPTR)
+CHECK_SIZE(sizeof(cuuint64_t), REAL_CUUINT64)
+CHECK_SIZE(sizeof(CUdriverProcAddressQueryResult), REAL_QUERYRESULT)
+CHECK_SIZE(sizeof(CUstreamCaptureStatus), REAL_CAPTURESTATUS)
+CHECK_SIZE(sizeof(CUlaunchAttribute), REAL_ATTR)
+CHECK_SIZE(offsetof(CUlaunchAttribute, value), REAL_ATTR_VALUE_OFF)
+CHECK_SIZE(_Alignof(CUlaunchAttribute), REAL_ATTR_ALIGN)
+CHECK_SIZE(sizeof(CUlaunchConfig), REAL_CONFIG)
+
+int main(void)
+{
+    return 0;
+}
+
+#endif
