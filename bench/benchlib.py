@@ -71,13 +71,19 @@ def git_commit() -> str | None:
         try:
             out = subprocess.run(
                 ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-                capture_output=True, text=True, timeout=10, check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
             )
             if out.returncode == 0 and out.stdout.strip():
                 head = out.stdout.strip()
                 dirty = subprocess.run(
                     ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                    capture_output=True, text=True, timeout=10, check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
                 )
                 return head + ("-dirty" if dirty.stdout.strip() else "")
         except (OSError, subprocess.SubprocessError):
@@ -94,7 +100,10 @@ def nvidia_smi_query() -> dict[str, str | None]:
     try:
         res = subprocess.run(
             [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
         line = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
         if "," in line:
@@ -111,8 +120,9 @@ def gpu_name_via_child(device: str) -> str | None:
         return "cpu"
     code = "import torch; print(torch.cuda.get_device_name(0))"
     try:
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                             check=False)
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
         if res.returncode == 0:
             return res.stdout.strip().splitlines()[-1]
     except (OSError, subprocess.SubprocessError, IndexError):
@@ -219,66 +229,90 @@ def find_lib(explicit: str | None) -> str | None:
     return None
 
 
-def try_create_domain(path: Path, mode: str = "fikit", budget_us: int | None = None) -> tuple[bool, str]:
-    """Create a self-granted scheduling domain with fikitd.shm (no daemon). Returns (ok, message).
+def _import_shm(lib: str | None) -> Any:
+    """fikitd.shm (it asks libfikit.so for the layout, so FIKIT_LIBRARY must name the library)."""
+    if lib:
+        os.environ["FIKIT_LIBRARY"] = lib
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))
+    from fikitd import shm
 
-    The Domain API is being written alongside this harness, so a few call shapes are tried.
-    """
-    sys.path.insert(0, str(REPO_ROOT))
-    try:
-        from fikitd.shm import Domain  # type: ignore[import-not-found]
-    except Exception as e:
-        return False, f"fikitd.shm not importable: {e!r}"
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(REPO_ROOT))
-    path.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o1777)
+    return shm
+
+
+def create_domain(
+    path: Path, lib: str | None, mode: str = "fikit", budget_us: int | None = None, corun_sm_pct: int = 0
+) -> Any:
+    """A self-granted scheduling domain (no daemon), as tests and `fikitctl run` without fikitd use."""
+    shm = _import_shm(lib)
     kw: dict[str, Any] = {"mode": mode, "self_grant": True}
     if budget_us is not None:
         kw["budget_us"] = budget_us
-    attempts: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-        ((str(path), 0), kw),
-        ((path, 0), kw),
-        ((str(path), 0), {"mode": mode, "self_grant": True}),
-        ((str(path),), {"mode": mode, "self_grant": True}),
-    ]
-    errs: list[str] = []
-    for args, kwargs in attempts:
+    if corun_sm_pct:
+        kw["corun_sm_pct"] = corun_sm_pct
+    dom = shm.Domain.create(path, 0, **kw)
+    _KEEP_DOMAINS.append(dom)
+    return dom
+
+
+_KEEP_DOMAINS: list[Any] = []  # keep the runner's mappings alive for its lifetime
+
+
+class FillProbe:
+    """Reads a domain's slots to give, per window, the share of HP idle-gap time LP work filled."""
+
+    def __init__(self, path: Path, lib: str | None) -> None:
+        self.path = path
+        self.lib = lib
+        self.dom: Any = None
+        self.error: str | None = None
+
+    def _open(self) -> bool:
+        if self.dom is not None:
+            return True
         try:
-            dom = Domain.create(*args, **kwargs)
-            _KEEP_DOMAINS.append(dom)
-            return True, f"created {path} with Domain.create{args!r}{kwargs!r}"
+            shm = _import_shm(self.lib)
+            self.dom = shm.Domain.open(self.path)
+            return True
         except Exception as e:
-            errs.append(repr(e))
-    return False, "Domain.create failed: " + " | ".join(errs)
+            self.error = repr(e)
+            return False
+
+    def read(self, pid: int) -> dict[str, float] | None:
+        """Counters of the slot owned by pid (or by its child, for a wrapped launch)."""
+        if not self._open():
+            return None
+        try:
+            for i in self.dom.slot_indices():
+                s = self.dom.slot(i)
+                if s and int(s.get("pid", 0)) == pid:
+                    return {
+                        k: float(s.get(k, 0))
+                        for k in (
+                            "filled_ns",
+                            "idle_gap_ns",
+                            "gpu_ns",
+                            "launches",
+                            "held_launches",
+                            "held_ns",
+                        )
+                    }
+        except Exception as e:
+            self.error = repr(e)
+        return None
 
 
-_KEEP_DOMAINS: list[Any] = []  # keep mappings alive for the runner's lifetime
-
-
-def domain_objects() -> list[Any]:
-    return _KEEP_DOMAINS
-
-
-def set_domain_mode(dom: Any, mode: str) -> tuple[bool, str]:
-    """Switch a Domain object's scheduler mode, trying the plausible API shapes."""
-    for meth in ("set_mode", "set_scheduler_mode"):
-        fn = getattr(dom, meth, None)
-        if callable(fn):
-            try:
-                fn(mode)
-                return True, f"{meth}({mode!r})"
-            except Exception as e:
-                last = repr(e)
-                continue
-    try:
-        dom.mode = mode
-        return True, "attribute mode"
-    except Exception as e:
-        last = repr(e)
-    return False, f"cannot switch domain mode: {last}"
+def fill_between(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:
+    if not before or not after:
+        return None
+    d_fill = after["filled_ns"] - before["filled_ns"]
+    d_idle = after["idle_gap_ns"] - before["idle_gap_ns"]
+    return {
+        "fill": (d_fill / d_idle) if d_idle > 0 else None,  # type: ignore[dict-item]
+        "hp_idle_gap_ms": d_idle / 1e6,
+        "hp_filled_ms": d_fill / 1e6,
+        "hp_gpu_ms": (after["gpu_ns"] - before["gpu_ns"]) / 1e6,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- MPS
@@ -300,8 +334,15 @@ class Mps:
     def _ctl(self, stdin: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env.update(self.env())
-        return subprocess.run(["nvidia-cuda-mps-control"], input=stdin, env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            ["nvidia-cuda-mps-control"],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self) -> bool:
         self.pipe.mkdir(parents=True, exist_ok=True)
@@ -315,8 +356,14 @@ class Mps:
         env = dict(os.environ)
         env.update(self.env())
         try:
-            res = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, capture_output=True, text=True,
-                                 timeout=30, check=False)
+            res = subprocess.run(
+                ["nvidia-cuda-mps-control", "-d"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError) as e:
             self.error = f"mps start: {e!r}"
             return False

@@ -60,7 +60,6 @@ class Worker:
         self.args = args
         t0 = time.monotonic()
         import torch
-
         import workloads
 
         self.torch = torch
@@ -93,13 +92,31 @@ class Worker:
             with contextlib.suppress(Exception):
                 gpu = self.torch.cuda.get_device_name(0)
         return {
-            "ev": "built", "pid": os.getpid(), "model": self.wl.name, "role": self.wl.role,
-            "batch": self.wl.batch, "import_s": round(self.import_s, 3), "build_s": round(self.build_s, 3),
-            "preloaded": lib_mapped(), "gpu": gpu, "pinned": self.pinned, "threads": self.threads,
+            "ev": "built",
+            "pid": os.getpid(),
+            "model": self.wl.name,
+            "role": self.wl.role,
+            "batch": self.wl.batch,
+            "import_s": round(self.import_s, 3),
+            "build_s": round(self.build_s, 3),
+            "preloaded": lib_mapped(),
+            "gpu": gpu,
+            "pinned": self.pinned,
+            "threads": self.threads,
             "info": self.wl.info,
-            "env": {k: os.environ.get(k) for k in (
-                "LD_PRELOAD", "FIKIT_PRIO", "FIKIT_DOMAIN", "FIKIT_PASSTHROUGH", "CUDA_MPS_PIPE_DIRECTORY",
-                "CUDA_MPS_CLIENT_PRIORITY", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") if os.environ.get(k)},
+            "env": {
+                k: os.environ.get(k)
+                for k in (
+                    "LD_PRELOAD",
+                    "FIKIT_PRIO",
+                    "FIKIT_DOMAIN",
+                    "FIKIT_PASSTHROUGH",
+                    "CUDA_MPS_PIPE_DIRECTORY",
+                    "CUDA_MPS_CLIENT_PRIORITY",
+                    "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+                )
+                if os.environ.get(k)
+            },
         }
 
     def release(self) -> None:

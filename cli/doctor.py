@@ -55,7 +55,19 @@ def check_nvml() -> Check:
     return Check("NVML", True, f"driver {version}, {count} GPU{'s' if count != 1 else ''}")
 
 
+def _mps_mode() -> str | None:
+    try:
+        from fikitd import config, paths
+
+        path = paths.config_path()
+        return config.load(path).mps.mode if path.exists() else None
+    except Exception:  # an invalid config is check_config's to report
+        return None
+
+
 def check_mps_binaries() -> Check:
+    if _mps_mode() == "none":
+        return Check("MPS binaries", True, "not needed: [mps] mode = \"none\"")
     missing = [b for b in ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server") if shutil.which(b) is None]
     if missing:
         return Check("MPS binaries", False, f"not on PATH: {', '.join(missing)}",

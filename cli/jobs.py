@@ -148,8 +148,8 @@ def _out(stream: str) -> Any:
 
 
 def read_logs(conn: common.Daemon, job_id: str, offsets: dict[str, int]) -> tuple[bool, str | None]:
-    """Copy whatever is new in both streams to ours; True when both are at their end for now."""
-    all_eof = True
+    """Copy whatever is new in both streams to ours; True if anything was; and the job's state."""
+    got = False
     state = None
     for stream in STREAMS:
         chunk = conn.call("logs", job=job_id, offset=offsets[stream], max=LOG_CHUNK, stream=stream)
@@ -158,10 +158,10 @@ def read_logs(conn: common.Daemon, job_id: str, offsets: dict[str, int]) -> tupl
             out = _out(stream)
             out.write(data)
             out.flush()
+            got = True
         offsets[stream] = int(chunk.get("offset", offsets[stream] + len(data.encode())))
-        all_eof = all_eof and bool(chunk.get("eof", True)) and not data
         state = chunk.get("state", state)
-    return all_eof, state
+    return got, state
 
 
 def follow(conn: common.Daemon, job_id: str) -> dict[str, Any]:
@@ -169,14 +169,14 @@ def follow(conn: common.Daemon, job_id: str) -> dict[str, Any]:
     offsets = dict.fromkeys(STREAMS, 0)
     delay = POLL_MIN
     while True:
-        idle, state = read_logs(conn, job_id, offsets)
-        if not idle:
+        got, state = read_logs(conn, job_id, offsets)
+        if got:
             delay = POLL_MIN
             continue
         if state in common.TERMINAL_STATES:
-            # the job ended: one last read catches what it wrote just before exiting
-            idle, _ = read_logs(conn, job_id, offsets)
-            if idle:
+            # the state was read after the data: once ended, one more empty read means all is out
+            got, _ = read_logs(conn, job_id, offsets)
+            if not got:
                 return dict(conn.call("show", job=job_id)["job"])
             continue
         time.sleep(delay)
@@ -289,8 +289,6 @@ def run_logs(args: argparse.Namespace) -> int:
                 return 130
             return common.EXIT_OK
         offsets = dict.fromkeys(STREAMS, 0)
-        while True:
-            idle, _ = read_logs(conn, str(args.job), offsets)
-            if idle:
-                break
+        while read_logs(conn, str(args.job), offsets)[0]:
+            pass
     return common.EXIT_OK

@@ -143,6 +143,7 @@ def _lib() -> ctypes.CDLL:
         ctypes.POINTER(_Client),
         ctypes.c_int,
         ctypes.POINTER(_Params),
+        ctypes.c_int,
         ctypes.POINTER(_Result),
         ctypes.POINTER(ctypes.c_uint64),
         ctypes.POINTER(ctypes.c_uint64),
@@ -158,7 +159,7 @@ def _kernel_id(client: str, name: str) -> int:
     return h or 1
 
 
-def _run(clients: list[TraceClient], params: _Params) -> tuple[list[_Result], float, int]:
+def _run(clients: list[TraceClient], params: _Params, warm: bool) -> tuple[list[_Result], float, int]:
     lib = _lib()
     keep: list[Any] = []
     arr = (_Client * len(clients))()
@@ -171,9 +172,13 @@ def _run(clients: list[TraceClient], params: _Params) -> tuple[list[_Result], fl
     res = (_Result * len(clients))()
     fill = ctypes.c_uint64(0)
     end = ctypes.c_uint64(0)
-    rc = lib.fikit_sim_run(arr, len(clients), ctypes.byref(params), res, ctypes.byref(fill), ctypes.byref(end))
+    rc = lib.fikit_sim_run(
+        arr, len(clients), ctypes.byref(params), int(warm), res, ctypes.byref(fill), ctypes.byref(end)
+    )
     if rc != 0:
-        raise TraceError(f"the simulator stopped with code {rc} (a trace that never ends, or too many kernels)")
+        raise TraceError(
+            f"the simulator stopped with code {rc} (a trace that never ends, or too many kernels)"
+        )
     return list(res), fill.value / 1e6, end.value
 
 
@@ -185,17 +190,26 @@ def simulate(
     unknown_us: int = 1000,
     min_lp_share: float = 0.0,
     corun_sm_pct: int = 0,
+    cold: bool = False,
 ) -> dict[str, Any]:
-    """Run the trace in `mode`, and each client alone for its solo time."""
+    """Run the trace in `mode`, and each client alone for its solo time.
+
+    Clients start knowing their kernels (as fikitd's stored profiles give them) unless `cold`.
+    """
     params = _Params(
-        MODES[mode], budget_us * 1000, idle_us * 1000, unknown_us * 1000, int(min_lp_share * 1000), corun_sm_pct
+        MODES[mode],
+        budget_us * 1000,
+        idle_us * 1000,
+        unknown_us * 1000,
+        int(min_lp_share * 1000),
+        corun_sm_pct,
     )
-    results, fill, end = _run(clients, params)
+    results, fill, end = _run(clients, params, not cold)
     lowest = max(c.prio for c in clients)
     single_level = all(c.prio == lowest for c in clients)
     out = []
     for c, r in zip(clients, results, strict=True):
-        solo, _, solo_end = _run([c], params)
+        solo, _, solo_end = _run([c], params, not cold)
         solo_jct = solo[0].jct_ns or solo_end
         total = c.repeat * len(c.kernels)
         if r.jct_ns:
@@ -235,6 +249,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--unknown-us", type=int, default=1000, help="assumed length of a never-measured kernel")
     p.add_argument("--min-lp-share", type=float, default=0.0, help="starvation guard, 0..1 (0 = off)")
     p.add_argument("--corun-sm-pct", type=int, default=0, help="LP SM share beside busy HP (0 = no co-run)")
+    p.add_argument("--cold", action="store_true", help="clients start with no stored kernel profile")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -249,7 +264,14 @@ def run(args: argparse.Namespace) -> int:
             raise TraceError("--min-lp-share must be between 0 and 1")
         clients = parse_trace(text, str(args.trace))
         res = simulate(
-            clients, args.mode, args.budget_us, args.idle_us, args.unknown_us, args.min_lp_share, args.corun_sm_pct
+            clients,
+            args.mode,
+            args.budget_us,
+            args.idle_us,
+            args.unknown_us,
+            args.min_lp_share,
+            args.corun_sm_pct,
+            args.cold,
         )
     except TraceError as e:
         print(f"fikitctl: {e}", file=sys.stderr)

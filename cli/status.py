@@ -31,19 +31,6 @@ def _scalar(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _pairs(value: Any, first: tuple[str, ...] = ()) -> str:
-    if not isinstance(value, dict):
-        return _scalar(value)
-    keys = [k for k in first if k in value] + [k for k in value if k not in first]
-    return "  ".join(f"{k} {_scalar(value[k])}" for k in keys if not isinstance(value[k], (dict, list)))
-
-
-def _gpu_line(gpu: dict[str, Any]) -> str:
-    index = gpu.get("index", gpu.get("gpu", "?"))
-    rest = {k: v for k, v in gpu.items() if k not in ("index", "gpu", "clients")}
-    return f"GPU {index}: " + _pairs(rest, ("name", "uuid", "util_pct", "mode"))
-
-
 def _client_line(client: dict[str, Any]) -> str:
     head = [str(client.get("pid", "?")), str(client.get("user") or client.get("uid") or "-"),
             str(client.get("prog") or "-"), common.prio_label(client.get("prio"))]
@@ -56,17 +43,72 @@ def _client_line(client: dict[str, Any]) -> str:
     return " ".join(head)
 
 
+def _daemon_line(daemon: Any, socket: str) -> list[str]:
+    if not isinstance(daemon, dict):
+        return [f"daemon:    {_scalar(daemon)}  socket {socket}"]
+    parts = [f"fikitd {daemon.get('version', '?')}"]
+    if daemon.get("pid"):
+        parts.append(f"pid {daemon['pid']}")
+    if isinstance(daemon.get("uptime_s"), (int, float)):
+        parts.append(f"up {common.fmt_duration(float(daemon['uptime_s']))}")
+    parts.append(f"socket {daemon.get('socket') or socket}")
+    if daemon.get("jobs_running") is not None:
+        parts.append(f"{daemon['jobs_running']} job(s) running")
+    lines = ["daemon:    " + ", ".join(parts)]
+    if daemon.get("nvidia") is False and daemon.get("nvidia_reason"):
+        lines.append(f"           {daemon['nvidia_reason']}")
+    return lines
+
+
+def _mps_line(mps: Any) -> str:
+    if not isinstance(mps, dict):
+        return f"MPS:       {_scalar(mps)}"
+    text = str(mps.get("state") or "?")
+    detail = [f"mode {mps['mode']}"] if mps.get("mode") else []
+    if mps.get("reason"):
+        detail.append(str(mps["reason"]))
+    if mps.get("restarts"):
+        detail.append(f"{mps['restarts']} restart(s)")
+    return f"MPS:       {text}" + (f" ({'; '.join(detail)})" if detail else "")
+
+
+def _scheduler_line(sched: Any) -> str:
+    if not isinstance(sched, dict):
+        return f"scheduler: {_scalar(sched)}"
+    detail = [f"{k} {_scalar(sched[k])}" for k in ("budget_us", "idle_us", "unknown_us", "corun_sm_pct",
+                                                 "min_lp_share") if k in sched]
+    by_gpu = sched.get("by_gpu")
+    if isinstance(by_gpu, dict) and by_gpu:
+        detail.append("by GPU " + ", ".join(f"{g}:{m}" for g, m in by_gpu.items()))
+    return f"scheduler: {sched.get('mode', '?')}" + (f" ({', '.join(detail)})" if detail else "")
+
+
+def _gpu_line(gpu: dict[str, Any]) -> str:
+    index = gpu.get("index", gpu.get("gpu", "?"))
+    parts = [str(gpu.get("name") or "?")]
+    if isinstance(gpu.get("util_pct"), (int, float)):
+        parts.append(f"util {gpu['util_pct']}%")
+    used, total = gpu.get("mem_used"), gpu.get("mem_total")
+    if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total:
+        parts.append(f"mem {used / 2**30:.1f}/{total / 2**30:.1f} GiB")
+    dom = gpu.get("domain")
+    if isinstance(dom, dict):
+        if dom.get("available"):
+            parts.append(f"domain {dom.get('path', '')} mode {dom.get('mode', '?')}".replace("  ", " "))
+        else:
+            parts.append(f"no domain ({dom.get('reason', '?')})")
+    return f"GPU {index}:     " + ", ".join(parts)
+
+
 def format_status(result: dict[str, Any], socket: str) -> str:
-    lines = []
-    daemon = result.get("daemon")
-    lines.append(f"daemon:    {_pairs(daemon, ('version', 'pid', 'uptime_s'))}  socket {socket}")
-    lines.append(f"MPS:       {_pairs(result.get('mps'), ('state', 'mode'))}")
-    lines.append(f"scheduler: {_pairs(result.get('scheduler'), ('mode',))}")
+    lines = _daemon_line(result.get("daemon"), socket)
+    lines.append(_mps_line(result.get("mps")))
+    lines.append(_scheduler_line(result.get("scheduler")))
     gpus = result.get("gpus") or []
     if not gpus:
         lines.append("GPUs:      none seen (NVML unavailable or no GPU)")
     for gpu in gpus:
-        lines.append(_gpu_line(gpu) if isinstance(gpu, dict) else f"GPU: {_scalar(gpu)}")
+        lines.append(_gpu_line(gpu) if isinstance(gpu, dict) else f"GPU:       {_scalar(gpu)}")
     clients = result.get("clients")
     if isinstance(clients, list):
         lines.append(f"clients:   {len(clients)}")

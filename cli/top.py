@@ -296,7 +296,7 @@ def _gpu_header(gpu: GpuView, width: int) -> list[Text]:
     parts.append(Text(f"MPS {gpu.mps}"))
     parts.append(Text(f"mode {gpu.mode}"))
     if gpu.lp_sm_pct is not None:
-        parts.append(Text(f"LP SM {gpu.lp_sm_pct}%"))
+        parts.append(Text(f"LP SM {gpu.lp_sm_pct}%" if gpu.lp_sm_pct else "co-run off"))
     return _wrap_parts(parts, width, indent=2)
 
 

@@ -78,12 +78,16 @@ class Clients:
         if owner is None:
             raise ProtocolError("not_found", f"gpu{gpu}: no slot file slot.{slot}")
         if owner != peer.uid:
-            raise ProtocolError("not_permitted", f"gpu{gpu}: slot.{slot} belongs to uid {owner}, not {peer.uid}")
+            raise ProtocolError(
+                "not_permitted", f"gpu{gpu}: slot.{slot} belongs to uid {owner}, not {peer.uid}"
+            )
         data = dom.slot(slot)
         if data is None:
             raise ProtocolError("bad_request", f"gpu{gpu}: slot.{slot} is not a valid slot file")
         if int(data.get("pid", pid) or 0) != pid:
-            raise ProtocolError("not_permitted", f"gpu{gpu}: slot.{slot} was claimed by pid {data.get('pid')}")
+            raise ProtocolError(
+                "not_permitted", f"gpu{gpu}: slot.{slot} was claimed by pid {data.get('pid')}"
+            )
         existing = self.by_key.get((gpu, slot))
         if existing is not None and existing.pid != pid and proc_start_time(existing.pid) is not None:
             raise ProtocolError("not_permitted", f"gpu{gpu}: slot {slot} is held by pid {existing.pid}")

@@ -8,6 +8,7 @@ no domain and fail open, and ``status`` says why.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -112,7 +113,8 @@ class Domains:
     def snapshot(self, gpu: int) -> dict[str, Any]:
         dom = self.by_gpu.get(gpu)
         if dom is None:
-            return {"available": False, "reason": self.errors.get(gpu) or self.reason or "no domain", "clients": []}
+            why = self.errors.get(gpu) or self.reason or "no domain"
+            return {"available": False, "reason": why, "clients": []}
         try:
             snap: dict[str, Any] = dom.snapshot()
             snap.setdefault("clients", [])
@@ -134,8 +136,6 @@ class Domains:
 
     def close(self) -> None:
         for dom in self.by_gpu.values():
-            try:
+            with contextlib.suppress(Exception):
                 dom.close()
-            except Exception:
-                pass
         self.by_gpu.clear()

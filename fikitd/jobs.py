@@ -28,8 +28,8 @@ ACTIVE = ("queued", "running")
 # $1 exit-status file, $2 directory, then the command.  The trap keeps the wrapper alive
 # through the SIGTERM of a cancel (sent to the whole group) so it can record the status.
 WRAPPER = (
-    'f=$1; d=$2; shift 2; trap : TERM INT HUP; '
-    'if cd -- "$d"; then LD_PRELOAD="$FIKIT_JOB_PRELOAD" "$@"; rc=$?; else rc=126; fi; '
+    'f=$1; d=$2; shift 2; p=$FIKIT_JOB_PRELOAD; unset FIKIT_JOB_PRELOAD; trap : TERM INT HUP; '
+    'if cd -- "$d"; then LD_PRELOAD="$p" "$@"; rc=$?; else rc=126; fi; '
     'echo "$rc" > "$f"; exit "$rc"'
 )
 
@@ -96,7 +96,7 @@ class JobManager:
         except KeyError:
             raise JobError("not_permitted", f"uid {uid} has no passwd entry") from None
         if os.geteuid() != 0 and uid != os.geteuid():
-            raise JobError("not_permitted", "this fikitd does not run as root and cannot run jobs for other users")
+            raise JobError("not_permitted", "this fikitd is not root: it cannot run jobs for other users")
         now = time.time()
         job_id = self.store.add_job(
             name=name or os.path.basename(argv[0])[:128], user=pw.pw_name, uid=uid, gid=pw.pw_gid, argv=argv,
@@ -126,6 +126,7 @@ class JobManager:
                     os.fchown(fds[n], 0, pw.pw_gid)
             os.close(fds["exit"])
             env = self._environment(job, pw, user_env)
+            reason = None if self.preload() else "libfikit.so not found: ran without fikit"
             as_user: dict[str, Any] = {}
             if pw.pw_uid != os.geteuid():
                 as_user = {"user": pw.pw_uid, "group": pw.pw_gid,
@@ -145,7 +146,7 @@ class JobManager:
             return
         start = proc_start_time(popen.pid)
         self.store.update_job(job_id, state="running", pid=popen.pid, pid_start=start, started_at=time.time(),
-                              reason=env.pop("_FIKIT_REASON", None) or None)
+                              reason=reason)
         self.running[job_id] = _Running(job_id, popen.pid, start, popen, files["exit"])
         LOG.info("job %d started: pid %d, user %s, %s", job_id, popen.pid, pw.pw_name, job["argv"][0])
 
@@ -165,7 +166,6 @@ class JobManager:
             env["FIKIT_JOB_PRELOAD"] = f"{lib}:{theirs}" if theirs else str(lib)
         else:
             env["FIKIT_JOB_PRELOAD"] = theirs
-            env["_FIKIT_REASON"] = "libfikit.so not found: ran without fikit"
         return env
 
     # --- watching -------------------------------------------------------------------------------

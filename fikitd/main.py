@@ -12,7 +12,8 @@ from . import __version__, config, log, paths
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fikitd", description="FIKIT control plane daemon (see fikitd(8)).")
-    p.add_argument("--config", type=Path, help=f"configuration file (default $FIKIT_CONFIG or {paths.DEFAULT_CONFIG})")
+    p.add_argument("--config", type=Path,
+                   help=f"configuration file (default $FIKIT_CONFIG or {paths.DEFAULT_CONFIG})")
     p.add_argument("--check-config", type=Path, metavar="PATH", help="check a configuration file and exit")
     p.add_argument("--foreground", action="store_true", default=True,
                    help="run in the foreground (the only mode; systemd Type=notify)")
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     inst = p.add_argument_group("installation")
     inst.add_argument("--install-system", action="store_true",
                       help="install the systemd unit, example config and man pages")
-    inst.add_argument("--uninstall-system", action="store_true", help="remove what --install-system installed")
+    inst.add_argument("--uninstall-system", action="store_true",
+                      help="remove what --install-system installed")
     inst.add_argument("--prefix", type=Path, default=Path("/"), help="root to install under (default /)")
     inst.add_argument("--dry-run", action="store_true", help="with --install-system: say what would be done")
     return p

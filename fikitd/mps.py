@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from . import log
@@ -135,8 +134,8 @@ class Mps:
         if await self.probe():
             self.state = "running" if self.mode == "manage" else "attached"
             self.reason = "found an MPS control daemon already answering" if self.mode == "manage" else ""
-            LOG.info("MPS: %s at %s", "adopted a running control daemon" if self.mode == "manage" else "attached",
-                     self.pipe_dir)
+            what = "adopted a running control daemon" if self.mode == "manage" else "attached"
+            LOG.info("MPS: %s at %s", what, self.pipe_dir)
             return
         if self.mode == "attach":
             self.state = "down"
@@ -206,6 +205,3 @@ class Mps:
         self.state = "stopped"
         LOG.info("MPS control daemon stopped")
 
-
-def pipe_dir_exists(path: Path) -> bool:
-    return path.is_dir()

@@ -113,7 +113,8 @@ def _logs(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:
     except FileNotFoundError:
         return {"data": "", "offset": offset, "eof": job["state"] not in ACTIVE, "state": job["state"]}
     except OSError as exc:
-        raise ProtocolError("unavailable", f"cannot read {stream} of job {job['id']}: {exc.strerror}") from None
+        why = f"cannot read {stream} of job {job['id']}: {exc.strerror}"
+        raise ProtocolError("unavailable", why) from None
     try:
         size = os.fstat(fd).st_size
         data = os.pread(fd, limit, offset) if offset < size else b""

@@ -303,7 +303,8 @@ class Client:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
-            raise DaemonUnreachable(f"cannot connect to fikitd at {self.path}: {exc.strerror or exc}") from None
+            why = f"cannot connect to fikitd at {self.path}: {exc.strerror or exc}"
+            raise DaemonUnreachable(why) from None
         self._sock = sock
         return self
 
@@ -340,7 +341,9 @@ class Client:
         if msg.get("ok") is True and isinstance(msg.get("result"), dict):
             result: dict[str, Any] = msg["result"]
             return result
-        err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+        err = msg.get("error")
+        if not isinstance(err, dict):
+            err = {}
         raise DaemonError(str(err.get("code", "internal")), str(err.get("message", "unknown error")))
 
     def _read_line(self) -> bytes:

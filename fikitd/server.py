@@ -116,7 +116,9 @@ class Server:
                 LOG.exception("cleanup after pid %d failed", peer.pid)
             writer.close()
 
-    async def _serve(self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while True:
             timeout = None if conn.client is not None else IDLE_TIMEOUT_S
             try:

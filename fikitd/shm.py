@@ -8,6 +8,7 @@ offsets, so C and Python cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -485,10 +486,8 @@ class Domain:
 
     def remove_slot(self, i: int) -> None:
         for p in (self.slot_path(i), self.profile_path(i)):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            except FileNotFoundError:
-                pass
 
     def snapshot(self) -> dict[str, Any]:
         """Config, grants and every slot's counters: what status, top and metrics show."""

@@ -10,6 +10,7 @@ the daemon must start either way.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -21,11 +22,36 @@ from . import log
 
 LOG = log.get("store")
 
+_KERNEL_ID = re.compile(r"[0-9a-f]{16}")
+
+class CorruptStore(sqlite3.DatabaseError):
+    pass
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Only damage moves the file aside; locked, read-only or full is the operator's to fix."""
+    if isinstance(exc, CorruptStore):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    text = str(exc)
+    return "not a database" in text or "malformed" in text
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run statements one by one: executescript would COMMIT the migration's transaction."""
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 def _v1(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE jobs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,6 +120,8 @@ class Store:
             self._migrate(db)
             return db
         except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
             aside = self._move_aside(str(exc))
             LOG.error("store %s is unreadable (%s); moved it to %s and started a fresh one",
                       self.path, exc, aside)
@@ -112,7 +140,7 @@ class Store:
             db.execute("PRAGMA foreign_keys=ON")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+                raise CorruptStore(f"integrity check failed: {check}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -226,9 +254,9 @@ class Store:
         self.db.execute("BEGIN")
         try:
             for k in kernels:
-                kid = str(k["id"])
-                count = int(k.get("count", 0))
-                if count <= 0:
+                kid = str(k.get("id", "")).lower()
+                count = int(k.get("count", 0) or 0)
+                if count <= 0 or not _KERNEL_ID.fullmatch(kid):
                     continue
                 dur = k.get("dur_us") or {}
                 gap = k.get("gap_us") or {}
@@ -246,7 +274,8 @@ class Store:
                     return (float(new) * count + float(prev) * (total - count)) / total
 
                 row = (
-                    prog, kid, str(k.get("name", ""))[:1024], total, _ints(k.get("grid")), _ints(k.get("block")),
+                    prog, kid, str(k.get("name", ""))[:1024], total,
+                    _ints(k.get("grid")), _ints(k.get("block")),
                     "graph" if k.get("kind") == "graph" else "kernel", int(k.get("smem") or 0),
                     _ints(k.get("dur_ring_ns"), 0), _ints(k.get("gap_ring_ns"), 0),
                     mix(dur.get("mean"), old["dur_mean"] if old else None), dur.get("p50"), dur.get("p99"),

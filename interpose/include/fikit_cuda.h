@@ -73,6 +73,7 @@ typedef struct CUlaunchAttribute_st {
     char pad[8 - sizeof(int)];
     union {
         char pad[64];
+        uint64_t align; /* the real union holds 64-bit members: 8-byte aligned */
     } value;
 } CUlaunchAttribute;
 
@@ -107,6 +108,7 @@ typedef CUresult (*fikit_pfn_cuLaunchCooperativeKernel)(CUfunction, unsigned int
 typedef CUresult (*fikit_pfn_cuGraphLaunch)(CUgraphExec, CUstream);
 typedef CUresult (*fikit_pfn_cuStreamSynchronize)(CUstream);
 typedef CUresult (*fikit_pfn_cuCtxSynchronize)(void);
+typedef CUresult (*fikit_pfn_cuCtxSynchronize_v2)(CUcontext);
 typedef CUresult (*fikit_pfn_cuEventSynchronize)(CUevent);
 typedef CUresult (*fikit_pfn_cuFuncGetName)(const char **, CUfunction);
 typedef CUresult (*fikit_pfn_cuKernelGetName)(const char **, CUkernel);

@@ -127,6 +127,8 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, next_launch_ns) /* predicted earliest next launch */                \
     F(fikit_au64, last_kernel_id)                                                     \
     F(fikit_au32, wake)           /* futex word that held launches sleep on */        \
+    F(fikit_au32, syncing)        /* threads now waiting in a sync call: not idle */  \
+    F(fikit_au32, _pad0)                                                              \
     F(fikit_au32, ktab_used)                                                          \
     F(fikit_au64, launches)                                                           \
     A(fikit_au64, path_launches, 4) /* by fikit_path: Kernel, Ex, Coop, Graph */      \

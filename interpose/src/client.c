@@ -316,6 +316,10 @@ static void register_with_daemon(int slot)
         got += (size_t)r;
     }
     reply[got] = 0;
+    /* The reply is shown in logs: nothing a terminal would act on. */
+    for (size_t i = 0; i < got; i++)
+        if ((unsigned char)reply[i] < 0x20 || (unsigned char)reply[i] >= 0x7f)
+            reply[i] = '?';
     if (!strstr(reply, "\"ok\": true") && !strstr(reply, "\"ok\":true")) {
         fikit_log_once(&warned, "fikitd did not register this process (%.200s); running unregistered",
                        got ? reply : "no reply");
@@ -488,6 +492,8 @@ int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids)
         out[k].last_launch_ns = atomic_load_explicit(&s->last_launch_ns, memory_order_relaxed);
         out[k].busy_until_ns = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);
         out[k].next_launch_ns = atomic_load_explicit(&s->next_launch_ns, memory_order_acquire);
+        out[k].syncing = atomic_load_explicit(&s->syncing, memory_order_relaxed);
+        out[k]._pad = 0;
         if (pids)
             pids[k] = peer_maps[i].pid;
         k++;

@@ -56,6 +56,8 @@ struct fikit_peer {
     uint64_t last_launch_ns;
     uint64_t busy_until_ns;
     uint64_t next_launch_ns;
+    uint32_t syncing; /* its host waits for its GPU work: busy whatever the prediction */
+    uint32_t _pad;
 };
 /* The deciding client's own state. */
 struct fikit_self {

@@ -314,10 +314,9 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     uint64_t prev_t = atomic_exchange_explicit(&last_launch_t, t, memory_order_relaxed);
     struct fikit_kstat *prev_k = atomic_exchange_explicit(&last_launch_k, k, memory_order_relaxed);
     if (prev_t && prev_k && t > prev_t) {
-        uint64_t end = prev_t + fikit_kstat_dur_pred(prev_k);
+        /* The host waited after that launch: the GPU was done when the wait returned. */
         uint64_t synced = atomic_load_explicit(&last_sync_end, memory_order_relaxed);
-        if (synced > prev_t && synced > end)
-            end = synced;
+        uint64_t end = synced > prev_t ? synced : prev_t + fikit_kstat_dur_pred(prev_k);
         uint64_t gap = t > end ? t - end : 0;
         fikit_kstat_add_gap(prev_k, gap);
         atomic_fetch_add_explicit(&me->idle_gap_ns, gap, memory_order_relaxed);
@@ -352,8 +351,16 @@ static void after(struct launch *L, CUresult r)
         mark_own_done(L->stream);
 }
 
+static inline void sync_begin(void)
+{
+    if (FIKIT_LIKELY(fikit_cl.me != NULL))
+        atomic_fetch_add_explicit(&fikit_cl.me->syncing, 1, memory_order_relaxed);
+}
+
 static void sync_done(bool whole_context)
 {
+    if (FIKIT_LIKELY(fikit_cl.me != NULL))
+        atomic_fetch_sub_explicit(&fikit_cl.me->syncing, 1, memory_order_relaxed);
     uint64_t now = fikit_now_ns();
     atomic_store_explicit(&last_sync_end, now, memory_order_relaxed);
     struct fikit_slot *me = fikit_cl.me;
@@ -504,6 +511,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
         fikit_pfn_cuStreamSynchronize real = REAL_AS(name, cuStreamSynchronize); \
         if (FIKIT_UNLIKELY(!real))                                     \
             return CUDA_ERROR_NOT_INITIALIZED;                         \
+        sync_begin();                                                  \
         CUresult r = real(s);                                          \
         sync_done(false);                                              \
         return r;                                                      \
@@ -517,7 +525,20 @@ FIKIT_API CUresult cuCtxSynchronize(void)
     fikit_pfn_cuCtxSynchronize real = REAL(cuCtxSynchronize);
     if (FIKIT_UNLIKELY(!real))
         return CUDA_ERROR_NOT_INITIALIZED;
+    sync_begin();
     CUresult r = real();
+    sync_done(true);
+    return r;
+}
+
+FIKIT_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
+{
+    fikit_init();
+    fikit_pfn_cuCtxSynchronize_v2 real = REAL(cuCtxSynchronize_v2);
+    if (FIKIT_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_INITIALIZED;
+    sync_begin();
+    CUresult r = real(ctx);
     sync_done(true);
     return r;
 }
@@ -528,6 +549,7 @@ FIKIT_API CUresult cuEventSynchronize(CUevent e)
     fikit_pfn_cuEventSynchronize real = REAL(cuEventSynchronize);
     if (FIKIT_UNLIKELY(!real))
         return CUDA_ERROR_NOT_INITIALIZED;
+    sync_begin();
     CUresult r = real(e);
     sync_done(false);
     return r;

@@ -8,7 +8,7 @@
  *   next_launch_ns  the earliest its next launch is predicted to come
  * The gap between the two is idle GPU time we may fill.  A peer that has been
  * quiet past its prediction by idle_ns is taken to be idle (waiting for a
- * request, or gone), and then lower clients run, their queued work bounded so
+ * request, or gone) unless its host is waiting in a sync call, and then lower clients run, their queued work bounded so
  * that the peer's return waits for at most the budget.
  */
 #include "fikit.h"
@@ -18,6 +18,8 @@ static inline uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 static bool peer_idle(const struct fikit_peer *q, uint64_t now, uint64_t idle_ns)
 {
+    if (q->syncing)
+        return false; /* waiting for its GPU work, maybe behind ours: never idle */
     if (q->last_launch_ns == 0)
         return true;
     uint64_t quiet_after = max64(q->busy_until_ns, q->next_launch_ns) + idle_ns;
@@ -44,9 +46,11 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
         if (peer_idle(q, now, p->idle_ns))
             continue;
         all_idle = false;
-        busy_end = max64(busy_end, q->busy_until_ns);
-        next_launch = min64(next_launch, max64(q->next_launch_ns, q->busy_until_ns));
-        idle_at = max64(idle_at, max64(q->busy_until_ns, q->next_launch_ns) + p->idle_ns);
+        /* A peer waiting in a sync has work queued until at least now. */
+        uint64_t busy = q->syncing ? max64(q->busy_until_ns, now + 1) : q->busy_until_ns;
+        busy_end = max64(busy_end, busy);
+        next_launch = min64(next_launch, q->syncing ? busy : max64(q->next_launch_ns, busy));
+        idle_at = max64(idle_at, max64(busy, q->next_launch_ns) + p->idle_ns);
     }
 
     if (all_idle) {

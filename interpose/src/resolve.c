@@ -131,22 +131,32 @@ void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t f
     for (int c = 0; c < nc; c++)
         if (__atomic_load_n(&fikit_real[cand[c]], __ATOMIC_ACQUIRE) == p)
             return wrappers[cand[c]];
-    /* Not a pointer we know by name: tell the variant by what was asked. */
+    /* A pointer we know by no name is another version of the entry point,
+     * maybe with another signature (CUDA 13's cuCtxSynchronize gives
+     * cuCtxSynchronize_v2(CUcontext)): never wrap it.  Only when the driver
+     * exports none of the names do we tell the variant by what was asked. */
+    bool any_known = false;
+    for (int c = 0; c < nc; c++)
+        any_known |= __atomic_load_n(&fikit_real[cand[c]], __ATOMIC_ACQUIRE) != NULL;
+    if (any_known) {
+        if (strncmp(symbol, "cuLaunch", 8) == 0 || strncmp(symbol, "cuGraphLaunch", 13) == 0)
+            fikit_log_once(&warned, "cuGetProcAddress(%s) gave an entry point fikit does not know; "
+                                    "those launches are not scheduled", symbol);
+        else if (fikit_debug)
+            fikit_log("cuGetProcAddress(%s, %d) gave another version; passed through", symbol, version);
+        return p;
+    }
     int pick = cand[0];
     for (int c = 0; c < nc; c++) {
         const char *nm = names[cand[c]];
-        bool ptsz = strstr(nm, "_ptsz") != NULL;
-        bool v2 = strstr(nm, "_v2") != NULL;
-        if (ptsz && (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+        if (strstr(nm, "_ptsz") && (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
             pick = cand[c];
-        if (v2 && version >= 12000)
+        if (strstr(nm, "_v2") && version >= 12000)
             pick = cand[c];
     }
     void *expect = NULL;
     if (__atomic_compare_exchange_n(&fikit_real[pick], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
         expect == p)
         return wrappers[pick];
-    fikit_log_once(&warned, "cuGetProcAddress(%s) gave an entry point fikit does not know; not intercepted",
-                   symbol);
     return p;
 }

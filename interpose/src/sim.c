@@ -9,6 +9,9 @@
  * the SMs are free; a kernel needs sm_pct of them (100 unless the trace says
  * otherwise).  A kernel released to co-run is confined to the LP SM share and
  * stretched in proportion when that is less than it wanted.
+ * With `warm`, every client starts knowing each of its kernels' duration and
+ * gap once, as a client of fikitd does from the stored profile of its program;
+ * without it, clients start cold and learn as they go.
  * Each client keeps one kernel in flight: it launches, waits for the end,
  * spends the kernel's gap on the host, and launches the next.
  */
@@ -42,6 +45,7 @@ struct fikit_sim_result {
 };
 
 enum { Q_MAX = 256 };
+#define SIM_T0 1000000ull /* virtual time starts at 1 ms: a timestamp of 0 means "never" */
 struct job {
     int client;
     uint64_t dur;
@@ -70,7 +74,7 @@ static const struct fikit_sim_kernel *kernel_at(const struct sim_client *c, uint
     return &c->spec->kernels[i % c->spec->n_kernels];
 }
 
-FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const struct fikit_params *p,
+FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const struct fikit_params *p, int warm,
                             struct fikit_sim_result *out, uint64_t *fill_ppm, uint64_t *end_ns)
 {
     if (n <= 0 || n > FIKIT_MAX_SLOTS)
@@ -93,6 +97,7 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
             return -2;
         }
         cl[i].total = spec[i].repeat * spec[i].n_kernels;
+        cl[i].next_try = SIM_T0;
         cl[i].finished = cl[i].total == 0;
         cl[i].top = true;
         for (int j = 0; j < n; j++)
@@ -101,11 +106,20 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
         if (spec[i].prio != lowest)
             any_above_lowest = true;
         memset(&out[i], 0, sizeof out[i]);
+        /* warm: each kernel measured once before, as the daemon's stored profile gives a client. */
+        for (uint32_t k = 0; warm && k < spec[i].n_kernels; k++) {
+            const struct fikit_sim_kernel *kk = &spec[i].kernels[k];
+            struct fikit_kstat *ks = fikit_ktab_get(cl[i].slot, kk->id, NULL, NULL, NULL, 0, 0);
+            if (ks && ks->dur_n == 0) {
+                fikit_kstat_add_dur(ks, kk->dur_ns ? kk->dur_ns : 1);
+                fikit_kstat_add_gap(ks, kk->gap_ns);
+            }
+        }
     }
 
     struct job q[Q_MAX];
     int nq = 0;
-    uint64_t now = 0;
+    uint64_t now = SIM_T0;
     uint32_t sm_free = 100;
     uint64_t hp_busy = 0, filled = 0, idle = 0;
     int rc = 0;
@@ -194,7 +208,7 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
             atomic_store_explicit(&c->slot->busy_until_ns, now, memory_order_relaxed);
             if (c->done >= c->total) {
                 c->finished = true;
-                out[q[k].client].jct_ns = now;
+                out[q[k].client].jct_ns = now - SIM_T0;
             } else {
                 c->next_try = now + kk->gap_ns;
             }
@@ -221,6 +235,9 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
                         peers[np].last_launch_ns = s->last_launch_ns;
                         peers[np].busy_until_ns = s->busy_until_ns;
                         peers[np].next_launch_ns = s->next_launch_ns;
+                        /* A client with a kernel in flight waits for it, as a request loop does. */
+                        peers[np].syncing = cl[j].in_flight;
+                        peers[np]._pad = 0;
                         np++;
                     }
                     struct fikit_self self = {.busy_until_ns = c->slot->busy_until_ns,
@@ -278,7 +295,7 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
 
     uint64_t denom = filled + idle;
     *fill_ppm = denom ? filled * 1000000ull / denom : 0;
-    *end_ns = now;
+    *end_ns = now - SIM_T0;
     (void)hp_busy;
     for (int i = 0; i < n; i++)
         free(cl[i].slot);

@@ -48,6 +48,7 @@
     X(cuGraphLaunch)           \
     X(cuStreamSynchronize)     \
     X(cuCtxSynchronize)        \
+    X(cuCtxSynchronize_v2)     \
     X(cuEventSynchronize)      \
     X(cuFuncGetName)           \
     X(cuKernelGetName)         \

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
 from fikitctl import common, jobs, main
 
 from .conftest import child_env, run_cli
@@ -118,7 +117,8 @@ def test_daemon_down_exits_3_with_the_fix(tmp_path: object) -> None:
         proc = run_cli(["--socket", sock, *argv])
         assert proc.returncode == 3, (argv, proc.stderr)
         lines = proc.stderr.strip().splitlines()
-        assert lines == [f"fikitctl: fikitd is not running (no socket at {sock}): sudo systemctl start fikitd"]
+        fix = f"fikitctl: fikitd is not running (no socket at {sock}): sudo systemctl start fikitd"
+        assert lines == [fix]
 
 
 def test_stale_socket_says_restart(tmp_path: object) -> None:
@@ -141,3 +141,23 @@ def test_every_command_has_help() -> None:
     assert expected <= set(sub.choices)
     for name in expected:
         assert sub.choices[name].format_help()
+
+
+def test_status_text_tolerates_unknown_shapes() -> None:
+    from fikitctl import status
+
+    text = status.format_status({"daemon": "up", "mps": None, "scheduler": "fikit", "gpus": [],
+                                 "clients": 3, "extra": {"a": 1}}, "/s.sock")
+    assert text.splitlines() == ["daemon:    up  socket /s.sock", "MPS:       -", "scheduler: fikit",
+                                 "GPUs:      none seen (NVML unavailable or no GPU)", "clients:   3",
+                                 "extra: a=1"]
+
+
+def test_doctor_lines_carry_the_fix() -> None:
+    from fikitctl import doctor
+
+    checks = [doctor.Check("a", True, "fine"), doctor.Check("b", False, "broken", "do this")]
+    lines = doctor.format_checks(checks).splitlines()
+    assert lines[0].endswith("a: fine") and lines[1].endswith("b: broken — fix: do this")
+    assert not doctor.check_library("/nonexistent/libfikit.so").ok
+    assert not doctor.check_preload(None).ok

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fikitctl import top
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
-
-from fikitctl import top
 
 GOLDEN = Path(__file__).parent / "golden"
 

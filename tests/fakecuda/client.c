@@ -112,6 +112,7 @@ struct options {
     const char *load;
     int version;
     int dlopen_global;
+    int vary_block; /* odd iterations launch with twice the block: one name, two shapes */
 };
 
 static struct options opt = {
@@ -134,6 +135,20 @@ static _Atomic long g_done[A_COUNT];
 static _Atomic long g_inc_expected;
 static _Atomic long g_per_kernel[64];
 static _Atomic int g_failed;
+/* Asked by name at CUDA >= 13.0, "cuCtxSynchronize" is the variant that takes the context. */
+typedef CUresult (*ctx_sync_v2_fn)(CUcontext);
+static int g_ctx_sync_v2;
+
+static CUresult ctx_sync(void)
+{
+    if (g_ctx_sync_v2) {
+        ctx_sync_v2_fn f;
+        void *raw = *(void **)&drv.CtxSynchronize;
+        memcpy(&f, &raw, sizeof f);
+        return f(g_ctx);
+    }
+    return drv.CtxSynchronize();
+}
 
 #define CK(call)                                                                               \
     do {                                                                                       \
@@ -210,6 +225,13 @@ static void *resolve(const char *base, const char *sym, int has_ptsz)
     return by_procaddr(base, ptsz);
 }
 
+/* Entry points this run does not use: an older runtime version may not have them. */
+static int optional(const char *base)
+{
+    return strcmp(opt.load, "module") == 0 &&
+           (strncmp(base, "cuLibrary", 9) == 0 || strcmp(base, "cuKernelGetFunction") == 0);
+}
+
 static void resolve_all(void)
 {
     if (strcmp(opt.mode, "direct") == 0) {
@@ -234,7 +256,13 @@ static void resolve_all(void)
             if (g_gpa("cuGetProcAddress", &p, opt.version, 0, &st) != CUDA_SUCCESS || !p ||
                 st != CU_GET_PROC_ADDRESS_SUCCESS)
                 die("cuGetProcAddress(\"cuGetProcAddress\") failed");
-            *(void **)&g_gpa = p;
+            /* Before CUDA 12 the name meant the 4-argument version. */
+            if (opt.version < 12000) {
+                *(void **)&g_gpa_v1 = p;
+                g_gpa = NULL;
+            } else {
+                *(void **)&g_gpa = p;
+            }
         }
     } else if (strcmp(opt.mode, "procaddr_v1") == 0) {
         *(void **)&g_gpa_v1 = by_dlsym("cuGetProcAddress", 0);
@@ -243,13 +271,15 @@ static void resolve_all(void)
     } else if (strcmp(opt.mode, "dlsym") != 0) {
         die("unknown --mode");
     }
-    int missing = 0;
-#define SET(field, base, sym, params) \
-    missing |= !(*(void **)&drv.field = resolve(#base, #sym, 0));
-#define SET_PTSZ(field, base, sym, params) \
-    missing |= !(*(void **)&drv.field = resolve(#base, #sym, 1));
+#define SET(field, base, sym, params) *(void **)&drv.field = optional(#base) ? NULL : resolve(#base, #sym, 0);
+#define SET_PTSZ(field, base, sym, params) *(void **)&drv.field = resolve(#base, #sym, 1);
     PLAIN_FUNCS(SET)
     STREAM_FUNCS(SET_PTSZ)
+    g_ctx_sync_v2 = strcmp(opt.mode, "dlsym") != 0 && opt.version >= 13000;
+    int missing = 0;
+#define NEED(field, base, sym, params) missing |= !drv.field && !optional(#base);
+    PLAIN_FUNCS(NEED)
+    STREAM_FUNCS(NEED)
     if (missing)
         die("could not resolve every entry point");
 }
@@ -302,6 +332,9 @@ static int launch_one(struct worker *w, enum api a, long i)
     void *params_ptr[] = {&dptr, &us};
     void **params = ends_with(opt.kernels[k], "_param") ? params_param : params_ptr;
     const unsigned int *g = opt.grid, *b = opt.block;
+    unsigned int doubled[3] = {opt.block[0] * 2, opt.block[1], opt.block[2]};
+    if (opt.vary_block && (i & 1))
+        b = doubled;
     switch (a) {
     case A_KERNEL:
         CK(drv.LaunchKernel(f, g[0], g[1], g[2], b[0], b[1], b[2], opt.smem, w->stream, params, NULL));
@@ -343,7 +376,7 @@ static int run_iterations(struct worker *w, long n)
         if (strcmp(opt.sync, "stream") == 0) {
             CK(drv.StreamSynchronize(w->stream));
         } else if (strcmp(opt.sync, "ctx") == 0) {
-            CK(drv.CtxSynchronize());
+            CK(ctx_sync());
         } else if (strcmp(opt.sync, "event") == 0) {
             CK(drv.EventRecord(w->event, w->stream));
             CK(drv.EventSynchronize(w->event));
@@ -418,7 +451,7 @@ static int setup(void)
 
 static int finish(int *check_ok)
 {
-    CK(drv.CtxSynchronize());
+    CK(ctx_sync());
     int64_t value = -1;
     CK(drv.MemcpyDtoH(&value, g_counter, sizeof value));
     *check_ok = value == atomic_load(&g_inc_expected);
@@ -500,7 +533,7 @@ static void usage(void)
           "  [--api kernel|ex|coop|graph|all] [-n N] [--kernels a,b] [--threads T]\n"
           "  [--fork] [--prefork N] [--sync none|stream|ctx|event] [--sleep-us G] [--check]\n"
           "  [--grid x,y,z] [--block x,y,z] [--smem B] [--param-us U] [--stream default|created]\n"
-          "  [--load module|library|library_kernel] [--version V] [--dlopen-global]\n",
+          "  [--load module|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n",
           stderr);
     exit(2);
 }
@@ -517,7 +550,8 @@ int main(int argc, char **argv)
         {"smem", required_argument, NULL, 'M'},    {"param-us", required_argument, NULL, 'u'},
         {"stream", required_argument, NULL, 'r'},  {"load", required_argument, NULL, 'l'},
         {"version", required_argument, NULL, 'v'}, {"dlopen-global", no_argument, NULL, 'G'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"vary-block", no_argument, NULL, 'V'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     parse_api("kernel");
     parse_kernels("k");
@@ -543,6 +577,7 @@ int main(int argc, char **argv)
         case 'l': opt.load = optarg; break;
         case 'v': opt.version = atoi(optarg); break;
         case 'G': opt.dlopen_global = 1; break;
+        case 'V': opt.vary_block = 1; break;
         default: usage();
         }
     }

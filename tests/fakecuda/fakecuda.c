@@ -28,6 +28,12 @@
  *                       CUDA_ERROR_NOT_SUPPORTED (introspection calls only)
  *   FAKECUDA_STRICT_NAMES  1: cuGetProcAddress answers base names only
  *                       (default); 0: exported names (_v2, _ptsz) too
+ *
+ * Link with -Wl,-Bsymbolic: cuGetProcAddress must hand out this library's own
+ * entry points, as the real driver does, and not a preloaded library's
+ * exports of the same names, which would otherwise interpose on the table.
+ *
+ * A forked child starts its counts from zero: it reports the launches it made.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -934,6 +940,20 @@ EXPORT CUresult cuCtxSynchronize(void)
     return CUDA_SUCCESS;
 }
 
+/* CUDA 13: the context is named; NULL means the current one. */
+EXPORT CUresult cuCtxSynchronize_v2(CUcontext c)
+{
+    CUresult rc = need_init();
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (!c)
+        c = current_ctx();
+    if (!valid_ctx(c))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    sleep_until(atomic_load(&c->tail));
+    return CUDA_SUCCESS;
+}
+
 /* ------------------------------------------------------------------ */
 /* Modules, libraries, functions. */
 
@@ -1544,6 +1564,7 @@ static const struct proc procs[] = {
     P(cuCtxPopCurrent, 4000, cuCtxPopCurrent_v2),
     P(cuCtxGetDevice, 2000, cuCtxGetDevice),
     P(cuCtxSynchronize, 2000, cuCtxSynchronize),
+    P(cuCtxSynchronize, 13000, cuCtxSynchronize_v2),
     P(cuModuleLoadData, 2000, cuModuleLoadData),
     P(cuModuleUnload, 2000, cuModuleUnload),
     P(cuModuleGetFunction, 2000, cuModuleGetFunction),

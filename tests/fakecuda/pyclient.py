@@ -38,7 +38,7 @@ GPA_V2 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(vp), cty
 class LaunchConfig(ctypes.Structure):
     """CUlaunchConfig as fikit_cuda.h declares it."""
 
-    _fields_ = [  # noqa: RUF012 (ctypes wants a plain list)
+    _fields_ = [
         ("gridDimX", u32), ("gridDimY", u32), ("gridDimZ", u32),
         ("blockDimX", u32), ("blockDimY", u32), ("blockDimZ", u32),
         ("sharedMemBytes", u32), ("hStream", vp), ("attrs", vp), ("numAttrs", u32),
@@ -76,8 +76,8 @@ class Driver:
         proto = ctypes.CFUNCTYPE(ctypes.c_int)
         if self.gpa is None:
             sym = EXPORTED.get(base, base) + ("_ptsz" if per_thread else "")
-            f: Any = getattr(self.lib, sym)
-            f.restype = ctypes.c_int
+            f: Callable[..., int] = getattr(self.lib, sym)
+            f.restype = ctypes.c_int  # type: ignore[attr-defined]
         else:
             p = vp()
             st = ctypes.c_int(-1)
@@ -86,7 +86,6 @@ class Driver:
             if rc != CUDA_SUCCESS or not p.value:
                 raise SystemExit(f"pyclient: cuGetProcAddress({base}) = {rc}")
             f = proto(p.value)
-            f.argtypes = None
         self.cache[base] = f
         return f
 

@@ -1,0 +1,147 @@
+/*
+ * Per-launch host cost: launch an empty kernel N times through the driver API
+ * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
+ * with and without libfikit.so preloaded.
+ *
+ *   launch_loop N [CHUNK]
+ *
+ * The driver is opened with dlopen and its entry points found with dlsym, so a
+ * preloaded library sees the same resolution path a runtime uses.  Launches go
+ * in chunks of CHUNK (default 256); the stream is drained between chunks, out
+ * of the timed region, so the queue never fills and the host never blocks on
+ * the GPU.  Prints one JSON object: the median over chunks of the time per
+ * launch, and the mean over all launches.
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef void *CUmodule;
+typedef void *CUfunction;
+typedef void *CUstream;
+
+typedef CUresult (*pInit)(unsigned);
+typedef CUresult (*pDeviceGet)(CUdevice *, int);
+typedef CUresult (*pPrimaryCtxRetain)(CUcontext *, CUdevice);
+typedef CUresult (*pCtxSetCurrent)(CUcontext);
+typedef CUresult (*pModuleLoadData)(CUmodule *, const void *);
+typedef CUresult (*pModuleGetFunction)(CUfunction *, CUmodule, const char *);
+typedef CUresult (*pLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                  unsigned, CUstream, void **, void **);
+typedef CUresult (*pCtxSynchronize)(void);
+
+static const char PTX[] = ".version 6.0\n"
+                          ".target sm_50\n"
+                          ".address_size 64\n"
+                          ".visible .entry fikit_bench_noop()\n"
+                          "{\n"
+                          "  ret;\n"
+                          "}\n";
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int fail(const char *what, int rc)
+{
+    printf("{\"error\": \"%s failed (CUresult %d)\"}\n", what, rc);
+    return 2;
+}
+
+#define SYM(type, var, name)                                  \
+    type var = (type)dlsym(h, name);                          \
+    if (!var) {                                               \
+        printf("{\"error\": \"no symbol %s\"}\n", name);      \
+        return 2;                                             \
+    }
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    long chunk = argc > 2 ? atol(argv[2]) : 256;
+    if (n <= 0 || chunk <= 0) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK]\"}\n");
+        return 2;
+    }
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (!h) {
+        printf("{\"error\": \"dlopen libcuda.so.1: no driver\"}\n");
+        return 2;
+    }
+    SYM(pInit, cuInit, "cuInit")
+    SYM(pDeviceGet, cuDeviceGet, "cuDeviceGet")
+    SYM(pPrimaryCtxRetain, cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain")
+    SYM(pCtxSetCurrent, cuCtxSetCurrent, "cuCtxSetCurrent")
+    SYM(pModuleLoadData, cuModuleLoadData, "cuModuleLoadData")
+    SYM(pModuleGetFunction, cuModuleGetFunction, "cuModuleGetFunction")
+    SYM(pLaunchKernel, cuLaunchKernel, "cuLaunchKernel")
+    SYM(pCtxSynchronize, cuCtxSynchronize, "cuCtxSynchronize")
+
+    CUdevice dev;
+    CUcontext ctx;
+    CUmodule mod;
+    CUfunction fn;
+    int rc;
+    if ((rc = cuInit(0)))
+        return fail("cuInit", rc);
+    if ((rc = cuDeviceGet(&dev, 0)))
+        return fail("cuDeviceGet", rc);
+    if ((rc = cuDevicePrimaryCtxRetain(&ctx, dev)))
+        return fail("cuDevicePrimaryCtxRetain", rc);
+    if ((rc = cuCtxSetCurrent(ctx)))
+        return fail("cuCtxSetCurrent", rc);
+    if ((rc = cuModuleLoadData(&mod, PTX)))
+        return fail("cuModuleLoadData", rc);
+    if ((rc = cuModuleGetFunction(&fn, mod, "fikit_bench_noop")))
+        return fail("cuModuleGetFunction", rc);
+
+    /* warm-up: first launches pay for lazy loading and the library's name lookup */
+    for (int i = 0; i < 1000; i++)
+        if ((rc = cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
+            return fail("cuLaunchKernel", rc);
+    if ((rc = cuCtxSynchronize()))
+        return fail("cuCtxSynchronize", rc);
+
+    long chunks = (n + chunk - 1) / chunk;
+    double *per = malloc(sizeof(double) * (size_t)chunks);
+    if (!per)
+        return fail("malloc", -1);
+    double total = 0;
+    long done = 0;
+    double wall0 = now_ns();
+    for (long c = 0; c < chunks; c++) {
+        long k = (n - done) < chunk ? (n - done) : chunk;
+        double t0 = now_ns();
+        for (long i = 0; i < k; i++)
+            if ((rc = cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
+                return fail("cuLaunchKernel", rc);
+        double t1 = now_ns();
+        per[c] = (t1 - t0) / (double)k;
+        total += t1 - t0;
+        done += k;
+        if ((rc = cuCtxSynchronize()))
+            return fail("cuCtxSynchronize", rc);
+    }
+    double wall = now_ns() - wall0;
+    qsort(per, (size_t)chunks, sizeof(double), cmp_double);
+    printf("{\"launches\": %ld, \"chunk\": %ld, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
+           "\"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           done, chunk, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0, per[(chunks * 9) / 10] / 1000.0,
+           total / (double)done / 1000.0, wall / 1e9);
+    free(per);
+    return 0;
+}

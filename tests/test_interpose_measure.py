@@ -1,0 +1,147 @@
+"""The library's measurements must match the time the (simulated) GPU really spent.
+
+FIKIT's whole policy rests on two predictions per kernel: how long it runs and how long the GPU then
+idles before the next launch. The fake driver runs every kernel for a configured time, so the library's
+figures can be checked against known answers, in the exact (FIKIT_PROFILE=1) and the sampled mode.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from fakecuda_harness import assert_counts_match
+
+if TYPE_CHECKING:
+    from fakecuda_harness import FakeBuild, RunClient
+
+DURATIONS = {"conv": 120, "gemm": 40, "graph": 150}
+PARAM_US = 77
+MODES = {"sampled": {}, "profile": {"FIKIT_PROFILE": "1"}}
+
+
+def _by_name(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {k["name"]: k for k in stats["kernels"]}
+    for g in stats["graphs"]:
+        out["graph"] = g
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_durations(run_client: RunClient, mode: str) -> None:
+    env = {"FAKECUDA_DURATIONS": "conv=120,gemm=40,graph=150,*=10", **MODES[mode]}
+    run = run_client(["--api", "all", "-n", "120", "--kernels", "conv,gemm,k_param", "--param-us",
+                      str(PARAM_US)], env=env)
+    assert_counts_match(run)
+    entries = _by_name(run.stats[run.pid])
+    expected = {**DURATIONS, "k_param": PARAM_US}
+    for name, us in expected.items():
+        dur = entries[name]["dur_us"]
+        assert abs(dur["p50"] - us) <= 0.1 * us, f"{name}: measured p50 {dur['p50']} µs, ran {us} µs ({mode})"
+        count = entries[name]["count"]
+        if mode == "profile":
+            assert dur["n"] == count, f"{name}: profile mode measured {dur['n']} of {count} launches"
+        else:
+            assert 8 <= dur["n"] < count, f"{name}: sampled mode measured {dur['n']} of {count} launches"
+
+
+def test_durations_under_queueing(run_client: RunClient) -> None:
+    """Back-to-back launches queue up on the GPU; a kernel's duration must not include its wait."""
+    run = run_client(["--api", "kernel", "-n", "300", "--kernels", "conv,gemm"],
+                     env={"FAKECUDA_DURATIONS": "conv=120,gemm=40", "FIKIT_SAMPLE": "2"})
+    entries = _by_name(run.stats[run.pid])
+    for name in ("conv", "gemm"):
+        us = DURATIONS[name]
+        assert abs(entries[name]["dur_us"]["p50"] - us) <= 0.1 * us, entries[name]
+        assert abs(entries[name]["dur_us"]["p99"] - us) <= 0.1 * us, entries[name]
+
+
+GAP_US = 2000
+
+
+def _assert_gap(stats: dict[str, Any], name: str, expected: float, context: str) -> None:
+    gap = _by_name(stats)[name]["gap_us"]
+    tolerance = 0.2 * expected + 50
+    assert abs(gap["p50"] - expected) <= tolerance, (
+        f"{context}: gap p50 {gap['p50']} µs, expected {expected} ± {tolerance:.0f}: {gap}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gaps_after_sync(run_client: RunClient, mode: str) -> None:
+    """Launch, wait for the kernel, sleep G: the GPU then idles G between kernels."""
+    run = run_client(["--kernels", "conv", "-n", "40", "--sync", "stream", "--sleep-us", str(GAP_US)],
+                     env={"FAKECUDA_DURATIONS": "conv=120", **MODES[mode]})
+    _assert_gap(run.stats[run.pid], "conv", GAP_US, mode)
+
+
+@pytest.mark.parametrize("sync", ["ctx", "event"])
+def test_gaps_other_syncs(run_client: RunClient, sync: str) -> None:
+    run = run_client(["--kernels", "conv", "-n", "30", "--sync", sync, "--sleep-us", str(GAP_US)],
+                     env={"FAKECUDA_DURATIONS": "conv=120"})
+    _assert_gap(run.stats[run.pid], "conv", GAP_US, sync)
+
+
+def test_gaps_without_sync(run_client: RunClient) -> None:
+    """An asynchronous launcher that sleeps G between launches leaves G minus the kernel's time idle."""
+    run = run_client(["--kernels", "conv", "-n", "40", "--sleep-us", str(GAP_US)],
+                     env={"FAKECUDA_DURATIONS": "conv=120"})
+    _assert_gap(run.stats[run.pid], "conv", GAP_US - 120, "async")
+
+
+def test_back_to_back_has_no_gap(run_client: RunClient) -> None:
+    run = run_client(["--kernels", "conv,gemm", "-n", "200"], env={"FAKECUDA_DURATIONS": "conv=120,gemm=40"})
+    for name in ("conv", "gemm"):
+        gap = _by_name(run.stats[run.pid])[name]["gap_us"]
+        assert gap["p50"] < 20, f"{name}: queued kernels show a gap of {gap}"
+
+
+def test_passthrough_counts_only(run_client: RunClient) -> None:
+    run = run_client(["--api", "all", "-n", "50", "--kernels", "inc,conv", "--check"],
+                     env={"FIKIT_PASSTHROUGH": "1", "FAKECUDA_DURATIONS": "conv=120"})
+    stats = run.stats[run.pid]
+    assert stats.get("passthrough") is True
+    assert stats["launches"]["cuLaunchKernel"] == run.truth[run.pid]["cuLaunchKernel"]
+    assert stats["launches"]["cuGraphLaunch"] == run.truth[run.pid]["cuGraphLaunch"]
+
+
+# -------------------------------------------------------------------------------------------------
+# The fake driver itself: the scheduling tests rely on one process's kernels delaying another's.
+
+def _client_env(fake: FakeBuild, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FIKIT_", "FAKECUDA_")) and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    return {**env, "LD_LIBRARY_PATH": str(fake.fake_dir), **extra}
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-timeline", "private"])
+def test_fake_timeline_is_shared_between_processes(fake_build: FakeBuild, tmp_path: Path,
+                                                   shared: bool) -> None:
+    timeline = {"FAKECUDA_TIMELINE": str(tmp_path / "timeline")} if shared else {}
+    env = _client_env(fake_build, **timeline)
+    long = subprocess.Popen([str(fake_build.client), "--kernels", "long_param", "--param-us", "1000000",
+                             "-n", "1", "--sync", "stream"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        subprocess.run([str(fake_build.client), "-n", "1", "--sync", "ctx"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        waited = time.monotonic() - t0
+    finally:
+        assert long.wait(timeout=10) == 0
+    # Margins wide enough for a loaded 2-core CI machine to start the second process late.
+    if shared:
+        assert waited >= 0.4, f"a short kernel finished in {waited:.3f} s behind another process's 1 s one"
+    else:
+        assert waited < 0.4, f"without a shared timeline a short kernel took {waited:.3f} s"
+
+
+def test_fake_sync_waits_for_kernels(fake_build: FakeBuild) -> None:
+    env = _client_env(fake_build, FAKECUDA_DURATIONS="conv=2000")
+    t0 = time.monotonic()
+    subprocess.run([str(fake_build.client), "--kernels", "conv", "-n", "50"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    assert time.monotonic() - t0 >= 0.1, "50 kernels of 2 ms finished in under 0.1 s"
