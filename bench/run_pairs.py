@@ -274,6 +274,7 @@ class Daemon:
 
     def env(self) -> dict[str, str]:
         env = base_env()
+        env.pop("NOTIFY_SOCKET", None)  # not under systemd here: no sd_notify
         env["FIKIT_CONFIG"] = str(self.cfg)
         env["FIKIT_SOCKET"] = str(self.sock)
         if self.lib:

@@ -185,7 +185,7 @@ def _run(clients: list[TraceClient], params: _Params, warm: bool) -> tuple[list[
 def simulate(
     clients: list[TraceClient],
     mode: str = "fikit",
-    budget_us: int = 150,
+    budget_us: int = 50,
     idle_us: int = 500,
     unknown_us: int = 1000,
     min_lp_share: float = 0.0,
@@ -244,7 +244,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("simulate", help="replay a kernel trace through fikit's policy")
     p.add_argument("trace", type=Path, help="trace JSON ({'clients': [...]}, see fikitctl(1))")
     p.add_argument("--mode", choices=list(MODES), default="fikit")
-    p.add_argument("--budget-us", type=int, default=150, help="most an HP launch may wait for LP work")
+    p.add_argument("--budget-us", type=int, default=50, help="most an HP launch may wait for LP work")
     p.add_argument("--idle-us", type=int, default=500, help="quiet past prediction before HP counts as idle")
     p.add_argument("--unknown-us", type=int, default=1000, help="assumed length of a never-measured kernel")
     p.add_argument("--min-lp-share", type=float, default=0.0, help="starvation guard, 0..1 (0 = off)")

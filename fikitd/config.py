@@ -49,7 +49,7 @@ class MpsConfig:
 @dataclass(frozen=True)
 class SchedulerConfig:
     mode: str = "fikit"
-    budget_us: int = 150
+    budget_us: int = 50
     idle_us: int = 500
     unknown_us: int = 1000
     min_lp_share: float = 0.0

@@ -232,7 +232,7 @@ class Domain:
         *,
         uuid: str = "",
         mode: str = "fikit",
-        budget_us: int = 150,
+        budget_us: int = 50,
         idle_us: int = 500,
         unknown_us: int = 1000,
         min_lp_share_pm: int = 0,

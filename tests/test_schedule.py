@@ -57,14 +57,15 @@ class Proc:
 class Cluster:
     """A domain, a shared device timeline, and the clients started on them."""
 
-    def __init__(self, root: Path, fake_dir: Path, lib: Path, mode: str, budget_us: int = 500) -> None:
+    def __init__(self, root: Path, fake_dir: Path, lib: Path, mode: str, budget_us: int = 500,
+                 idle_us: int = 1500) -> None:
         self.root = root
         self.fake_dir = fake_dir
         self.lib = lib
         self.domain_dir = root / "gpu0"
         os.environ["FIKIT_LIBRARY"] = str(lib)
         self.domain = Domain.create(self.domain_dir, 0, mode=mode, self_grant=True, budget_us=budget_us,
-                                    idle_us=1500, unknown_us=1000)
+                                    idle_us=idle_us, unknown_us=1000)
         self.timeline = root / "timeline"
         self.procs: list[Proc] = []
         self.n = 0
@@ -113,8 +114,8 @@ class Cluster:
 def cluster(tmp_path: Path, fake_build: Any, libfikit: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
-    def make(mode: str = "fikit", budget_us: int = 500) -> Cluster:
-        c = Cluster(tmp_path / f"c{len(made)}", fake_build.fake_dir, libfikit, mode, budget_us)
+    def make(mode: str = "fikit", budget_us: int = 500, idle_us: int = 1500) -> Cluster:
+        c = Cluster(tmp_path / f"c{len(made)}", fake_build.fake_dir, libfikit, mode, budget_us, idle_us)
         made.append(c)
         return c
 
@@ -164,9 +165,10 @@ def test_off_mode_shows_the_interference_fikit_removes(cluster: Any) -> None:
     # fikit: LP is let into gaps it fits, with 0.5 ms of budget: HP within 12% of solo.
     assert slow_fik <= 1.12, f"fikit should keep HP near solo: {slow_fik:.3f} (off {slow_off:.3f})"
     assert slow_fik < slow_off
-    # and LP still progressed while HP ran: it filled gaps.
+    # and LP still progressed while HP ran: it filled gaps (the 5 ms ones count as HP resting
+    # between iterations, being longer than idle_us).
     st = lp.lib_stats()
-    assert st["released_gap"] > 20, st
+    assert st["released_gap"] + st["released_idle"] > 20, st
     assert lp_fik["kernels"] > 40, lp_fik
     assert hp.lib_stats()["held_launches"] == 0
 
@@ -184,8 +186,9 @@ def test_long_lp_kernels_wait_for_hp_to_finish(cluster: Any) -> None:
 
 
 def test_strict_mode_runs_lp_only_when_hp_idles(cluster: Any) -> None:
-    """strict: small LP kernels that would fit the gaps still wait for HP to be wholly idle."""
-    c = cluster("strict")
+    """strict: small LP kernels that would fit HP's gaps still wait for HP to be wholly idle (here
+    every HP gap is shorter than idle_us, so HP never rests while it runs)."""
+    c = cluster("strict", idle_us=8000)
     solo = hp_solo_s(c)
     hp_res, _lp_res, _hp, lp = run_pair(c, "lp_small:0")
     assert p50(hp_res) / solo <= 1.12
@@ -257,8 +260,9 @@ def test_dead_hp_releases_held_lp_within_100ms(cluster: Any) -> None:
 
 
 def test_mode_switch_at_run_time_releases_lp(cluster: Any) -> None:
-    """The daemon (here, the test) switches strict -> off: a held LP runs at once."""
-    c = cluster("strict")
+    """The daemon (here, the test) switches strict -> off: a held LP runs at once.  (idle_us is long
+    so that a scheduling hiccup of HP on a busy 2-core CI machine is not taken for HP idling.)"""
+    c = cluster("strict", idle_us=8000)
     stop = c.root / "stop"
     hp = c.start("hp_conv:200", "high", repeat=0, seconds=30)
     time.sleep(0.3)

@@ -30,7 +30,7 @@ struct fikit_config fikit_cfg = {.sample = 16};
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static _Atomic int ready;
 static struct fikit_params params_default = {
-    .mode = FIKIT_MODE_OFF, .budget_ns = 150000, .idle_ns = 500000, .unknown_ns = 1000000};
+    .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
 #define WARM_LAUNCHES 8 /* every launch of a kernel is measured until it has this many */
 

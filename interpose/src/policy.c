@@ -6,7 +6,9 @@
  * implementation.  A more urgent client ("peer") publishes, on every launch:
  *   busy_until_ns   when the GPU work it queued is predicted to finish
  *   next_launch_ns  the earliest its next launch is predicted to come
- * The gap between the two is idle GPU time we may fill.  A peer that has been
+ * The gap between the two is idle GPU time we may fill.  A predicted gap of
+ * idle_ns or more is a peer resting between requests: strict mode fills only
+ * those; fikit mode fills any gap a kernel fits.  A peer that has been
  * quiet past its prediction by idle_ns is taken to be idle (waiting for a
  * request, or gone) unless its host is waiting in a sync call, and then lower clients run, their queued work bounded so
  * that the peer's return waits for at most the budget.
@@ -37,10 +39,11 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
     uint64_t d = known && dur_ns ? dur_ns : p->unknown_ns;
     uint64_t queued_end = max64(now, self->busy_until_ns);
 
-    bool all_idle = true;
-    uint64_t busy_end = 0;          /* when every active peer's queued work ends */
+    bool all_idle = true;              /* every peer quiet past its prediction */
+    bool all_resting = true;           /* ...or in a predicted long gap (between requests) */
+    uint64_t busy_end = 0;             /* when every active peer's queued work ends */
     uint64_t next_launch = UINT64_MAX; /* the soonest an active peer launches again */
-    uint64_t idle_at = 0;           /* when every active peer would count as idle */
+    uint64_t idle_at = 0;              /* when every active peer would count as idle */
     for (int i = 0; i < n_peers; i++) {
         const struct fikit_peer *q = &peers[i];
         if (peer_idle(q, now, p->idle_ns))
@@ -48,9 +51,12 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
         all_idle = false;
         /* A peer waiting in a sync has work queued until at least now. */
         uint64_t busy = q->syncing ? max64(q->busy_until_ns, now + 1) : q->busy_until_ns;
+        uint64_t next = q->syncing ? busy : max64(q->next_launch_ns, busy);
+        if (q->syncing || now < busy || next - busy < p->idle_ns)
+            all_resting = false;
         busy_end = max64(busy_end, busy);
-        next_launch = min64(next_launch, q->syncing ? busy : max64(q->next_launch_ns, busy));
-        idle_at = max64(idle_at, max64(busy, q->next_launch_ns) + p->idle_ns);
+        next_launch = min64(next_launch, next);
+        idle_at = max64(idle_at, next + p->idle_ns);
     }
 
     if (all_idle) {
@@ -62,10 +68,11 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
         return FIKIT_WAIT;
     }
 
-    if (p->mode == FIKIT_MODE_FIKIT) {
+    /* fikit fills any predicted gap; strict only the long ones between requests. */
+    if (p->mode == FIKIT_MODE_FIKIT || all_resting) {
         uint64_t start = max64(queued_end, busy_end);
         if (start + d <= next_launch + p->budget_ns)
-            return FIKIT_GO_GAP;
+            return all_resting ? FIKIT_GO_IDLE : FIKIT_GO_GAP;
     }
 
     /* Starvation guard: after waiting (1-s)/s of the kernel's length, go. */
@@ -81,7 +88,7 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
 
     /* Look again once the next window may have opened: after the peer's next
      * launch is due, or when it would count as idle, whichever comes first. */
-    uint64_t again = next_launch == UINT64_MAX ? idle_at : min64(max64(next_launch, busy_end), idle_at);
+    uint64_t again = min64(max64(next_launch, busy_end), idle_at);
     *retry_at = max64(again, now + 1000);
     return FIKIT_WAIT;
 }

@@ -61,7 +61,7 @@ def test_defaults() -> None:
     assert c.mps.mode == "manage" and c.mps_pipe_dir == Path("/run/fikit/mps")
     assert c.mps_log_dir == Path("/var/log/fikit/mps")
     assert (c.scheduler.mode, c.scheduler.budget_us, c.scheduler.idle_us, c.scheduler.unknown_us) == (
-        "fikit", 150, 500, 1000)
+        "fikit", 50, 500, 1000)
     assert c.scheduler.min_lp_share == 0.0 and c.scheduler.corun_sm_pct == 0
     assert c.metrics.listen == "127.0.0.1:9464" and c.metrics.enabled
 
