@@ -44,7 +44,7 @@ static float time_launch(CUfunction f, int blocks, CUstream s, long long cycles,
     cuEventCreate(&b, 0);
     void *args[] = {&cycles, &sink};
     cuEventRecord(a, s);
-    CUresult r = cuLaunchKernel(f, blocks, 1, 1, 128, 1, 1, 0, s, args, NULL);
+    CUresult r = cuLaunchKernel(f, blocks, 1, 1, 1024, 1, 1, 0, s, args, NULL);
     cuEventRecord(b, s);
     cuEventSynchronize(b);
     float ms = -1;
@@ -74,8 +74,10 @@ int main(int argc, char **argv)
     long long cycles = (long long)clock_khz * 2; // about 2 ms a block at full clock
     CUstream plain;
     CK(cuStreamCreate(&plain, CU_STREAM_NON_BLOCKING));
-    time_launch(f, sms, plain, cycles / 10, sink); // warm up
-    float full = time_launch(f, sms, plain, cycles, sink);
+    // 1024-thread blocks: two fill an SM, so 2 x SMs blocks fill the GPU in one wave,
+    // and on a partition of fewer SMs they take proportionally more waves.
+    time_launch(f, 2 * sms, plain, cycles / 10, sink); // warm up
+    float full = time_launch(f, 2 * sms, plain, cycles, sink);
 
     CUdevResource all, split[1], rest;
     unsigned int nsplit = 1;
@@ -87,7 +89,7 @@ int main(int argc, char **argv)
     CK(cuGreenCtxCreate(&g, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM));
     CUstream gs;
     CK(cuGreenCtxStreamCreate(&gs, g, CU_STREAM_NON_BLOCKING, 0));
-    float confined = time_launch(f, sms, gs, cycles, sink);
+    float confined = time_launch(f, 2 * sms, gs, cycles, sink);
 
     // LP on the partition, HP on the rest: HP's latency while LP runs.
     void *args[] = {&cycles, &sink};
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
     CUevent a, b;
     cuEventCreate(&a, 0);
     cuEventCreate(&b, 0);
-    CK(cuLaunchKernel(f, sms * 4, 1, 1, 128, 1, 1, 0, gs, args, NULL)); // ~8 ms on the partition
+    CK(cuLaunchKernel(f, sms * 8, 1, 1, 1024, 1, 1, 0, gs, args, NULL)); // several waves on the partition
     cuEventRecord(a, plain);
     CK(cuLaunchKernel(f, 8, 1, 1, 128, 1, 1, 0, plain, hargs, NULL));
     cuEventRecord(b, plain);
@@ -105,7 +107,7 @@ int main(int argc, char **argv)
     cuEventElapsedTime(&hp_beside, a, b);
     cuStreamSynchronize(gs);
     // The same with LP on the whole GPU: HP waits for SMs.
-    CK(cuLaunchKernel(f, sms * 4, 1, 1, 128, 1, 1, 0, plain, args, NULL));
+    CK(cuLaunchKernel(f, sms * 8, 1, 1, 1024, 1, 1, 0, plain, args, NULL));
     CUstream plain2;
     CK(cuStreamCreate(&plain2, CU_STREAM_NON_BLOCKING));
     cuEventRecord(a, plain2);
@@ -115,7 +117,17 @@ int main(int argc, char **argv)
     float hp_shared = -1;
     cuEventElapsedTime(&hp_shared, a, b);
     cuCtxSynchronize();
-    float hp_alone = time_launch(f, 8, plain, short_cycles, sink);
+    float hp_alone = -1;
+    {
+        CUevent c, e;
+        cuEventCreate(&c, 0);
+        cuEventCreate(&e, 0);
+        cuEventRecord(c, plain);
+        cuLaunchKernel(f, 8, 1, 1, 128, 1, 1, 0, plain, hargs, NULL);
+        cuEventRecord(e, plain);
+        cuEventSynchronize(e);
+        cuEventElapsedTime(&hp_alone, c, e);
+    }
     const char *mps = getenv("CUDA_MPS_PIPE_DIRECTORY");
     printf("{\"sms\": %d, \"part\": %d, \"split_sms\": %u, \"full_ms\": %.3f, \"confined_ms\": %.3f, "
            "\"hp_alone_ms\": %.4f, \"hp_beside_confined_lp_ms\": %.4f, \"hp_beside_full_lp_ms\": %.4f, "

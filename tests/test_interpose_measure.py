@@ -145,3 +145,16 @@ def test_fake_sync_waits_for_kernels(fake_build: FakeBuild) -> None:
     subprocess.run([str(fake_build.client), "--kernels", "conv", "-n", "50"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     assert time.monotonic() - t0 >= 0.1, "50 kernels of 2 ms finished in under 0.1 s"
+
+
+def test_samples_on_an_idle_stream_are_gated(run_client: RunClient) -> None:
+    """On an idle stream a start event fires before the kernel is even submitted, so the library
+    holds the stream on a host word until the sample's launch is queued (a stream wait): the fake
+    driver counts those waits.  Passing through, the library measures nothing and gates nothing."""
+    args = ["--kernels", "conv", "-n", "40", "--sync", "stream"]
+    env = {"FAKECUDA_DURATIONS": "conv=50"}
+    measured = run_client(args, env=env)
+    waits = measured.truth[measured.pid]["wait_value"]
+    assert waits >= 8, f"first launches of a kernel are measured on an idle stream: {waits} gated"
+    plain = run_client(args, env={**env, "FIKIT_PASSTHROUGH": "1"})
+    assert plain.truth[plain.pid]["wait_value"] == 0

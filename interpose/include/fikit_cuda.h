@@ -30,10 +30,14 @@
     X(CU_GET_PROC_ADDRESS_LEGACY_STREAM, 1)      \
     X(CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, 2) \
     X(CU_STREAM_CAPTURE_STATUS_NONE, 0)          \
+    X(CU_STREAM_WAIT_VALUE_GEQ, 0)               \
     X(CU_EVENT_DEFAULT, 0)                       \
     X(CU_EVENT_BLOCKING_SYNC, 1)                 \
     X(CU_EVENT_DISABLE_TIMING, 2)                \
     X(CU_STREAM_NON_BLOCKING, 1)
+/* Host-allocation flags are #defines in <cuda.h>; compared in the ABI check too. */
+#define FIKIT_CU_MEMHOSTALLOC_PORTABLE 0x01
+#define FIKIT_CU_MEMHOSTALLOC_DEVICEMAP 0x02
 
 /* The launch configuration of cuLaunchKernelEx, field by field. */
 #define FIKIT_CULAUNCHCONFIG_FIELDS(X) \
@@ -122,5 +126,9 @@ typedef CUresult (*fikit_pfn_cuCtxSetCurrent)(CUcontext);
 typedef CUresult (*fikit_pfn_cuCtxGetDevice)(CUdevice *);
 typedef CUresult (*fikit_pfn_cuStreamGetCtx)(CUstream, CUcontext *);
 typedef CUresult (*fikit_pfn_cuStreamIsCapturing)(CUstream, CUstreamCaptureStatus *);
+typedef CUresult (*fikit_pfn_cuStreamQuery)(CUstream);
+typedef CUresult (*fikit_pfn_cuMemHostAlloc)(void **, size_t, unsigned int);
+typedef CUresult (*fikit_pfn_cuMemHostGetDevicePointer_v2)(CUdeviceptr *, void *, unsigned int);
+typedef CUresult (*fikit_pfn_cuStreamWaitValue32_v2)(CUstream, CUdeviceptr, uint32_t, unsigned int);
 
 #endif /* FIKIT_CUDA_H */

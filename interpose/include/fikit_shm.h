@@ -81,6 +81,7 @@ typedef _Atomic int32_t fikit_ai32;
     F(uint32_t, dur_ewma_ns) /* prediction: recent duration */                        \
     F(uint32_t, gap_ewma_ns) /* prediction: recent gap after this kernel */           \
     F(uint32_t, gap_min_ns)  /* shortest gap seen recently (conservative) */          \
+    F(uint32_t, dur_pred_ns) /* predicted duration, kept current as samples come */   \
     F(uint32_t, kind)        /* 0 kernel, 1 graph */                                  \
     A(uint32_t, grid, 3)                                                              \
     A(uint32_t, block, 3)                                                             \

@@ -125,6 +125,10 @@ struct fikit_driver {
     fikit_pfn_cuEventElapsedTime_v2 cuEventElapsedTime;
     fikit_pfn_cuCtxGetCurrent cuCtxGetCurrent;
     fikit_pfn_cuStreamIsCapturing cuStreamIsCapturing;
+    fikit_pfn_cuStreamQuery cuStreamQuery;
+    fikit_pfn_cuMemHostAlloc cuMemHostAlloc;
+    fikit_pfn_cuMemHostGetDevicePointer_v2 cuMemHostGetDevicePointer;
+    fikit_pfn_cuStreamWaitValue32_v2 cuStreamWaitValue32;
 };
 extern struct fikit_driver fikit_drv;
 

@@ -35,12 +35,27 @@ static struct fikit_params params_default = {
 #define WARM_LAUNCHES 8 /* every launch of a kernel is measured until it has this many */
 
 /* ---- measurement: sampled event pairs ----------------------------------- */
+/*
+ * A kernel is timed by events recorded before and after it.  On an idle
+ * stream the start event would fire at once, before the host has even
+ * submitted the kernel, and the "duration" would include the submission (for
+ * the microsecond kernels of batch-1 inference, several times the kernel).
+ * So on an idle stream the sample is gated: the stream first waits on a host
+ * word, the events and the kernel are submitted behind it, and the host then
+ * opens the gate.  On a busy stream the start event fires when the work ahead
+ * ends, with the kernel already queued behind it: no gate is needed, and none
+ * is used (a wait queued behind a full push buffer could block the launch).
+ */
 #define POOL 256
 struct sample {
     CUevent start, end;
     struct fikit_kstat *k;
+    uint32_t gate_seq; /* 0: not gated */
     bool busy;
 };
+static _Atomic uint32_t *gate_host;
+static CUdeviceptr gate_dev;
+static uint32_t gate_seq;
 static struct sample pool[POOL];
 static CUcontext pool_ctx;
 static unsigned pool_head, pool_tail; /* FIFO of recorded samples */
@@ -80,8 +95,26 @@ static bool pool_ready(void)
     for (int i = 0; i < DONE_EVENTS; i++)
         if (fikit_drv.cuEventCreate(&done_ev[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
             done_ev[i] = NULL;
+    void *host = NULL;
+    if (fikit_drv.cuMemHostAlloc && fikit_drv.cuMemHostGetDevicePointer && fikit_drv.cuStreamWaitValue32 &&
+        fikit_drv.cuStreamQuery &&
+        fikit_drv.cuMemHostAlloc(&host, 64, FIKIT_CU_MEMHOSTALLOC_PORTABLE | FIKIT_CU_MEMHOSTALLOC_DEVICEMAP) ==
+            CUDA_SUCCESS &&
+        fikit_drv.cuMemHostGetDevicePointer(&gate_dev, host, 0) == CUDA_SUCCESS) {
+        gate_host = host;
+        atomic_store(gate_host, 0);
+    }
     pool_ctx = cur;
     return true;
+}
+
+static void gate_open(uint32_t seq)
+{
+    /* GEQ waits: opening a later gate opens every earlier one too. */
+    uint32_t cur = atomic_load_explicit(gate_host, memory_order_relaxed);
+    while ((int32_t)(seq - cur) > 0 &&
+           !atomic_compare_exchange_weak_explicit(gate_host, &cur, seq, memory_order_release, memory_order_relaxed)) {
+    }
 }
 
 /* Collect finished samples, oldest first; with wait_all, wait for them. */
@@ -116,7 +149,20 @@ static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream)
     struct sample *s = NULL;
     if (pool_ready() && pool_head - pool_tail < POOL) {
         s = &pool[pool_head % POOL];
+        s->gate_seq = 0;
+        if (gate_host && fikit_drv.cuStreamQuery(stream) == CUDA_SUCCESS) {
+            uint32_t seq = ++gate_seq ? gate_seq : ++gate_seq;
+            if (fikit_drv.cuStreamWaitValue32(stream, gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
+                s->gate_seq = seq;
+            } else {
+                static _Atomic int warned;
+                fikit_log_once(&warned, "stream memory operations refused; short kernels measured less exactly");
+                gate_host = NULL;
+            }
+        }
         if (fikit_drv.cuEventRecord(s->start, stream) != CUDA_SUCCESS) {
+            if (s->gate_seq)
+                gate_open(s->gate_seq);
             s = NULL;
         } else {
             s->k = k;
@@ -130,11 +176,13 @@ static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream)
 static void sample_end(struct sample *s, CUstream stream, CUresult launched)
 {
     pthread_mutex_lock(&pool_lock);
-    if (launched == CUDA_SUCCESS && fikit_drv.cuEventRecord(s->end, stream) == CUDA_SUCCESS) {
+    bool recorded = launched == CUDA_SUCCESS && fikit_drv.cuEventRecord(s->end, stream) == CUDA_SUCCESS;
+    if (s->gate_seq)
+        gate_open(s->gate_seq); /* whatever happened: the stream must never stay shut */
+    if (recorded)
         pool_head++;
-    } else {
+    else
         s->busy = false;
-    }
     pthread_mutex_unlock(&pool_lock);
 }
 
@@ -394,6 +442,9 @@ static void child_after_fork(void)
     /* The child is a new client: a fresh slot, counters from zero. */
     pthread_mutex_init(&pool_lock, NULL);
     pool_head = pool_tail = 0;
+    pool_ctx = NULL; /* the parent's events and pinned gate are not the child's */
+    gate_host = NULL;
+    atomic_store(&done_last, NULL);
     atomic_store(&last_launch_t, 0);
     atomic_store(&last_launch_k, NULL);
     fikit_client_after_fork();

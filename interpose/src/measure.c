@@ -78,6 +78,16 @@ void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns)
     atomic_fetch_add_explicit(&k->dur_sum_ns, ns, memory_order_relaxed);
     k->dur_ewma_ns = ewma(k->dur_ewma_ns, n, ns);
     k->dur_ring_ns[n % FIKIT_RING] = clamp32(ns);
+    /* The prediction is computed here, where samples arrive (a sampled
+     * launch), not on every launch that reads it. */
+    uint64_t have = n + 1 < FIKIT_RING ? n + 1 : FIKIT_RING;
+    uint32_t mx = 0;
+    for (uint64_t i = 0; i < have; i++)
+        if (k->dur_ring_ns[i] > mx)
+            mx = k->dur_ring_ns[i];
+    uint64_t e = k->dur_ewma_ns;
+    uint64_t mid = (e + mx) / 2; /* between the recent trend and the recent maximum */
+    k->dur_pred_ns = clamp32(mid > e ? mid : e);
 }
 
 void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
@@ -85,30 +95,25 @@ void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
     uint64_t n = atomic_fetch_add_explicit(&k->gap_n, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&k->gap_sum_ns, ns, memory_order_relaxed);
     k->gap_ewma_ns = ewma(k->gap_ewma_ns, n, ns);
-    k->gap_ring_ns[n % FIKIT_RING] = clamp32(ns);
-    /* Shortest recent gap: the ring's minimum, recomputed when the old minimum leaves it. */
-    uint64_t have = n + 1 < FIKIT_RING ? n + 1 : FIKIT_RING;
-    uint32_t m = UINT32_MAX;
-    for (uint64_t i = 0; i < have; i++)
-        if (k->gap_ring_ns[i] < m)
-            m = k->gap_ring_ns[i];
-    k->gap_min_ns = m;
+    uint32_t v = clamp32(ns);
+    uint32_t old = k->gap_ring_ns[n % FIKIT_RING];
+    k->gap_ring_ns[n % FIKIT_RING] = v;
+    /* Shortest recent gap: the ring's minimum, rescanned only when the
+     * sample leaving the ring was the minimum (this runs on every launch). */
+    if (n == 0 || v <= k->gap_min_ns) {
+        k->gap_min_ns = v;
+    } else if (n >= FIKIT_RING && old == k->gap_min_ns) {
+        uint32_t m = UINT32_MAX;
+        for (uint64_t i = 0; i < FIKIT_RING; i++)
+            if (k->gap_ring_ns[i] < m)
+                m = k->gap_ring_ns[i];
+        k->gap_min_ns = m;
+    }
 }
 
 uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
 {
-    uint64_t n = k->dur_n;
-    if (n == 0)
-        return 0;
-    /* The larger of the recent trend and the recent maximum's half-way point. */
-    uint64_t have = n < FIKIT_RING ? n : FIKIT_RING;
-    uint32_t mx = 0;
-    for (uint64_t i = 0; i < have; i++)
-        if (k->dur_ring_ns[i] > mx)
-            mx = k->dur_ring_ns[i];
-    uint64_t e = k->dur_ewma_ns;
-    uint64_t mid = (e + mx) / 2;
-    return mid > e ? mid : e;
+    return atomic_load_explicit(&k->dur_n, memory_order_relaxed) ? k->dur_pred_ns : 0;
 }
 
 uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)

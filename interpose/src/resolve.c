@@ -95,6 +95,11 @@ void fikit_resolve_init(void)
     fikit_drv.cuEventElapsedTime = (fikit_pfn_cuEventElapsedTime_v2)fikit_real_sym("cuEventElapsedTime_v2");
     fikit_drv.cuCtxGetCurrent = (fikit_pfn_cuCtxGetCurrent)fikit_real_sym("cuCtxGetCurrent");
     fikit_drv.cuStreamIsCapturing = (fikit_pfn_cuStreamIsCapturing)fikit_real_sym("cuStreamIsCapturing");
+    fikit_drv.cuStreamQuery = (fikit_pfn_cuStreamQuery)fikit_real_sym("cuStreamQuery");
+    fikit_drv.cuMemHostAlloc = (fikit_pfn_cuMemHostAlloc)fikit_real_sym("cuMemHostAlloc");
+    fikit_drv.cuMemHostGetDevicePointer =
+        (fikit_pfn_cuMemHostGetDevicePointer_v2)fikit_real_sym("cuMemHostGetDevicePointer_v2");
+    fikit_drv.cuStreamWaitValue32 = (fikit_pfn_cuStreamWaitValue32_v2)fikit_real_sym("cuStreamWaitValue32_v2");
 }
 
 FIKIT_API void *dlsym(void *handle, const char *symbol)

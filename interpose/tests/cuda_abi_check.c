@@ -61,7 +61,11 @@
     X(cuCtxSetCurrent)         \
     X(cuCtxGetDevice)          \
     X(cuStreamGetCtx)          \
-    X(cuStreamIsCapturing)
+    X(cuStreamIsCapturing)     \
+    X(cuStreamQuery)           \
+    X(cuMemHostAlloc)          \
+    X(cuMemHostGetDevicePointer_v2) \
+    X(cuStreamWaitValue32_v2)
 
 CHECKED_PFNS(CHECK_PFN)
 
@@ -84,6 +88,10 @@ _Static_assert(SAME_TYPE(fikit_pfn_cuStreamSynchronize, PFN_cuStreamSynchronize_
 /* Constants. */
 #define CHECK_CONSTANT(name, value) _Static_assert((name) == (value), #name " is not " #value " in <cuda.h>");
 FIKIT_CU_CONSTANTS(CHECK_CONSTANT)
+
+/* Host-allocation flags (#defines in <cuda.h>). */
+_Static_assert(FIKIT_CU_MEMHOSTALLOC_PORTABLE == CU_MEMHOSTALLOC_PORTABLE, "CU_MEMHOSTALLOC_PORTABLE differs");
+_Static_assert(FIKIT_CU_MEMHOSTALLOC_DEVICEMAP == CU_MEMHOSTALLOC_DEVICEMAP, "CU_MEMHOSTALLOC_DEVICEMAP differs");
 
 /* The default-stream handles. */
 _Static_assert(FIKIT_CU_STREAM_LEGACY == CU_STREAM_LEGACY, "FIKIT_CU_STREAM_LEGACY differs");

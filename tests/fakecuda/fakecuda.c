@@ -426,6 +426,8 @@ static void expand_pid(const char *pattern, char *out, size_t cap)
     out[o] = '\0';
 }
 
+static _Atomic unsigned long long wait_value_calls; /* stream waits on memory, for the tests */
+
 __attribute__((destructor)) static void fake_write_counts(void)
 {
     const char *pattern = getenv("FAKECUDA_COUNTS");
@@ -438,7 +440,8 @@ __attribute__((destructor)) static void fake_write_counts(void)
     if (!f)
         return;
     pthread_mutex_lock(&g_lock);
-    fprintf(f, "{\"pid\": %ld", (long)getpid());
+    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu", (long)getpid(),
+            (unsigned long long)atomic_load(&wait_value_calls));
     for (int i = 0; i < API_COUNT; i++)
         fprintf(f, ", \"%s\": %llu", api_names[i], (unsigned long long)atomic_load(&g_api_count[i]));
     /* Per name: several function objects (modules, libraries) may share one. */
@@ -1389,6 +1392,64 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t size)
     return CUDA_SUCCESS;
 }
 
+/* Pinned host memory mapped for the device: plain host memory here, and its
+ * device pointer is the host address (the fake GPU reads host memory). */
+EXPORT CUresult cuMemHostAlloc(void **pp, size_t size, unsigned int flags)
+{
+    CUresult rc = need_init();
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (!pp || size == 0 || (flags & ~0x7u))
+        return CUDA_ERROR_INVALID_VALUE;
+    void *p = calloc(1, size);
+    if (!p)
+        return FAKE_ERROR_OUT_OF_MEMORY;
+    *pp = p;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemFreeHost(void *p)
+{
+    free(p);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *d, void *p, unsigned int flags)
+{
+    if (!d || !p || flags)
+        return CUDA_ERROR_INVALID_VALUE;
+    *d = (CUdeviceptr)(uintptr_t)p;
+    return CUDA_SUCCESS;
+}
+
+/* A stream wait on a memory word.  The fake's timeline is fixed when work is
+ * submitted, so the wait cannot hold the stream back; it is counted, so tests
+ * can see that the library gated a measurement, and checked for a valid stream. */
+static CUresult stream_wait_value(CUstream h, CUdeviceptr addr, uint32_t value, unsigned int flags, int ptsz)
+{
+    CUresult rc = need_init();
+    struct CUstream_st *s;
+    if (rc == CUDA_SUCCESS)
+        rc = get_stream(h, ptsz, &s);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    (void)value;
+    if (!addr || flags > 3)
+        return CUDA_ERROR_INVALID_VALUE;
+    atomic_fetch_add(&wait_value_calls, 1);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamWaitValue32_v2(CUstream h, CUdeviceptr addr, uint32_t value, unsigned int flags)
+{
+    return stream_wait_value(h, addr, value, flags, 0);
+}
+
+EXPORT CUresult cuStreamWaitValue32_v2_ptsz(CUstream h, CUdeviceptr addr, uint32_t value, unsigned int flags)
+{
+    return stream_wait_value(h, addr, value, flags, 1);
+}
+
 EXPORT CUresult cuMemFree_v2(CUdeviceptr p)
 {
     struct mem_header *h = get_mem(p);
@@ -1590,6 +1651,10 @@ static const struct proc procs[] = {
     P(cuEventElapsedTime, 12080, cuEventElapsedTime_v2),
     P(cuMemAlloc, 3020, cuMemAlloc_v2),
     P(cuMemFree, 3020, cuMemFree_v2),
+    P(cuMemHostAlloc, 2020, cuMemHostAlloc),
+    P(cuMemFreeHost, 2000, cuMemFreeHost),
+    P(cuMemHostGetDevicePointer, 3020, cuMemHostGetDevicePointer_v2),
+    PT(cuStreamWaitValue32, 11070, cuStreamWaitValue32_v2),
     P(cuMemcpyHtoD, 3020, cuMemcpyHtoD_v2),
     P(cuMemcpyDtoH, 3020, cuMemcpyDtoH_v2),
     PT(cuLaunchKernel, 4000, cuLaunchKernel),
