@@ -45,6 +45,12 @@ static struct fikit_params params_default = {
  * opens the gate.  On a busy stream the start event fires when the work ahead
  * ends, with the kernel already queued behind it: no gate is needed, and none
  * is used (a wait queued behind a full push buffer could block the launch).
+ * A launch can also block inside the driver for the device (the first launch
+ * of a kernel loads its module lazily, and loading may synchronise): the
+ * first launch of a kernel is never gated, and a watchdog thread opens any
+ * gate still closed after 2 ms and turns gating off for the process, so a
+ * blocked launch costs one 2 ms stall, never a hang.  FIKIT_GATE=0 turns
+ * gating off.
  */
 #define POOL 256
 struct sample {
@@ -53,9 +59,13 @@ struct sample {
     uint32_t gate_seq; /* 0: not gated */
     bool busy;
 };
-static _Atomic uint32_t *gate_host;
+static _Atomic uint32_t *_Atomic gate_host;
 static CUdeviceptr gate_dev;
 static uint32_t gate_seq;
+static _Atomic uint32_t gate_armed;     /* newest closed gate, 0 none: the watchdog's futex word */
+static _Atomic uint64_t gate_deadline;  /* when the watchdog opens it */
+static pthread_once_t watchdog_once = PTHREAD_ONCE_INIT;
+static bool watchdog_ok;
 static struct sample pool[POOL];
 static CUcontext pool_ctx;
 static unsigned pool_head, pool_tail; /* FIFO of recorded samples */
@@ -101,20 +111,72 @@ static bool pool_ready(void)
         fikit_drv.cuMemHostAlloc(&host, 64, FIKIT_CU_MEMHOSTALLOC_PORTABLE | FIKIT_CU_MEMHOSTALLOC_DEVICEMAP) ==
             CUDA_SUCCESS &&
         fikit_drv.cuMemHostGetDevicePointer(&gate_dev, host, 0) == CUDA_SUCCESS) {
-        gate_host = host;
-        atomic_store(gate_host, 0);
+        const char *g = getenv("FIKIT_GATE");
+        if (!g || strcmp(g, "0") != 0) {
+            atomic_store((_Atomic uint32_t *)host, 0);
+            atomic_store(&gate_host, host);
+        }
     }
     pool_ctx = cur;
     return true;
 }
 
-static void gate_open(uint32_t seq)
+static void gate_open_at(_Atomic uint32_t *word, uint32_t seq)
 {
     /* GEQ waits: opening a later gate opens every earlier one too. */
-    uint32_t cur = atomic_load_explicit(gate_host, memory_order_relaxed);
+    uint32_t cur = atomic_load_explicit(word, memory_order_relaxed);
     while ((int32_t)(seq - cur) > 0 &&
-           !atomic_compare_exchange_weak_explicit(gate_host, &cur, seq, memory_order_release, memory_order_relaxed)) {
+           !atomic_compare_exchange_weak_explicit(word, &cur, seq, memory_order_release, memory_order_relaxed)) {
     }
+}
+
+static void futex_sleep(_Atomic uint32_t *word, uint32_t val, uint64_t ns);
+
+static void *gate_watchdog(void *arg)
+{
+    _Atomic uint32_t *word = arg;
+    for (;;) {
+        uint32_t armed = atomic_load(&gate_armed);
+        if (!armed) {
+            futex_sleep(&gate_armed, 0, 1000000000ull);
+            continue;
+        }
+        uint64_t now = fikit_now_ns(), due = atomic_load(&gate_deadline);
+        if (now < due) {
+            futex_sleep(&gate_armed, armed, due - now);
+            continue;
+        }
+        if (atomic_load(&gate_armed) == armed && (int32_t)(armed - atomic_load(word)) > 0) {
+            gate_open_at(word, armed);
+            atomic_store(&gate_host, NULL); /* no more gates in this process */
+            static _Atomic int warned;
+            fikit_log_once(&warned, "a launch blocked behind a measurement gate; gating turned off");
+        }
+        uint32_t expect = armed;
+        atomic_compare_exchange_strong(&gate_armed, &expect, 0);
+    }
+    return NULL;
+}
+
+static void start_watchdog(void)
+{
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 64 * 1024);
+    watchdog_ok = pthread_create(&t, &a, gate_watchdog, (void *)atomic_load(&gate_host)) == 0;
+    pthread_attr_destroy(&a);
+}
+
+static void gate_open(uint32_t seq)
+{
+    _Atomic uint32_t *word = atomic_load(&gate_host);
+    if (!word)
+        return; /* the watchdog opened it and turned gating off */
+    gate_open_at(word, seq);
+    uint32_t expect = seq;
+    atomic_compare_exchange_strong(&gate_armed, &expect, 0);
 }
 
 /* Collect finished samples, oldest first; with wait_all, wait for them. */
@@ -142,7 +204,7 @@ void fikit_harvest(bool wait_all)
     pthread_mutex_unlock(&pool_lock);
 }
 
-static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream)
+static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream, bool gate)
 {
     if (pthread_mutex_lock(&pool_lock) != 0)
         return NULL;
@@ -150,14 +212,19 @@ static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream)
     if (pool_ready() && pool_head - pool_tail < POOL) {
         s = &pool[pool_head % POOL];
         s->gate_seq = 0;
-        if (gate_host && fikit_drv.cuStreamQuery(stream) == CUDA_SUCCESS) {
+        if (gate && atomic_load(&gate_host))
+            pthread_once(&watchdog_once, start_watchdog);
+        if (gate && watchdog_ok && atomic_load(&gate_host) && fikit_drv.cuStreamQuery(stream) == CUDA_SUCCESS) {
             uint32_t seq = ++gate_seq ? gate_seq : ++gate_seq;
+            atomic_store(&gate_deadline, fikit_now_ns() + 2000000ull);
             if (fikit_drv.cuStreamWaitValue32(stream, gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
                 s->gate_seq = seq;
+                atomic_store(&gate_armed, seq);
+                syscall(SYS_futex, (uint32_t *)&gate_armed, FUTEX_WAKE, 1, NULL, NULL, 0);
             } else {
                 static _Atomic int warned;
                 fikit_log_once(&warned, "stream memory operations refused; short kernels measured less exactly");
-                gate_host = NULL;
+                atomic_store(&gate_host, NULL);
             }
         }
         if (fikit_drv.cuEventRecord(s->start, stream) != CUDA_SUCCESS) {
@@ -371,7 +438,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     }
 
     if (k && (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
-        L->sample = sample_begin(k, stream);
+        L->sample = sample_begin(k, stream, count > 0 && !g); /* see "gated" above */
 }
 
 static void after(struct launch *L, CUresult r)
@@ -443,7 +510,8 @@ static void child_after_fork(void)
     pthread_mutex_init(&pool_lock, NULL);
     pool_head = pool_tail = 0;
     pool_ctx = NULL; /* the parent's events and pinned gate are not the child's */
-    gate_host = NULL;
+    atomic_store(&gate_host, NULL);
+    atomic_store(&gate_armed, 0);
     atomic_store(&done_last, NULL);
     atomic_store(&last_launch_t, 0);
     atomic_store(&last_launch_k, NULL);
