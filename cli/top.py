@@ -62,6 +62,7 @@ class GpuView:
     mode: str
     lp_sm_pct: int | None
     clients: list[ClientView] = field(default_factory=list)
+    uuid: str = ""  # in --json, so scripts can match a GPU to CUDA_VISIBLE_DEVICES
 
 
 @dataclass
@@ -169,7 +170,8 @@ def from_reply(
     gpus = []
     host_mps = _mps_text(result.get("mps"))
     for i, raw in enumerate(result.get("gpus") or []):
-        index = int(_pick(raw, "index", "gpu") or i)
+        picked = _pick(raw, "index", "gpu")
+        index = int(picked) if isinstance(picked, (int, float)) else i  # index 0 is a real index
         used, total = _memory(raw)
         conf = raw.get("config") if isinstance(raw.get("config"), dict) else {}
         lp = _num(_pick(raw, "lp_sm_pct", "corun_sm_pct", "lp_sm_share") or conf.get("corun_sm_pct"))
@@ -187,6 +189,7 @@ def from_reply(
                 mode=str(mode or "-"),
                 lp_sm_pct=None if lp is None else int(lp),
                 clients=[_client_view(index, c, counters, dt) for c in raw.get("clients") or []],
+                uuid=str(raw.get("uuid") or raw.get("gpu_uuid") or ""),
             )
         )
     return Snapshot(taken_at=taken_at, gpus=gpus)
@@ -211,7 +214,8 @@ def _fmt_pct(share: float | None) -> str:
 
 
 def _fmt_slow(slow: float | None) -> str:
-    return "-" if slow is None else f"+{slow * 100:.1f}%"
+    """The daemon's slowdown is a ratio (1.021 = 2.1% slower than the kernels' own best)."""
+    return "-" if slow is None else f"{(slow - 1) * 100:+.1f}%"
 
 
 def _fmt_rate(rate: float | None) -> str:

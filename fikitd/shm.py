@@ -517,10 +517,54 @@ class Domain:
                     "released_corun": s["released_corun"],
                     "gpu_us": s["gpu_ns"] / 1000.0,
                     "idle_gap_us": s["idle_gap_ns"] / 1000.0,
+                    "filled_us": s["filled_ns"] / 1000.0,
                     "kernels": s["ktab_used"],
+                    "slowdown": slowdown_estimate(self.kernels(i)),
                 }
             )
-        return {"config": self.config(), "clients": clients}
+        fill = fill_ratio(clients)
+        top = min((int(c["prio"]) for c in clients), default=0)
+        for c in clients:
+            # "share of HP gaps filled" is a property of the most urgent clients' gaps
+            c["gap_fill"] = fill if int(c["prio"]) == top else None
+        return {"config": self.config(), "clients": clients, "fill": fill}
+
+
+def slowdown_estimate(kernels: list[dict[str, Any]]) -> float | None:
+    """How much longer a client's kernels run now than at their fastest recently seen.
+
+    An estimate, not a measurement of the client's latency: a kernel slowed by
+    co-running work (or queued behind it, since timing starts when the stream
+    reaches it) runs longer than its own best; weighted by launches, the ratio
+    of recent mean to recent minimum says how much the client is slowed on the
+    GPU.  None until some kernel has two or more duration samples.
+    """
+    num = den = 0.0
+    for k in kernels:
+        ring = [x for x in k.get("dur_ring_ns") or [] if x > 0]
+        if len(ring) < 2:
+            continue
+        w = float(k.get("count") or 1)
+        num += w * sum(ring) / len(ring)
+        den += w * min(ring)
+    return num / den if den > 0 else None
+
+
+def fill_ratio(clients: list[dict[str, Any]]) -> float | None:
+    """The share of the most urgent clients' idle GPU time that less urgent ones used.
+
+    Lower clients count the (predicted) GPU time they were let run while a more
+    urgent client was present (filled_us); the most urgent clients measure
+    their idle gaps (idle_gap_us).  None without both kinds of client.
+    """
+    if not clients:
+        return None
+    top = min(int(c["prio"]) for c in clients)
+    idle = sum(float(c["idle_gap_us"]) for c in clients if int(c["prio"]) == top)
+    filled = sum(float(c["filled_us"]) for c in clients if int(c["prio"]) > top)
+    if idle <= 0 or not any(int(c["prio"]) > top for c in clients):
+        return None
+    return min(1.0, filled / idle)
 
 
 def time_ns() -> int:

@@ -142,7 +142,7 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, released_corun) /* released to run beside busy HP */                \
     F(fikit_au64, gpu_ns)         /* measured GPU time of its kernels */              \
     F(fikit_au64, idle_gap_ns)    /* measured idle time between its kernels */        \
-    F(fikit_au64, filled_ns)      /* lower clients' GPU time released in its gaps */  \
+    F(fikit_au64, filled_ns)      /* its GPU time (predicted) run in higher clients' idle time */ \
     S(kstat, ktab, FIKIT_KTAB_SIZE)
 
 #define FIKIT_DECL_F(type, name) type name;

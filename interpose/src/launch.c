@@ -357,6 +357,9 @@ static bool decide(struct fikit_kstat *k, CUstream stream)
                                             : NULL;
     if (ctr)
         atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+    /* GPU time (predicted) we put into more urgent clients' idle time: the fill. */
+    if (v == FIKIT_GO_GAP || v == FIKIT_GO_IDLE)
+        atomic_fetch_add_explicit(&me->filled_ns, dur ? dur : p.unknown_ns, memory_order_relaxed);
     atomic_store_explicit(&me->state, v == FIKIT_GO_GAP ? FIKIT_STATE_FILLING : FIKIT_STATE_RUNNING,
                           memory_order_relaxed);
     return true;

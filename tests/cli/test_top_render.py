@@ -38,7 +38,7 @@ def reply(launches: tuple[int, int, int]) -> dict[str, Any]:
                 "clients": [
                     {"pid": 4242, "user": "alice", "job": 17, "prog": "resnet50_inference.py", "prio": 0,
                      "state": "running", "launches": launches[0], "held_ns": 0, "filled_ns": 3e9,
-                     "idle_gap_ns": 1e10, "slowdown": 0.021},
+                     "idle_gap_ns": 1e10, "slowdown": 1.021},
                     {"pid": 5150, "user": "bob", "job": None, "prog": "train", "prio": 2, "state": 2,
                      "launches": launches[1], "held_ns": 12.5e9},
                     {"pid": 6001, "user": "nobody", "job": "18", "prog": "bert", "prio": 2,

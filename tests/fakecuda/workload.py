@@ -11,6 +11,7 @@ on a timeline shared with the other clients (FAKECUDA_TIMELINE).
 --kernels NAME:GAP_US,...  kernels of one iteration and the host gap after each
 --repeat N                 iterations (0: until --until exists or --seconds pass)
 --progress FILE            append "<monotonic_ns> <kernels done>" after every kernel
+--no-sync                  queue a whole iteration, then wait (a training step's shape)
 Prints one JSON line: {"iterations", "kernels", "elapsed_s", "iter_s": [...]}.
 """
 
@@ -38,6 +39,7 @@ def main() -> int:
     ap.add_argument("--until", default="")
     ap.add_argument("--progress", default="")
     ap.add_argument("--ready", default="", help="touch this file once initialised")
+    ap.add_argument("--no-sync", action="store_true", help="wait only at the end of each iteration")
     a = ap.parse_args()
     plan = []
     for item in a.kernels.split(","):
@@ -80,12 +82,15 @@ def main() -> int:
         ti = time.monotonic()
         for f, gap in funcs:
             check(launch(f, 1, 1, 1, 32, 1, 1, 0, stream, None, None), "cuLaunchKernel")
-            check(sync(stream), "cuStreamSynchronize")
+            if not a.no_sync:
+                check(sync(stream), "cuStreamSynchronize")
             done += 1
             if prog:
                 prog.write(f"{time.monotonic_ns()} {done}\n")
             if gap:
                 time.sleep(gap)
+        if a.no_sync:
+            check(sync(stream), "cuStreamSynchronize")
         iters.append(time.monotonic() - ti)
     print(json.dumps({"iterations": len(iters), "kernels": done, "elapsed_s": time.monotonic() - t0,
                       "iter_s": iters}), flush=True)
