@@ -31,6 +31,9 @@
     X(CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, 2) \
     X(CU_STREAM_CAPTURE_STATUS_NONE, 0)          \
     X(CU_STREAM_WAIT_VALUE_GEQ, 0)               \
+    X(CU_DEV_RESOURCE_TYPE_SM, 1)                \
+    X(CU_GREEN_CTX_DEFAULT_STREAM, 1)            \
+    X(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 16) \
     X(CU_EVENT_DEFAULT, 0)                       \
     X(CU_EVENT_BLOCKING_SYNC, 1)                 \
     X(CU_EVENT_DISABLE_TIMING, 2)                \
@@ -70,6 +73,26 @@ typedef struct CUgraphExec_st *CUgraphExec;
 typedef unsigned long long CUdeviceptr;
 typedef int CUdriverProcAddressQueryResult;
 typedef int CUstreamCaptureStatus;
+typedef int CUdevResourceType;
+typedef int CUdevice_attribute;
+typedef struct CUgreenCtx_st *CUgreenCtx;
+typedef struct CUdevResourceDesc_st *CUdevResourceDesc;
+
+typedef struct CUdevSmResource_st {
+    unsigned int smCount;
+    unsigned int minSmPartitionSize;
+    unsigned int smCoscheduledAlignment;
+} CUdevSmResource;
+
+/* A tagged union the driver fills; fikit reads only sm.smCount. */
+typedef struct CUdevResource_st {
+    CUdevResourceType type;
+    unsigned char _internal_padding[92];
+    union {
+        CUdevSmResource sm;
+        unsigned char _oversize[48];
+    };
+} CUdevResource;
 
 /* 8 bytes of id and padding, then a 64-byte value union (opaque to fikit). */
 typedef struct CUlaunchAttribute_st {
@@ -130,5 +153,12 @@ typedef CUresult (*fikit_pfn_cuStreamQuery)(CUstream);
 typedef CUresult (*fikit_pfn_cuMemHostAlloc)(void **, size_t, unsigned int);
 typedef CUresult (*fikit_pfn_cuMemHostGetDevicePointer_v2)(CUdeviceptr *, void *, unsigned int);
 typedef CUresult (*fikit_pfn_cuStreamWaitValue32_v2)(CUstream, CUdeviceptr, uint32_t, unsigned int);
+typedef CUresult (*fikit_pfn_cuStreamWaitEvent)(CUstream, CUevent, unsigned int);
+typedef CUresult (*fikit_pfn_cuDeviceGetDevResource)(CUdevice, CUdevResource *, CUdevResourceType);
+typedef CUresult (*fikit_pfn_cuDevSmResourceSplitByCount)(CUdevResource *, unsigned int *, const CUdevResource *,
+                                                          CUdevResource *, unsigned int, unsigned int);
+typedef CUresult (*fikit_pfn_cuDevResourceGenerateDesc)(CUdevResourceDesc *, CUdevResource *, unsigned int);
+typedef CUresult (*fikit_pfn_cuGreenCtxCreate)(CUgreenCtx *, CUdevResourceDesc, CUdevice, unsigned int);
+typedef CUresult (*fikit_pfn_cuGreenCtxStreamCreate)(CUstream *, CUgreenCtx, unsigned int, int);
 
 #endif /* FIKIT_CUDA_H */

@@ -129,7 +129,21 @@ struct fikit_driver {
     fikit_pfn_cuMemHostAlloc cuMemHostAlloc;
     fikit_pfn_cuMemHostGetDevicePointer_v2 cuMemHostGetDevicePointer;
     fikit_pfn_cuStreamWaitValue32_v2 cuStreamWaitValue32;
+    fikit_pfn_cuStreamWaitEvent cuStreamWaitEvent;
+    fikit_pfn_cuCtxGetDevice cuCtxGetDevice;
+    fikit_pfn_cuDeviceGetDevResource cuDeviceGetDevResource;
+    fikit_pfn_cuDevSmResourceSplitByCount cuDevSmResourceSplitByCount;
+    fikit_pfn_cuDevResourceGenerateDesc cuDevResourceGenerateDesc;
+    fikit_pfn_cuGreenCtxCreate cuGreenCtxCreate;
+    fikit_pfn_cuGreenCtxStreamCreate cuGreenCtxStreamCreate;
 };
+
+/* ---- corun.c: LP launches beside busy HP on a green context ------------- */
+/* Prepare a redirected launch: *run_on is the stream to launch on. */
+bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on);
+void fikit_corun_end(CUstream app);
+bool fikit_corun_usable(void);
+void fikit_corun_after_fork(void);
 extern struct fikit_driver fikit_drv;
 
 /* ---- launch.c ---------------------------------------------------------- */

@@ -288,13 +288,21 @@ static void mark_own_done(CUstream stream)
         atomic_store_explicit(&done_last, done_ev[i], memory_order_release);
 }
 
-/* Returns true when the launch had a more urgent client to defer to. */
-static bool decide(struct fikit_kstat *k, CUstream stream)
+/* Co-running is offered to the policy only where it can happen. */
+static void domain_params(struct fikit_params *p, bool can_corun)
 {
-    struct fikit_domain *d = fikit_cl.dom;
+    fikit_params_from_domain(fikit_cl.dom, p);
+    if (!can_corun || !fikit_corun_usable())
+        p->corun_sm_pct = 0;
+}
+
+/* Returns true when the launch had a more urgent client to defer to; sets
+ * *run_on when the launch is to run on the co-running stream instead. */
+static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
+{
     struct fikit_slot *me = fikit_cl.me;
     struct fikit_params p;
-    fikit_params_from_domain(d, &p);
+    domain_params(&p, can_corun);
     if (p.mode == FIKIT_MODE_OFF)
         return false;
     struct fikit_peer peers[FIKIT_MAX_SLOTS];
@@ -312,6 +320,12 @@ static bool decide(struct fikit_kstat *k, CUstream stream)
     int v;
     for (;;) {
         v = fikit_policy_decide(&p, peers, n, &self, now, dur, dur != 0, &retry);
+        if (v == FIKIT_GO_CORUN) {
+            if (fikit_corun_begin(stream, p.corun_sm_pct, run_on))
+                break;
+            p.corun_sm_pct = 0; /* unavailable now: the gap-filling policy alone */
+            continue;
+        }
         if (v != FIKIT_WAIT)
             break;
         if (!held_from) {
@@ -337,7 +351,7 @@ static bool decide(struct fikit_kstat *k, CUstream stream)
                 if (kill(pids[i], 0) != 0 && errno == ESRCH)
                     fikit_peer_dead(pids[i]);
         }
-        fikit_params_from_domain(d, &p);
+        domain_params(&p, can_corun);
         correct_own_busy(now);
         self.busy_until_ns = atomic_load(&me->busy_until_ns);
         n = fikit_peers_snapshot(peers, FIKIT_MAX_SLOTS, pids);
@@ -369,7 +383,8 @@ static bool decide(struct fikit_kstat *k, CUstream stream)
 struct launch {
     struct fikit_kstat *k;
     struct sample *sample;
-    CUstream stream;
+    CUstream stream; /* the program's */
+    CUstream run;    /* where it runs: the program's, or the co-running stream */
     uint64_t t;
     bool deferred; /* had a more urgent client to defer to */
 };
@@ -406,6 +421,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     L->k = NULL;
     L->sample = NULL;
     L->stream = stream;
+    L->run = stream;
     L->deferred = false;
     if (FIKIT_UNLIKELY(!me))
         return;
@@ -423,7 +439,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
     if (fikit_cl.dom)
-        L->deferred = decide(k, stream);
+        L->deferred = decide(k, stream, path != FIKIT_PATH_COOP, &L->run);
 
     uint64_t t = fikit_now_ns();
     L->t = t;
@@ -440,7 +456,10 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
         atomic_fetch_add_explicit(&me->idle_gap_ns, gap, memory_order_relaxed);
     }
 
-    if (k && (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
+    /* A co-running kernel is not timed: confined to part of the GPU, it says
+     * nothing of how long it runs on the whole of it. */
+    if (k && L->run == stream &&
+        (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
         L->sample = sample_begin(k, stream, count > 0 && !g); /* see "gated" above */
 }
 
@@ -449,6 +468,8 @@ static void after(struct launch *L, CUresult r)
     struct fikit_slot *me = fikit_cl.me;
     if (FIKIT_UNLIKELY(!me) || fikit_cfg.passthrough)
         return;
+    if (L->run != L->stream)
+        fikit_corun_end(L->stream);
     if (L->sample) {
         sample_end(L->sample, L->stream, r);
         if (fikit_cfg.profile) {
@@ -512,6 +533,7 @@ static void child_after_fork(void)
     /* The child is a new client: a fresh slot, counters from zero. */
     pthread_mutex_init(&pool_lock, NULL);
     pool_head = pool_tail = 0;
+    fikit_corun_after_fork();
     pool_ctx = NULL; /* the parent's events and pinned gate are not the child's */
     atomic_store(&gate_host, NULL);
     atomic_store(&gate_armed, 0);
@@ -563,7 +585,7 @@ void fikit_init(void)
         const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};                                      \
         struct launch L;                                                                                     \
         before(&L, FIKIT_PATH_KERNEL, f, NULL, grid, block, smem, s);                                        \
-        CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, s, params, extra);                                \
+        CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, L.run, params, extra);                            \
         after(&L, r);                                                                                        \
         return r;                                                                                            \
     }
@@ -581,7 +603,9 @@ void fikit_init(void)
         const uint32_t block[3] = {cfg->blockDimX, cfg->blockDimY, cfg->blockDimZ};                       \
         struct launch L;                                                                                  \
         before(&L, FIKIT_PATH_EX, f, NULL, grid, block, cfg->sharedMemBytes, cfg->hStream);               \
-        CUresult r = real(cfg, f, params, extra);                                                         \
+        CUlaunchConfig run_cfg = *cfg;                                                                    \
+        run_cfg.hStream = L.run;                                                                          \
+        CUresult r = real(L.run == cfg->hStream ? cfg : &run_cfg, f, params, extra);                      \
         after(&L, r);                                                                                     \
         return r;                                                                                         \
     }
@@ -612,7 +636,7 @@ void fikit_init(void)
         static const uint32_t zero[3] = {0, 0, 0};                             \
         struct launch L;                                                       \
         before(&L, FIKIT_PATH_GRAPH, NULL, g ? g : (CUgraphExec)1, zero, zero, 0, s); \
-        CUresult r = real(g, s);                                               \
+        CUresult r = real(g, L.run);                                           \
         after(&L, r);                                                          \
         return r;                                                              \
     }

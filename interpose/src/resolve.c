@@ -100,6 +100,15 @@ void fikit_resolve_init(void)
     fikit_drv.cuMemHostGetDevicePointer =
         (fikit_pfn_cuMemHostGetDevicePointer_v2)fikit_real_sym("cuMemHostGetDevicePointer_v2");
     fikit_drv.cuStreamWaitValue32 = (fikit_pfn_cuStreamWaitValue32_v2)fikit_real_sym("cuStreamWaitValue32_v2");
+    fikit_drv.cuStreamWaitEvent = (fikit_pfn_cuStreamWaitEvent)fikit_real_sym("cuStreamWaitEvent");
+    fikit_drv.cuCtxGetDevice = (fikit_pfn_cuCtxGetDevice)fikit_real_sym("cuCtxGetDevice");
+    fikit_drv.cuDeviceGetDevResource = (fikit_pfn_cuDeviceGetDevResource)fikit_real_sym("cuDeviceGetDevResource");
+    fikit_drv.cuDevSmResourceSplitByCount =
+        (fikit_pfn_cuDevSmResourceSplitByCount)fikit_real_sym("cuDevSmResourceSplitByCount");
+    fikit_drv.cuDevResourceGenerateDesc =
+        (fikit_pfn_cuDevResourceGenerateDesc)fikit_real_sym("cuDevResourceGenerateDesc");
+    fikit_drv.cuGreenCtxCreate = (fikit_pfn_cuGreenCtxCreate)fikit_real_sym("cuGreenCtxCreate");
+    fikit_drv.cuGreenCtxStreamCreate = (fikit_pfn_cuGreenCtxStreamCreate)fikit_real_sym("cuGreenCtxStreamCreate");
 }
 
 FIKIT_API void *dlsym(void *handle, const char *symbol)

@@ -65,7 +65,13 @@
     X(cuStreamQuery)           \
     X(cuMemHostAlloc)          \
     X(cuMemHostGetDevicePointer_v2) \
-    X(cuStreamWaitValue32_v2)
+    X(cuStreamWaitValue32_v2)  \
+    X(cuStreamWaitEvent)       \
+    X(cuDeviceGetDevResource)  \
+    X(cuDevSmResourceSplitByCount) \
+    X(cuDevResourceGenerateDesc) \
+    X(cuGreenCtxCreate)        \
+    X(cuGreenCtxStreamCreate)
 
 CHECKED_PFNS(CHECK_PFN)
 
@@ -88,6 +94,10 @@ _Static_assert(SAME_TYPE(fikit_pfn_cuStreamSynchronize, PFN_cuStreamSynchronize_
 /* Constants. */
 #define CHECK_CONSTANT(name, value) _Static_assert((name) == (value), #name " is not " #value " in <cuda.h>");
 FIKIT_CU_CONSTANTS(CHECK_CONSTANT)
+
+/* CUdevResource: fikit allocates them and reads sm.smCount. */
+_Static_assert(sizeof(CUdevResource) == 144, "CUdevResource size differs from fikit_cuda.h's 144 bytes");
+_Static_assert(offsetof(CUdevResource, sm.smCount) == 96, "CUdevResource.sm.smCount offset differs");
 
 /* Host-allocation flags (#defines in <cuda.h>). */
 _Static_assert(FIKIT_CU_MEMHOSTALLOC_PORTABLE == CU_MEMHOSTALLOC_PORTABLE, "CU_MEMHOSTALLOC_PORTABLE differs");

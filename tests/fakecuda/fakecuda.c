@@ -97,6 +97,7 @@ struct CUstream_st {
     struct CUctx_st *ctx;
     unsigned int flags;
     _Atomic uint64_t tail; /* simulated end of the last work queued on it */
+    unsigned int green_sms; /* a green-context stream: its SM partition, 0 for ordinary streams */
 };
 
 struct CUctx_st {
@@ -156,7 +157,8 @@ struct mem_header {
 /* Global state. */
 
 struct timeline {
-    _Atomic uint64_t tail[MAX_DEVICES]; /* simulated end of each device's queued work */
+    _Atomic uint64_t tail[MAX_DEVICES];       /* simulated end of each device's queued work */
+    _Atomic uint64_t green_tail[MAX_DEVICES]; /* the same for work confined to a green partition */
 };
 
 struct duration_rule {
@@ -255,9 +257,19 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
  * are both free (one kernel at a time per device, as a GPU time-slices
  * processes) and the call returns its simulated end.
  */
+static int g_sms = 132; /* FAKECUDA_SMS */
+static _Atomic unsigned long long g_green_launches;
+
 static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns)
 {
     _Atomic uint64_t *dev_tail = &g_timeline->tail[s->ctx->device];
+    if (s->green_sms) {
+        /* Confined work runs on its own SMs, beside the rest of the device's
+         * work, as long as the SMs it lacks make it (a full-width kernel). */
+        dev_tail = &g_timeline->green_tail[s->ctx->device];
+        dur_ns = dur_ns * (uint64_t)g_sms / s->green_sms;
+        atomic_fetch_add(&g_green_launches, 1);
+    }
     uint64_t now = now_ns();
     uint64_t stream_tail = atomic_load(&s->tail);
     uint64_t old = atomic_load(dev_tail), end;
@@ -381,6 +393,9 @@ __attribute__((constructor)) static void fake_setup(void)
         init_stream(&g_primary[d].legacy, &g_primary[d], 0);
     }
     parse_durations(getenv("FAKECUDA_DURATIONS"));
+    s = getenv("FAKECUDA_SMS");
+    if (s && atoi(s) >= 8 && atoi(s) <= 1024)
+        g_sms = atoi(s);
     parse_failures(getenv("FAKECUDA_FAIL"));
     s = getenv("FAKECUDA_STRICT_NAMES");
     if (s && strcmp(s, "0") == 0)
@@ -440,8 +455,8 @@ __attribute__((destructor)) static void fake_write_counts(void)
     if (!f)
         return;
     pthread_mutex_lock(&g_lock);
-    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu", (long)getpid(),
-            (unsigned long long)atomic_load(&wait_value_calls));
+    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"green_launches\": %llu", (long)getpid(),
+            (unsigned long long)atomic_load(&wait_value_calls), (unsigned long long)atomic_load(&g_green_launches));
     for (int i = 0; i < API_COUNT; i++)
         fprintf(f, ", \"%s\": %llu", api_names[i], (unsigned long long)atomic_load(&g_api_count[i]));
     /* Per name: several function objects (modules, libraries) may share one. */
@@ -1128,6 +1143,94 @@ EXPORT CUresult cuStreamCreate(CUstream *out, unsigned int flags)
     return CUDA_SUCCESS;
 }
 
+/* Green contexts: an SM partition of the device (granularity 8, as on Hopper),
+ * whose streams run work confined to it (see schedule). */
+struct CUdevResourceDesc_st {
+    unsigned int sms;
+};
+struct CUgreenCtx_st {
+    int device;
+    unsigned int sms;
+};
+
+EXPORT CUresult cuDeviceGetDevResource(CUdevice dev, CUdevResource *res, CUdevResourceType type)
+{
+    CUresult rc = need_init();
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (!res || type != CU_DEV_RESOURCE_TYPE_SM || dev < 0 || dev >= g_devices)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(res, 0, sizeof *res);
+    res->type = CU_DEV_RESOURCE_TYPE_SM;
+    res->sm.smCount = (unsigned int)g_sms;
+    res->sm.minSmPartitionSize = 8;
+    res->sm.smCoscheduledAlignment = 8;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDevSmResourceSplitByCount(CUdevResource *result, unsigned int *groups, const CUdevResource *input,
+                                            CUdevResource *remaining, unsigned int flags, unsigned int min_count)
+{
+    if (!result || !groups || *groups < 1 || !input || input->type != CU_DEV_RESOURCE_TYPE_SM || flags)
+        return CUDA_ERROR_INVALID_VALUE;
+    unsigned int want = min_count < 8 ? 8 : (min_count + 7) / 8 * 8;
+    if (want > input->sm.smCount)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(result, 0, sizeof *result);
+    result->type = CU_DEV_RESOURCE_TYPE_SM;
+    result->sm.smCount = want;
+    if (remaining) {
+        memset(remaining, 0, sizeof *remaining);
+        remaining->type = CU_DEV_RESOURCE_TYPE_SM;
+        remaining->sm.smCount = input->sm.smCount - want;
+    }
+    *groups = 1;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDevResourceGenerateDesc(CUdevResourceDesc *desc, CUdevResource *res, unsigned int n)
+{
+    if (!desc || !res || n != 1 || res->type != CU_DEV_RESOURCE_TYPE_SM || res->sm.smCount == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUdevResourceDesc_st *d = calloc(1, sizeof *d);
+    if (!d)
+        return FAKE_ERROR_OUT_OF_MEMORY;
+    d->sms = res->sm.smCount;
+    *desc = d;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGreenCtxCreate(CUgreenCtx *out, CUdevResourceDesc desc, CUdevice dev, unsigned int flags)
+{
+    CUresult rc = need_init();
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (!out || !desc || dev < 0 || dev >= g_devices || !(flags & CU_GREEN_CTX_DEFAULT_STREAM))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUgreenCtx_st *g = calloc(1, sizeof *g);
+    if (!g)
+        return FAKE_ERROR_OUT_OF_MEMORY;
+    g->device = dev;
+    g->sms = desc->sms;
+    *out = g;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGreenCtxStreamCreate(CUstream *out, CUgreenCtx g, unsigned int flags, int priority)
+{
+    (void)priority;
+    if (!out || !g || (flags & ~(unsigned int)CU_STREAM_NON_BLOCKING))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s = calloc(1, sizeof *s);
+    if (!s)
+        return FAKE_ERROR_OUT_OF_MEMORY;
+    /* The green context shares the primary context's memory and modules. */
+    init_stream(s, &g_primary[g->device], flags);
+    s->green_sms = g->sms;
+    *out = s;
+    return CUDA_SUCCESS;
+}
+
 EXPORT CUresult cuStreamDestroy_v2(CUstream h)
 {
     if (!h || h == FIKIT_CU_STREAM_LEGACY || h == FIKIT_CU_STREAM_PER_THREAD || h->magic != MAGIC_STREAM)
@@ -1652,6 +1755,11 @@ static const struct proc procs[] = {
     P(cuMemAlloc, 3020, cuMemAlloc_v2),
     P(cuMemFree, 3020, cuMemFree_v2),
     P(cuMemHostAlloc, 2020, cuMemHostAlloc),
+    P(cuDeviceGetDevResource, 12040, cuDeviceGetDevResource),
+    P(cuDevSmResourceSplitByCount, 12040, cuDevSmResourceSplitByCount),
+    P(cuDevResourceGenerateDesc, 12040, cuDevResourceGenerateDesc),
+    P(cuGreenCtxCreate, 12040, cuGreenCtxCreate),
+    P(cuGreenCtxStreamCreate, 12040, cuGreenCtxStreamCreate),
     P(cuMemFreeHost, 2000, cuMemFreeHost),
     P(cuMemHostGetDevicePointer, 3020, cuMemHostGetDevicePointer_v2),
     PT(cuStreamWaitValue32, 11070, cuStreamWaitValue32_v2),
