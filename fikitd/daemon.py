@@ -23,6 +23,7 @@ from .clients import Clients
 from .domains import Domains
 from .gpus import Nvml
 from .jobs import JobManager
+from .metrics import REFRESH_S, Metrics
 from .mps import Mps
 from .notify import Notifier
 from .server import Connection, Server
@@ -49,6 +50,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._status_line = ""
+        self.metrics: Metrics | None = None
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -56,6 +58,12 @@ class Daemon:
         p = self.cfg.paths
         for d, mode in ((p.runtime_dir, 0o755), (p.state_dir, 0o755), (p.log_dir, 0o755)):
             d.mkdir(parents=True, exist_ok=True, mode=mode)
+        for d in (p.runtime_dir, p.state_dir):
+            # Whoever owns these could swap the socket, a domain or the store under us: refuse.
+            owner = d.stat().st_uid
+            if owner != os.geteuid():
+                raise StartupError(f"{d} is owned by uid {owner}, not by fikitd (uid {os.geteuid()}); "
+                                   f"fix with: chown {os.geteuid()} {d}")
         os.chmod(p.runtime_dir, 0o755)
         self._lock_fd = os.open(p.state_dir / "fikitd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -74,6 +82,9 @@ class Daemon:
         if not self.nvml.available:
             LOG.warning("%s: jobs run without MPS or GPU information", self.nvml.reason)
         self.domains = Domains(self.cfg.paths.runtime_dir, self.cfg.scheduler, self.nvml.list(live=False))
+        if self.cfg.metrics.enabled:  # before MPS: a taken port must fail start-up before anything is started
+            self.metrics = Metrics(self)
+            self.metrics.start(self.cfg.metrics.listen, *self.cfg.metrics.address)
         self.mps = Mps(self.cfg)
         self.notifier.status("starting MPS" if self.cfg.mps.mode == "manage" else "starting")
         await self.mps.start()
@@ -189,6 +200,8 @@ class Daemon:
         self._every(SWEEP_S, self._sweep, "sweep")
         self._every(FLUSH_S, self.clients.flush_all, "flush")
         self._every(MPS_CHECK_S, self._mps_check, "mps")
+        if self.metrics is not None:
+            self._every(REFRESH_S, self.metrics.refresh, "metrics")
         if self.notifier.watchdog_s:
             self._every(self.notifier.watchdog_s, self.notifier.watchdog, "watchdog")
         self._status_line = self.status_text()
@@ -205,6 +218,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics is not None:  # before the domains close under a scrape
+            await asyncio.to_thread(self.metrics.stop)
         await self.server.close()
         self.clients.flush_all()
         try:

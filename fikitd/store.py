@@ -14,7 +14,8 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,19 @@ class Store:
         self.path = path
         self.migrations = MIGRATIONS if migrations is None else migrations
         self.events: list[str] = []  # what happened at open (moved aside, migrated), for status
+        # Told the seconds each write took: the metrics' latency histogram (a slow disk stalls the loop).
+        self.write_observer: Callable[[float], None] | None = None
         self.db = self._open()
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        """Time one write (a statement or a transaction) for ``write_observer``, failed ones included."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.write_observer is not None:
+                self.write_observer(time.perf_counter() - t0)
 
     # --- opening, corruption, migration ---------------------------------------------------------
 
@@ -207,7 +220,8 @@ class Store:
         fields["argv"] = json.dumps(fields["argv"])
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        cur = self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(fields.values()))
+        with self._timed():
+            cur = self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(fields.values()))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -216,7 +230,8 @@ class Store:
             if key not in JOB_COLUMNS or key == "id":
                 raise KeyError(key)
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+        with self._timed():
+            self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
     def job(self, job_id: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -249,6 +264,10 @@ class Store:
         Means are weighted by launches; quantiles take the newest run's values, which reflect
         the current input sizes better than an average of quantiles would.
         """
+        with self._timed():
+            return self._merge_kernels(prog, kernels)
+
+    def _merge_kernels(self, prog: str, kernels: list[dict[str, Any]]) -> int:
         now = time.time()
         n = 0
         self.db.execute("BEGIN")
@@ -315,7 +334,8 @@ class Store:
         return [dict(r) for r in rows]
 
     def remove_profile(self, prog: str) -> int:
-        return self.db.execute("DELETE FROM profiles WHERE prog = ?", (prog,)).rowcount
+        with self._timed():
+            return self.db.execute("DELETE FROM profiles WHERE prog = ?", (prog,)).rowcount
 
 
 _UPSERT = """
