@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="high, normal, low or 0..7 (default normal)",
     )
     p.add_argument("--name", metavar="N", help="a name to find the job by")
-    p.add_argument("--gpu", type=common.parse_gpu, metavar="I", help="GPU index (default: the daemon's)")
+    p.add_argument("--gpu", type=common.parse_gpu, metavar="I",
+                   help="GPU index (default: the one CUDA_VISIBLE_DEVICES names, else the least loaded)")
     p.add_argument("--wait", action="store_true", help="wait for the job; exit with its exit code")
     p.add_argument("--follow", action="store_true", help="stream the job's output until it ends")
     p.add_argument("--json", action="store_true", help="print the job as JSON")

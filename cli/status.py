@@ -34,6 +34,8 @@ def _scalar(value: Any) -> str:
 def _client_line(client: dict[str, Any]) -> str:
     head = [str(client.get("pid", "?")), str(client.get("user") or client.get("uid") or "-"),
             str(client.get("prog") or "-"), common.prio_label(client.get("prio"))]
+    if isinstance(client.get("gpu"), int):
+        head.insert(0, f"GPU {client['gpu']}:")  # which domain, once a host has several
     job = client.get("job")
     if job not in (None, ""):
         head.append(f"job {job}")
@@ -83,9 +85,13 @@ def _scheduler_line(sched: Any) -> str:
     return f"scheduler: {sched.get('mode', '?')}" + (f" ({', '.join(detail)})" if detail else "")
 
 
-def _gpu_line(gpu: dict[str, Any]) -> str:
+def _gpu_line(gpu: dict[str, Any], clients: int | None = None) -> str:
     index = gpu.get("index", gpu.get("gpu", "?"))
     parts = [str(gpu.get("name") or "?")]
+    if gpu.get("uuid"):
+        parts.append(str(gpu["uuid"]))  # what CUDA_VISIBLE_DEVICES may name
+    if clients is not None:
+        parts.append(f"{clients} client(s)")
     if isinstance(gpu.get("util_pct"), (int, float)):
         parts.append(f"util {gpu['util_pct']}%")
     used, total = gpu.get("mem_used"), gpu.get("mem_total")
@@ -105,11 +111,21 @@ def format_status(result: dict[str, Any], socket: str) -> str:
     lines.append(_mps_line(result.get("mps")))
     lines.append(_scheduler_line(result.get("scheduler")))
     gpus = result.get("gpus") or []
+    clients = result.get("clients")
+    per_gpu: dict[Any, int] | None = None
+    if isinstance(clients, list):
+        per_gpu = {}
+        for cl in clients:
+            if isinstance(cl, dict):
+                per_gpu[cl.get("gpu")] = per_gpu.get(cl.get("gpu"), 0) + 1
     if not gpus:
         lines.append("GPUs:      none seen (NVML unavailable or no GPU)")
     for gpu in gpus:
-        lines.append(_gpu_line(gpu) if isinstance(gpu, dict) else f"GPU:       {_scalar(gpu)}")
-    clients = result.get("clients")
+        if not isinstance(gpu, dict):
+            lines.append(f"GPU:       {_scalar(gpu)}")
+            continue
+        count = None if per_gpu is None else per_gpu.get(gpu.get("index", gpu.get("gpu")), 0)
+        lines.append(_gpu_line(gpu, count))
     if isinstance(clients, list):
         lines.append(f"clients:   {len(clients)}")
         lines.extend(f"  {_client_line(c)}" for c in clients if isinstance(c, dict))

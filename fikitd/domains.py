@@ -44,6 +44,26 @@ class Domains:
             return
         for gpu in self.gpus:
             self._open(gpu)
+        self._link_by_uuid()
+
+    def _link_by_uuid(self) -> None:
+        """``<runtime_dir>/by-uuid/GPU-...`` -> ``../gpu<N>``, remade at every start.
+
+        A container or batch job is told its GPU by uuid (NVIDIA_VISIBLE_DEVICES from the
+        device plugin, the NVIDIA runtime) and sees it as its device 0, so it cannot know
+        NVML's index N; the link lets it find its domain from what it does know.
+        """
+        links = self.runtime_dir / "by-uuid"
+        try:
+            links.mkdir(mode=0o755, exist_ok=True)
+            for old in links.iterdir():
+                if old.is_symlink():
+                    old.unlink()
+            for gpu in self.gpus:
+                if gpu.uuid and gpu.index in self.by_gpu and "/" not in gpu.uuid:
+                    (links / gpu.uuid).symlink_to(f"../gpu{gpu.index}")
+        except OSError as exc:
+            LOG.warning("cannot make %s: %s", links, exc)
 
     def _open(self, gpu: Gpu) -> None:
         path = paths.domain_dir(self.runtime_dir, gpu.index)
@@ -53,6 +73,7 @@ class Domains:
             if (path / "domain").exists():
                 try:
                     dom = self.shm.Domain.open(path, writable=True)
+                    self._check_identity(dom, gpu)
                     dom.set_config(**fields)
                     self._drop_dead_grants(dom)
                     os.chmod(path, 0o1777)
@@ -67,6 +88,20 @@ class Domains:
         except Exception as exc:
             self.errors[gpu.index] = f"cannot create domain {path}: {exc}"
             LOG.error("gpu%d: %s", gpu.index, self.errors[gpu.index])
+
+    @staticmethod
+    def _check_identity(dom: Any, gpu: Gpu) -> None:
+        """A domain left by an earlier run must describe the same GPU, or it is made anew.
+
+        After a GPU is swapped, or NVML renumbers the GPUs, gpu<N> would otherwise keep the old
+        GPU's uuid in its header, and a client matching its device by uuid would join the
+        wrong domain.
+        """
+        conf = dom.config()
+        if conf.get("gpu_index") != gpu.index or (gpu.uuid and conf.get("gpu_uuid") != gpu.uuid):
+            dom.close()
+            was = f"GPU {conf.get('gpu_index')} {conf.get('gpu_uuid') or '(no uuid)'}"
+            raise ValueError(f"it describes {was}, not GPU {gpu.index} {gpu.uuid or '(no uuid)'}")
 
     def _drop_dead_grants(self, dom: Any) -> None:
         for g in dom.grants():

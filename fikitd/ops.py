@@ -6,12 +6,14 @@ A user sees and acts on their own jobs only, root on all; only users allowed by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, access, protocol
+from . import gpus as gpus_mod
 from .jobs import ACTIVE, JobError
 from .protocol import ProtocolError, Request
 from .server import Connection
@@ -54,18 +56,75 @@ def _submit(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:
     prio = a.get("prio", access.NORMAL)
     if access.granted_prio(d.cfg.access, c.peer.uid, prio) != prio:
         raise ProtocolError("not_permitted", "high priority is not granted to you in [access] of fikit.toml")
-    gpu = a.get("gpu", 0)
-    if not d.domains.known(gpu):
-        raise ProtocolError("not_found", f"no GPU {gpu} on this host")
+    env: dict[str, str] | None = a.get("env")
+    gpu, visible = _place(d, a.get("gpu"), env)
+    if visible is not None:
+        env = {**(env or {}), "CUDA_VISIBLE_DEVICES": visible}
     argv = a["argv"] if "argv" in a else ["/bin/sh", "-c", SCRIPT_RUNNER, a["script"]]
     name = a.get("name") or (os.path.basename(a["script"]) if "script" in a else None)
     try:
-        job = d.jobs.submit(uid=c.peer.uid, gid=c.peer.gid, argv=argv, cwd=a.get("cwd"), env=a.get("env"),
+        job = d.jobs.submit(uid=c.peer.uid, gid=c.peer.gid, argv=argv, cwd=a.get("cwd"), env=env,
                             prio=prio, gpu=gpu, name=name)
     except JobError as exc:
         raise ProtocolError(exc.code, exc.message) from None
     d.changed()
     return {"job": job}
+
+
+def _place(d: Daemon, asked: int | None, env: dict[str, str] | None) -> tuple[int, str | None]:
+    """The job's GPU, and the CUDA_VISIBLE_DEVICES to give it (None: leave the job's own alone).
+
+    A job that sets CUDA_VISIBLE_DEVICES has chosen: it keeps the value and runs in the domain
+    of the GPU it names first.  Otherwise ``gpu`` (``submit --gpu``) or the least loaded GPU is
+    used, and the job is confined to it by uuid, which unlike an index means the same GPU to
+    NVML and to CUDA whatever CUDA_DEVICE_ORDER says.  Without a known GPU (no driver) nothing
+    is set, so the job sees whatever the host has.
+    """
+    gpus = d.domains.gpus
+    named = (env or {}).get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        try:
+            seen = gpus_mod.visible_gpu(named, gpus)
+        except ValueError as exc:
+            raise ProtocolError("not_found", str(exc)) from None
+        if seen is not None and asked is not None and asked != seen:
+            raise ProtocolError("bad_request", f"--gpu {asked} contradicts CUDA_VISIBLE_DEVICES={named} "
+                                               f"(GPU {seen}): give one or the other")
+        if seen is not None:
+            return seen, None
+    if asked is not None:
+        if not d.domains.known(asked):
+            raise ProtocolError("not_found", f"no GPU {asked} on this host ({gpus_mod.listing(gpus)})")
+        gpu = asked
+    else:
+        live = {g["index"]: g.get("util_pct") for g in d.gpu_list(live=True)}
+        ranked = [dataclasses.replace(g, util_pct=live.get(g.index)) for g in gpus]
+        gpu = gpus_mod.least_loaded(ranked, _gpu_load(d))
+    if named is not None:
+        return gpu, None
+    uuid = next((g.uuid for g in gpus if g.index == gpu), "")
+    return gpu, uuid or None
+
+
+def _gpu_load(d: Daemon) -> dict[int, int]:
+    """fikit users per GPU: registered clients, plus started jobs whose client has not registered yet.
+
+    Counting the jobs matters for a burst of submissions: each one's library registers only
+    once its CUDA context exists, seconds later, and until then every GPU would look idle.
+    """
+    load: dict[int, int] = {}
+    jobs_seen: set[int] = set()
+    for client in d.clients.by_key.values():
+        load[client.gpu] = load.get(client.gpu, 0) + 1
+        if client.job is not None:
+            jobs_seen.add(int(client.job))
+    for job_id in d.jobs.running:
+        if job_id in jobs_seen:
+            continue
+        job = d.store.job(job_id)
+        if job is not None and job.get("gpu") is not None:
+            load[job["gpu"]] = load.get(job["gpu"], 0) + 1
+    return load
 
 
 def _jobs(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:

@@ -1,0 +1,294 @@
+"""Several GPUs on one host: a domain per GPU, job placement, CUDA_VISIBLE_DEVICES, status and top.
+
+No GPU here: ``FIKIT_FAKE_GPUS`` (read by fikitd/gpus.py only while NVML is unavailable) declares
+two or four GPUs to the daemon.  What this cannot show is the library scheduling each launch in
+the domain of its context's device on real hardware; that needs a multi-GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_fixture import REPO, DaemonProc, find_libfikit, start_daemon
+from fake_client import slot_bytes
+from helpers import wait_until
+
+from fikitd import gpus as gpus_mod
+from fikitd import shm
+from fikitd.gpus import Gpu
+from fikitd.protocol import DaemonError
+
+LIB = find_libfikit()
+needs_lib = pytest.mark.skipif(LIB is None, reason="libfikit.so not built (cmake): no shared-memory layout")
+TWO = ["GPU-aaaa1111", "GPU-bbbb2222"]
+ENV = {"PATH": "/usr/bin:/bin"}
+ENDED = ("done", "failed", "cancelled", "lost")
+
+
+@pytest.fixture(autouse=True)
+def _layout_from_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process reads the domains too: with the same library as the daemon."""
+    if LIB is not None:
+        monkeypatch.setenv("FIKIT_LIBRARY", str(LIB))
+
+
+def _daemon(root: Path, fake: str) -> DaemonProc:
+    return start_daemon(root, env={"FIKIT_FAKE_GPUS": fake})
+
+
+@pytest.fixture
+def two(fk_root: Path) -> Iterator[DaemonProc]:
+    yield from _run(fk_root, ",".join(TWO))
+
+
+@pytest.fixture
+def four(fk_root: Path) -> Iterator[DaemonProc]:
+    yield from _run(fk_root, "4")
+
+
+def _run(root: Path, fake: str) -> Iterator[DaemonProc]:
+    d = _daemon(root, fake)
+    try:
+        yield d
+    finally:
+        _cancel_all(d)
+        if d.proc is not None:
+            assert d.stop() == 0, d.log()
+        d.close()
+
+
+def _cancel_all(d: DaemonProc) -> None:
+    """fikitd leaves jobs running when it stops (they outlive restarts): end the tests' sleeps first."""
+    if d.proc is None:
+        return
+    for job in d.call("jobs")["jobs"]:
+        d.call("cancel", job=job["id"])
+    wait_until(lambda: not d.call("jobs")["jobs"], timeout=15, what="every job ended")
+
+
+def _submit(d: DaemonProc, argv: list[str], env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
+    job: dict[str, Any] = d.call("submit", argv=argv, cwd="/", env={**ENV, **(env or {})}, **args)["job"]
+    return job
+
+
+def _job_env(d: DaemonProc, env: dict[str, str] | None = None,
+             **args: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run ``env`` as a job; its record and the environment it saw."""
+    job = _submit(d, ["env"], env, **args)
+    wait_until(lambda: d.call("show", job=job["id"])["job"]["state"] in ENDED, what=f"job {job['id']} ended")
+    lines = d.call("logs", job=job["id"])["data"].splitlines()
+    return job, dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _error(d: DaemonProc, op: str, **args: Any) -> DaemonError:
+    with pytest.raises(DaemonError) as info:
+        d.call(op, **args)
+    return info.value
+
+
+class Registered:
+    """A client of one GPU's domain, as libfikit.so would make it: slot file, then register, held open."""
+
+    def __init__(self, d: DaemonProc, gpu: int, slot: int, prog: str = "fake") -> None:
+        path = d.root / "run" / f"gpu{gpu}" / f"slot.{slot}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, slot_bytes(os.getpid(), os.getuid(), 1, prog, 0))
+        os.close(fd)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(d.socket))
+        msg = {"v": 1, "op": "register", "pid": os.getpid(), "slot": slot, "prio": 1, "gpu": gpu,
+               "prog": prog}
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        self.reply = json.loads(self.sock.makefile("rb").readline())
+        assert self.reply["ok"], self.reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- the pure helpers -----------------------------------------------------------------------------
+
+
+GPUS = [Gpu(0, "a", "GPU-aaaa1111"), Gpu(1, "b", "GPU-bbbb2222"), Gpu(2, "c", "GPU-bbbb3333")]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", 1), ("2,0", 2), (" 0 ", 0), ("GPU-aaaa1111", 0), ("gpu-AAAA1111", 0), ("GPU-bbbb3", 2),
+    ("GPU-bbbb2222,GPU-aaaa1111", 1), ("", None), ("-1", None), ("-1,0", None),
+])
+def test_visible_devices_map_to_a_gpu(value: str, expected: int | None) -> None:
+    assert gpus_mod.visible_gpu(value, GPUS) == expected
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("3", "no GPU 3 on this host (GPUs: 0, 1, 2)"), ("GPU-cccc", "no GPU with uuid GPU-cccc"),
+    ("GPU-bbbb", "matches several GPUs"), ("MIG-1234", "MIG instances"), ("first", "neither"),
+])
+def test_visible_devices_naming_no_gpu_here_are_refused(value: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        gpus_mod.visible_gpu(value, GPUS)
+
+
+def test_least_loaded_orders_by_load_then_utilisation_then_index() -> None:
+    assert gpus_mod.least_loaded(GPUS, {}) == 0
+    assert gpus_mod.least_loaded(GPUS, {0: 2, 1: 1, 2: 1}) == 1
+    busy = [Gpu(0, "a", "u0", util_pct=90), Gpu(1, "b", "u1", util_pct=5), Gpu(2, "c", "u2", util_pct=5)]
+    assert gpus_mod.least_loaded(busy, {}) == 1  # utilisation breaks the tie, then the index
+    assert gpus_mod.least_loaded(busy, {1: 1, 2: 1}) == 0  # but fikit load comes first
+    assert gpus_mod.least_loaded([], {}) == 0
+
+
+def test_fake_gpus_come_only_from_a_well_formed_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIKIT_FAKE_GPUS", "3")
+    assert [g.uuid for g in gpus_mod.fake_gpus()] == ["GPU-fake-0", "GPU-fake-1", "GPU-fake-2"]
+    monkeypatch.setenv("FIKIT_FAKE_GPUS", "GPU-x, GPU-y")
+    assert [(g.index, g.uuid) for g in gpus_mod.fake_gpus()] == [(0, "GPU-x"), (1, "GPU-y")]
+    for bad in ("GPU-x,GPU-x", "GPU-x,nope", "GPU-"):
+        monkeypatch.setenv("FIKIT_FAKE_GPUS", bad)
+        assert gpus_mod.fake_gpus() == []
+    monkeypatch.delenv("FIKIT_FAKE_GPUS")
+    assert gpus_mod.fake_gpus() == []
+
+
+# --- the daemon -----------------------------------------------------------------------------------
+
+
+@needs_lib
+@pytest.mark.parametrize("fake", [",".join(TWO), "4"])
+def test_a_domain_per_gpu_with_its_index_and_uuid(fk_root: Path, fake: str) -> None:
+    uuids = fake.split(",") if "," in fake else [f"GPU-fake-{i}" for i in range(int(fake))]
+    for d in _run(fk_root, fake):
+        for i, uuid in enumerate(uuids):
+            conf = shm.Domain.open(d.root / "run" / f"gpu{i}").config()
+            assert (conf["gpu_index"], conf["gpu_uuid"]) == (i, uuid)
+        assert not (d.root / "run" / f"gpu{len(uuids)}").exists()
+        by_uuid = d.root / "run" / "by-uuid"
+        assert sorted(os.readlink(by_uuid / u) for u in uuids) == [f"../gpu{i}" for i in range(len(uuids))]
+        assert all((by_uuid / u / "domain").is_file() for u in uuids)
+        status = d.call("status")
+        assert [(g["index"], g["uuid"]) for g in status["gpus"]] == list(enumerate(uuids))
+        assert all(g["domain"]["available"] for g in status["gpus"])
+        assert set(status["scheduler"]["by_gpu"]) == {str(i) for i in range(len(uuids))}
+        assert [g["index"] for g in d.call("snapshot")["gpus"]] == list(range(len(uuids)))
+
+
+@needs_lib
+def test_a_domain_left_for_another_gpu_is_made_anew(fk_root: Path) -> None:
+    """A GPU swapped (another uuid at the same index) must not inherit the old domain header."""
+    for _ in _run(fk_root, ",".join(TWO)):
+        pass
+    for d in _run(fk_root, "GPU-aaaa1111,GPU-cccc3333"):
+        assert shm.Domain.open(d.root / "run" / "gpu1").config()["gpu_uuid"] == "GPU-cccc3333"
+        assert "existing domain unusable" in d.log()
+        links = sorted(p.name for p in (d.root / "run" / "by-uuid").iterdir())
+        assert links == ["GPU-aaaa1111", "GPU-cccc3333"]  # the old GPU's link is gone
+
+
+def test_placement_spreads_a_burst_over_four_gpus(four: DaemonProc) -> None:
+    """Started jobs count as load before their library registers, so a burst does not pile on GPU 0."""
+    jobs = [_submit(four, ["sleep", "30"]) for _ in range(5)]
+    assert [j["gpu"] for j in jobs] == [0, 1, 2, 3, 0]
+
+
+def test_placed_job_gets_its_gpu_by_uuid_and_its_domain(two: DaemonProc) -> None:
+    d = two
+    _submit(d, ["sleep", "30"])  # GPU 0 is now the busier one
+    job, env = _job_env(d)
+    assert job["gpu"] == 1
+    assert env["CUDA_VISIBLE_DEVICES"] == TWO[1]
+    assert env["FIKIT_DOMAIN"] == str(d.root / "run" / "gpu1")
+
+
+@needs_lib
+def test_placement_counts_registered_clients(two: DaemonProc) -> None:
+    d = two
+    clients = [Registered(d, 0, 0), Registered(d, 0, 1), Registered(d, 1, 0)]
+    try:
+        assert [c["gpu"] for c in d.call("status")["clients"]] == [0, 0, 1]
+        assert _submit(d, ["sleep", "30"])["gpu"] == 1
+        assert _submit(d, ["sleep", "30"])["gpu"] in (0, 1)  # 2 and 2: a tie, broken by utilisation/index
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_gpu_option_is_honoured_and_checked(two: DaemonProc) -> None:
+    d = two
+    job, env = _job_env(d, gpu=1)
+    assert job["gpu"] == 1 and d.call("show", job=job["id"])["job"]["gpu"] == 1
+    assert env["CUDA_VISIBLE_DEVICES"] == TWO[1] and env["FIKIT_DOMAIN"].endswith("/gpu1")
+    err = _error(d, "submit", argv=["true"], cwd="/", env=ENV, gpu=2)
+    assert err.code == "not_found" and err.message == "no GPU 2 on this host (GPUs: 0, 1)"
+    assert _error(d, "submit", argv=["true"], cwd="/", env=ENV, gpu=256).code == "bad_request"
+
+
+@pytest.mark.parametrize(("visible", "gpu"), [("1", 1), (TWO[1], 1), ("GPU-bbbb", 1), (TWO[0], 0),
+                                              ("0,1", 0), (f"{TWO[1]},{TWO[0]}", 1)])
+def test_own_visible_devices_are_kept_and_choose_the_domain(two: DaemonProc, visible: str, gpu: int) -> None:
+    d = two
+    if gpu == 0:
+        _submit(d, ["sleep", "30"], gpu=0)  # placement alone would now pick GPU 1
+    job, env = _job_env(d, {"CUDA_VISIBLE_DEVICES": visible})
+    assert job["gpu"] == gpu
+    assert env["CUDA_VISIBLE_DEVICES"] == visible
+    assert env["FIKIT_DOMAIN"] == str(d.root / "run" / f"gpu{gpu}")
+
+
+def test_visible_devices_that_hide_every_gpu_are_left_alone(two: DaemonProc) -> None:
+    job, env = _job_env(two, {"CUDA_VISIBLE_DEVICES": ""})
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and job["gpu"] == 0
+
+
+def test_visible_devices_naming_another_gpu_are_refused(two: DaemonProc) -> None:
+    d = two
+    err = _error(d, "submit", argv=["true"], cwd="/", env={**ENV, "CUDA_VISIBLE_DEVICES": "GPU-zzzz"})
+    assert err.code == "not_found" and "no GPU with uuid GPU-zzzz" in err.message
+    err = _error(d, "submit", argv=["true"], cwd="/", env={**ENV, "CUDA_VISIBLE_DEVICES": "5"})
+    assert err.code == "not_found" and "no GPU 5" in err.message
+    err = _error(d, "submit", argv=["true"], cwd="/", env={**ENV, "CUDA_VISIBLE_DEVICES": "1"}, gpu=0)
+    assert err.code == "bad_request" and "contradicts" in err.message
+    job, _ = _job_env(d, {"CUDA_VISIBLE_DEVICES": "1"}, gpu=1)  # the same GPU twice is fine
+    assert job["gpu"] == 1
+
+
+def _fikitctl(d: DaemonProc, *args: str) -> subprocess.CompletedProcess[str]:
+    """fikitctl from this checkout (cli/ is importable as ``cli``; it imports only relatively)."""
+    env = {**d.env, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "cli", "--socket", str(d.socket), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+@needs_lib
+def test_status_and_top_show_every_gpu(four: DaemonProc) -> None:
+    d = four
+    client = Registered(d, 2, 0, prog="on_two")
+    try:
+        status = _fikitctl(d, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert [g["index"] for g in json.loads(status.stdout)["gpus"]] == [0, 1, 2, 3]
+        text = _fikitctl(d, "status")
+        assert text.returncode == 0, text.stderr
+        rows = [line for line in text.stdout.splitlines() if line.startswith("GPU ")]
+        assert len(rows) == 4 and all(f"GPU-fake-{i}" in rows[i] for i in range(4))
+        assert "1 client(s)" in rows[2] and "0 client(s)" in rows[0]
+        lines = text.stdout.splitlines()
+        assert any(line.strip().startswith("GPU 2: ") and "on_two" in line for line in lines)
+        top = _fikitctl(d, "top", "--json", "--interval", "0.05")
+        assert top.returncode == 0, top.stderr
+        gpus = json.loads(top.stdout)["gpus"]
+        assert [(g["index"], g["uuid"]) for g in gpus] == [(i, f"GPU-fake-{i}") for i in range(4)]
+        assert [len(g["clients"]) for g in gpus] == [0, 0, 1, 0]
+        assert gpus[2]["clients"][0]["prog"] == "on_two"
+        once = _fikitctl(d, "top", "--once", "--interval", "0.05")
+        assert once.returncode == 0 and all(f"GPU {i}" in once.stdout for i in range(4)), once.stderr
+    finally:
+        client.close()
