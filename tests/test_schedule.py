@@ -11,6 +11,7 @@ without fikitd.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -116,7 +117,8 @@ def cluster(tmp_path: Path, fake_build: Any, libfikit: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
     def make(mode: str = "fikit", budget_us: int = 500, idle_us: int = 1500, corun: int = 0) -> Cluster:
-        c = Cluster(tmp_path / f"c{len(made)}", fake_build.fake_dir, libfikit, mode, budget_us, idle_us, corun)
+        c = Cluster(tmp_path / f"c{len(made)}", fake_build.fake_dir, libfikit, mode, budget_us, idle_us,
+                    corun)
         made.append(c)
         return c
 
@@ -322,7 +324,7 @@ def test_corun_runs_long_lp_beside_busy_hp(cluster: Any) -> None:
     apart, never sooner."""
     c = cluster("fikit", corun=50)
     solo = hp_solo_s(c)
-    hp_res, lp_res, hp, lp = run_pair(c, "lp_long:0")
+    hp_res, _lp_res, hp, lp = run_pair(c, "lp_long:0")
     assert p50(hp_res) / solo <= 1.12, p50(hp_res) / solo
     st = lp.lib_stats()
     assert st["released_corun"] >= 3, st
@@ -332,5 +334,5 @@ def test_corun_runs_long_lp_beside_busy_hp(cluster: Any) -> None:
     hp_t = hp.progress_times()
     during = [t for t in times if hp_t[6] < t < hp_t[-1]]
     assert len(during) >= 3, f"LP finished {len(during)} kernels while HP ran"
-    gaps = [(b - a) / 1e6 for a, b in zip(during, during[1:], strict=False)]
+    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(during)]
     assert min(gaps) >= 30.0, f"LP kernels completed {min(gaps):.1f} ms apart: the stream order was lost"
