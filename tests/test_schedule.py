@@ -336,3 +336,53 @@ def test_corun_runs_long_lp_beside_busy_hp(cluster: Any) -> None:
     assert len(during) >= 3, f"LP finished {len(during)} kernels while HP ran"
     gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(during)]
     assert min(gaps) >= 30.0, f"LP kernels completed {min(gaps):.1f} ms apart: the stream order was lost"
+
+
+FORKER = r"""
+import ctypes, json, os, sys, time
+cu = ctypes.CDLL("libcuda.so.1")
+dev, ctx, mod, f = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+assert cu.cuInit(0) == 0 and cu.cuDeviceGet(ctypes.byref(dev), 0) == 0
+assert cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) == 0 and cu.cuCtxSetCurrent(ctx) == 0
+assert cu.cuModuleLoadData(ctypes.byref(mod), b"hp_fc\0") == 0
+assert cu.cuModuleGetFunction(ctypes.byref(f), mod, b"hp_fc") == 0
+launch = cu.cuLaunchKernel
+launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+assert launch(f, 1, 1, 1, 32, 1, 1, 0, None, None, None) == 0
+slots = lambda: sorted(p for p in os.listdir(sys.argv[1]) if p.startswith("slot."))
+before = slots()
+pids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:          # a data-loader worker: no kernel, then exit
+        time.sleep(0.1)
+        os._exit(0)
+    pids.append(pid)
+time.sleep(0.05)
+during = slots()
+for pid in pids:
+    os.waitpid(pid, 0)
+after = slots()
+child = os.fork()
+if child == 0:            # a child that does launch gets a slot of its own
+    assert launch(f, 1, 1, 1, 32, 1, 1, 0, None, None, None) == 0
+    print("CHILD " + json.dumps(slots()), flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+print("SLOTS " + json.dumps([before, during, after]), flush=True)
+"""
+
+
+def test_forked_children_take_no_slot_until_they_launch(cluster: Any) -> None:
+    """Data-loader workers fork from a client and never launch: they must not take slots (there
+    are 64) or register, and their exit must leave the parent's slot alone; a child that launches
+    becomes a client of its own."""
+    c = cluster("fikit")
+    p = subprocess.run([sys.executable, "-c", FORKER, str(c.domain_dir)], env=c.env("low"),
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    out = {ln.split(" ", 1)[0]: json.loads(ln.split(" ", 1)[1]) for ln in p.stdout.splitlines()
+           if ln.startswith(("SLOTS ", "CHILD "))}
+    before, during, after = out["SLOTS"]
+    assert before == during == after and len(before) == 1, out
+    assert len(out["CHILD"]) == 2, out

@@ -383,14 +383,46 @@ void fikit_client_start(void)
     atomic_store(&peers_gen, UINT64_MAX);
 }
 
-/* The child of a fork is a new client: its own slot, grant and counters. */
+/*
+ * The child of a fork is a new client, but most children (data-loader
+ * workers, shells) never launch a kernel: at the fork it only drops the
+ * parent's slot, socket and domain for a private, empty slot, and claims a
+ * slot of its own (and registers) at its first launch.  So forks cost no
+ * slot, no registration and no daemon round trip, and a child that exits
+ * never touches the parent's slot file.
+ */
+static _Atomic int restart_pending;
+
 void fikit_client_after_fork(void)
 {
     if (fikit_cl.sock >= 0)
         close(fikit_cl.sock);
     fikit_cl.sock = -1;
     pthread_mutex_init(&peer_lock, NULL);
+    fikit_cl.dom = NULL;
+    fikit_cl.slot_index = -1;
+    fikit_cl.shared = false;
+    fikit_cl.me = NULL;
+    private_slot();
+    if (fikit_cl.me)
+        fill_slot_header(fikit_cl.me);
+    atomic_store(&peers_gen, UINT64_MAX);
+    atomic_store(&n_peer_idx, 0);
+    memset(peer_maps, 0, sizeof peer_maps); /* the parent's mappings stay mapped, unused */
+    atomic_store(&restart_pending, 1);
+}
+
+void fikit_client_first_launch_after_fork(void)
+{
+    if (!atomic_exchange(&restart_pending, 0))
+        return;
+    /* Counters so far (none: no launch yet) stay in the private slot's place. */
     fikit_client_start();
+}
+
+bool fikit_client_restart_pending(void)
+{
+    return atomic_load_explicit(&restart_pending, memory_order_relaxed) != 0;
 }
 
 void fikit_client_stop(void)

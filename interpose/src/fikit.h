@@ -92,6 +92,8 @@ struct fikit_client {
 extern struct fikit_client fikit_cl;
 void fikit_client_start(void);
 void fikit_client_after_fork(void);
+bool fikit_client_restart_pending(void);
+void fikit_client_first_launch_after_fork(void);
 void fikit_client_stop(void);
 void fikit_peer_dead(int32_t pid);
 /* Higher-priority peers' slots, refreshed when the domain's generation moves. */

@@ -417,6 +417,8 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
 static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                    const uint32_t block[3], uint32_t smem, CUstream stream)
 {
+    if (FIKIT_UNLIKELY(fikit_client_restart_pending()))
+        fikit_client_first_launch_after_fork();
     struct fikit_slot *me = fikit_cl.me;
     L->k = NULL;
     L->sample = NULL;
