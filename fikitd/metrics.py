@@ -36,7 +36,12 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from . import log
 
@@ -68,7 +73,8 @@ COUNTERS: tuple[tuple[str, str, str, bool], ...] = (
      "filled", True),
 )
 RELEASE_REASONS = ("gap", "idle", "corun", "guard")
-N = len(COUNTERS) + len(RELEASE_REASONS)
+HELD_BUCKETS = 12  # libfikit.so's held-time buckets (the snapshot's held_hist), the last one +Inf
+N = len(COUNTERS) + len(RELEASE_REASONS) + HELD_BUCKETS
 _IDX = {c[2]: i for i, c in enumerate(COUNTERS)}
 
 Group = tuple[int, str, int]  # gpu, prog, prio: the only labels a client's series has
@@ -101,6 +107,9 @@ def client_values(client: dict[str, Any]) -> tuple[float, ...]:
         for _, _, field, duration in COUNTERS
     ]
     out += [_number(client.get(f"released_{r}")) or 0.0 for r in RELEASE_REASONS]
+    hist = client.get("held_hist")
+    hist = hist if isinstance(hist, list) and len(hist) == HELD_BUCKETS else [0.0] * HELD_BUCKETS
+    out += [_number(v) or 0.0 for v in hist]
     return tuple(out)
 
 
@@ -207,8 +216,11 @@ class FikitCollector:
                                  labels=["gpu", "mode"])
         info = GaugeMetricFamily("fikit_gpu_info", "Always 1: the GPU's UUID, to join with DCGM's metrics.",
                                  labels=["gpu", "UUID"])
+        held_bounds: list[float] = []
         for gpu, uuid, snap in domains:
             g = str(gpu)
+            if isinstance(snap.get("held_bounds_s"), list):
+                held_bounds = [float(b) for b in snap["held_bounds_s"]]
             uuid = str(snap.get("config", {}).get("gpu_uuid") or uuid)
             if uuid:  # no driver, no UUID: nothing to join on
                 info.add_metric([g, uuid], 1.0)
@@ -250,6 +262,7 @@ class FikitCollector:
             for j, reason in enumerate(RELEASE_REASONS):
                 released.add_metric([str(gpu), prog, str(prio), reason], t[len(COUNTERS) + j])
         out.append(released)
+        out.append(self._held_histogram(totals, held_bounds))
         out.append(self._fill(totals, top))
         if slowdown:
             sd = GaugeMetricFamily(
@@ -261,6 +274,25 @@ class FikitCollector:
             out.append(sd)
         out.extend(self._daemon_families())
         return out
+
+    @staticmethod
+    def _held_histogram(totals: dict[Group, list[float]], bounds: list[float]) -> Metric:
+        """Held launches by how long they were held, bucketed by the library itself."""
+        fam = HistogramMetricFamily(
+            "fikit_hold_duration_seconds",
+            "How long each held launch waited in the library (buckets kept by libfikit.so per client).",
+            labels=["gpu", "prog", "prio"])
+        if len(bounds) != HELD_BUCKETS - 1:
+            return fam  # no domain read yet: no bucket layout to speak of
+        base = len(COUNTERS) + len(RELEASE_REASONS)
+        for (gpu, prog, prio), t in sorted(totals.items()):
+            counts = t[base:base + HELD_BUCKETS]
+            cumulative, buckets = 0.0, []
+            for bound, c in zip([*[repr(b) for b in bounds], "+Inf"], counts, strict=True):
+                cumulative += c
+                buckets.append((bound, cumulative))
+            fam.add_metric([str(gpu), prog, str(prio)], buckets, t[_IDX["held"]])
+        return fam
 
     @staticmethod
     def _fill(totals: dict[Group, list[float]], top: dict[int, int]) -> Metric:

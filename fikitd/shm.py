@@ -69,6 +69,7 @@ class Layout:
     tables: dict[str, dict[str, Field]]
     sizes: dict[str, int]
     version: int
+    held_bounds_s: tuple[float, ...]  # finite upper bounds of the held-time buckets; one more is +Inf
 
     def field(self, table: str, name: str) -> Field:
         return self.tables[table][name]
@@ -110,7 +111,13 @@ def layout(lib: Path | None = None) -> Layout:
             fields[name] = Field(name, (d.type or b"").decode(), d.offset, d.size, d.count)
         tables[table] = fields
         sizes[table] = int(so.fikit_layout_size(table.encode()))
-    lay = Layout(tables, sizes, int(so.fikit_layout_version()))
+    so.fikit_held_bucket_bounds_us.restype = ctypes.POINTER(ctypes.c_uint32)
+    so.fikit_held_bucket_bounds_us.argtypes = [ctypes.POINTER(ctypes.c_uint32)]
+    nb = ctypes.c_uint32(0)
+    bounds = so.fikit_held_bucket_bounds_us(ctypes.byref(nb))
+    # The last bucket is unbounded (+Inf); only the finite bounds are kept (JSON has no Infinity).
+    held_bounds = tuple(bounds[i] / 1e6 for i in range(nb.value) if bounds[i] != 0xFFFFFFFF)
+    lay = Layout(tables, sizes, int(so.fikit_layout_version()), held_bounds)
     if lib is None:
         _layout = lay
     return lay
@@ -511,6 +518,7 @@ class Domain:
                     "path_launches": s["path_launches"],
                     "held_launches": s["held_launches"],
                     "held_us": s["held_ns"] / 1000.0,
+                    "held_hist": list(s["held_hist"]),
                     "released_gap": s["released_gap"],
                     "released_idle": s["released_idle"],
                     "released_guard": s["released_guard"],
@@ -527,7 +535,8 @@ class Domain:
         for c in clients:
             # "share of HP gaps filled" is a property of the most urgent clients' gaps
             c["gap_fill"] = fill if int(c["prio"]) == top else None
-        return {"config": self.config(), "clients": clients, "fill": fill}
+        return {"config": self.config(), "clients": clients, "fill": fill,
+                "held_bounds_s": list(self._lay.held_bounds_s)}
 
 
 def slowdown_estimate(kernels: list[dict[str, Any]]) -> float | None:

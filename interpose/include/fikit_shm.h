@@ -38,6 +38,7 @@
 #define FIKIT_NAME_LEN 128   /* kernel names are truncated to this */
 #define FIKIT_PROG_LEN 64
 #define FIKIT_RING 32 /* recent samples kept per kernel for quantiles */
+#define FIKIT_HELD_BUCKETS 12 /* held-time histogram; bounds from fikit_held_bucket_bounds_us() */
 
 /* Scheduler modes (fikit_domain.mode). */
 #define FIKIT_MODE_FIKIT 0u  /* hold LP while HP is busy, fill HP gaps */
@@ -136,6 +137,7 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, syncs)                                                              \
     F(fikit_au64, held_launches)                                                      \
     F(fikit_au64, held_ns)                                                            \
+    A(fikit_au64, held_hist, FIKIT_HELD_BUCKETS) /* held launches by time held */     \
     F(fikit_au64, released_gap)   /* LP launches let into a higher client's gap */    \
     F(fikit_au64, released_idle)  /* LP launches while every higher client idled */   \
     F(fikit_au64, released_guard) /* released by the starvation guard */              \
@@ -181,5 +183,7 @@ struct fikit_field_desc {
 const struct fikit_field_desc *fikit_layout_fields(const char *which, uint32_t *n);
 uint32_t fikit_layout_size(const char *which);
 uint32_t fikit_layout_version(void);
+/* Upper bounds (us) of the held-time histogram's buckets; the last is unbounded (UINT32_MAX). */
+const uint32_t *fikit_held_bucket_bounds_us(uint32_t *n);
 
 #endif /* FIKIT_SHM_H */

@@ -16,6 +16,9 @@
 #define FIKIT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define FIKIT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* ---- layout.c ---------------------------------------------------------- */
+unsigned fikit_held_bucket(uint64_t held_ns);
+
 /* ---- clock.c ---------------------------------------------------------- */
 uint64_t fikit_now_ns(void); /* CLOCK_MONOTONIC through the vDSO: no syscall */
 

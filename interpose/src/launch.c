@@ -363,6 +363,7 @@ static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstr
     if (held_from) {
         atomic_fetch_add_explicit(&me->held_launches, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&me->held_ns, now - held_from, memory_order_relaxed);
+        atomic_fetch_add_explicit(&me->held_hist[fikit_held_bucket(now - held_from)], 1, memory_order_relaxed);
     }
     fikit_au64 *ctr = v == FIKIT_GO_GAP     ? &me->released_gap
                       : v == FIKIT_GO_IDLE  ? &me->released_idle

@@ -68,3 +68,24 @@ FIKIT_API uint32_t fikit_layout_size(const char *which)
 }
 
 FIKIT_API uint32_t fikit_layout_version(void) { return FIKIT_SHM_VERSION; }
+
+/* Holds range from a few microseconds (a gap) to whole requests of the
+ * more urgent client: roughly x3 steps from 10 us to 1 s. */
+static const uint32_t held_bounds_us[FIKIT_HELD_BUCKETS] = {10,     30,     100,     300,     1000,    3000,
+                                                            10000,  30000,  100000,  300000,  1000000, UINT32_MAX};
+
+FIKIT_API const uint32_t *fikit_held_bucket_bounds_us(uint32_t *n)
+{
+    if (n)
+        *n = FIKIT_HELD_BUCKETS;
+    return held_bounds_us;
+}
+
+unsigned fikit_held_bucket(uint64_t held_ns)
+{
+    uint64_t us = held_ns / 1000;
+    unsigned i = 0;
+    while (i + 1 < FIKIT_HELD_BUCKETS && us > held_bounds_us[i])
+        i++;
+    return i;
+}

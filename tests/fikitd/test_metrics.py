@@ -137,6 +137,13 @@ def test_counters_move_with_real_clients(metrics_daemon: tuple[DaemonProc, int],
         assert value(first, "fikit_clients", gpu="0", prio="2") == 1
         assert (value(first, "fikit_held_seconds_total", **lp_l) or 0) > 0
         assert value(first, "fikit_launches_held_total", **hp_l) == 0, "HP is never held"
+        # the library's own held-time buckets: every held launch is in one, their sum is the held time
+        held_n = value(first, "fikit_launches_held_total", **lp_l)
+        assert value(first, "fikit_hold_duration_seconds_count", **lp_l) == held_n
+        assert value(first, "fikit_hold_duration_seconds_sum", **lp_l) == pytest.approx(
+            value(first, "fikit_held_seconds_total", **lp_l))
+        inf = select(first, "fikit_hold_duration_seconds_bucket", **lp_l, le="+Inf")
+        assert list(inf.values()) == [held_n]
         assert (value(first, "fikit_gpu_kernel_seconds_total", **hp_l) or 0) > 0
         assert value(first, "fikit_fill_ratio", gpu="0") is not None, "HP gaps are measured: a fill ratio"
         assert value(first, "fikit_scheduler_mode", gpu="0", mode="fikit") == 1
