@@ -373,3 +373,25 @@ def test_docs_describe_every_metric_and_the_dashboard_uses_real_ones() -> None:
             for metric in re.findall(r"\b(fikit_[a-z_]+|process_[a-z_]+)", target["expr"]):
                 base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
                 assert base in names, f"panel {p['title']!r} uses {metric}, which fikitd does not export"
+
+
+def test_scrapes_answer_through_an_mps_restart(fk_root: Path) -> None:
+    """The managed MPS control daemon dies: scrapes keep answering while fikitd restarts it, and
+    the restart shows in fikit_mps_up and fikit_mps_restarts_total."""
+    port = free_port()
+    cfg = config(fk_root, f"127.0.0.1:{port}").replace('mode = "none"', 'mode = "manage"')
+    d = start_daemon(fk_root, config=cfg)
+    try:
+        assert value(scrape(port), "fikit_mps_restarts_total") == 0
+        pidfile = fk_root / "run" / "mps" / "nvidia-cuda-mps-control.pid"
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        restarted = False
+        while time.monotonic() < deadline and not restarted:
+            s = scrape(port)  # must answer every time, whatever state MPS is in
+            restarted = (value(s, "fikit_mps_restarts_total") or 0) >= 1 and any(
+                v == 1 for v in select(s, "fikit_mps_up").values())
+            time.sleep(0.05)
+        assert restarted, "no MPS restart seen in the metrics within 15 s"
+    finally:
+        assert d.stop() == 0
