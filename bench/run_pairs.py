@@ -54,18 +54,27 @@ ALL_MODES = [
     "fikit_strict",
     "fikit",
 ]
-OPTIONAL_MODES = ["fikit_corun"]  # fikit with LP co-running beside HP (self-granted domain, --corun-sm-pct)
+# fikit with LP co-running beside busy HP on a green context of corun_sm_pct of the SMs (issue 11), in a
+# self-granted domain: `fikit_corun` expands to one mode per --corun-sm-pct value, `fikit_corunNN` names one
+OPTIONAL_MODES = ["fikit_corun"]
+DEFAULT_MODES = [*ALL_MODES, "fikit_corun"]
+# Issue 9's pairs (>= 8) ordered by value: the two HP-b1-back-to-back pairs next to LP kernels over 300 us
+# (issue 11's core question) first, then the other back-to-back pairs, Poisson arrivals (CNN, transformer),
+# a CUDA-graph HP, a torch.compile HP, three priority levels, four LP clients.
 DEFAULT_PAIRS = [
     "bert:vgg16_infer",
     "resnet50:resnet50_train",
     "vit_b_16:gpt2_train",
-    "gpt2:resnet50_train",
     "resnet50%100:vgg16_infer",
+    "gpt2:resnet50_train",
+    "bert%60:vgg16_train",
     "resnet50_graph:resnet50_train",
     "bert_compile:gpt2_train",
     "bert:resnet50_train@normal+vgg16_infer",
     "resnet50:resnet50_train+vgg16_infer+gpt2_train+bert_train",
 ]
+PER_LP_WARMUP_EXTRA_S = 0.8  # startup model: LP workers warm one at a time, each warmup_s plus this
+OLD_TIMING_LP_WORKERS = 6  # timing.json entries without counts came from 6 groups of one LP each
 PRIO_NUM = {"high": 0, "normal": 1, "low": 2}
 
 
@@ -117,14 +126,48 @@ def smcap_of(mode: str, default_pct: int) -> int | None:
     return int(rest) if rest else default_pct
 
 
+def corun_of(mode: str, default_pct: int) -> int | None:
+    if not mode.startswith("fikit_corun"):
+        return None
+    rest = mode[len("fikit_corun") :]
+    return int(rest) if rest else default_pct
+
+
+def parse_pcts(text: str, what: str) -> list[int]:
+    vals = [int(x) for x in str(text).split(",") if x.strip()]
+    if not vals or any(not 1 <= v <= 100 for v in vals):
+        raise ValueError(f"{what}: expected percentages 1..100, comma separated, got {text!r}")
+    return vals
+
+
+def expand_modes(modes: list[str], smcaps: list[int], coruns: list[int]) -> list[str]:
+    """`mps_prio_smcap` -> one mode per SM cap, `fikit_corun` -> one per co-run share (order kept)."""
+    out: list[str] = []
+    for m in modes:
+        if m == "mps_prio_smcap":
+            new = [f"mps_prio_smcap{c}" for c in smcaps]
+        elif m == "fikit_corun":
+            new = [f"fikit_corun{c}" for c in coruns]
+        else:
+            new = [m]
+        out.extend(x for x in new if x not in out)
+    return out
+
+
 def check_mode(mode: str) -> None:
     if mode in ALL_MODES or mode in OPTIONAL_MODES:
+        return
+    rest = mode[len("fikit_corun") :]
+    if mode.startswith("fikit_corun") and rest.isdigit() and 1 <= int(rest) <= 100:
         return
     if mode.startswith("mps_prio_smcap") and mode[len("mps_prio_smcap") :].isdigit():
         pct = int(mode[len("mps_prio_smcap") :])
         if 1 <= pct <= 100:
             return
-    raise ValueError(f"unknown mode {mode!r}; known: {', '.join(ALL_MODES)} (and mps_prio_smcapNN)")
+    raise ValueError(
+        f"unknown mode {mode!r}; known: {', '.join(ALL_MODES + OPTIONAL_MODES)} "
+        "(and mps_prio_smcapNN, fikit_corunNN)"
+    )
 
 
 @dataclass
@@ -152,7 +195,7 @@ class Group:
         return ([self.hp] if self.hp else []) + self.lps
 
 
-def mode_groups(mode: str, via: str, default_smcap: int) -> tuple[str, str]:
+def mode_groups(mode: str, via: str, default_smcap: int, default_corun: int = 50) -> tuple[str, str]:
     """(HP group, LP group) of a mode."""
     if mode in ("solo", "timeslice"):
         return "plain", "plain"
@@ -169,8 +212,9 @@ def mode_groups(mode: str, via: str, default_smcap: int) -> tuple[str, str]:
     if mode == "fikit_strict":
         g = "fikit" if via == "daemon" else "fikit_strict"
         return g, g
-    if mode == "fikit_corun":
-        return "fikit_corun", "fikit_corun"
+    if mode.startswith("fikit_corun"):
+        g = f"fikit_corun{corun_of(mode, default_corun)}"
+        return g, g
     raise ValueError(mode)
 
 
@@ -189,7 +233,7 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
         return Group(name, mps=True, preload=True, fikit=True, lp_mps_prio=True, sched_mode="fikit")
     if name == "fikit_strict":
         return Group(name, mps=True, preload=True, fikit=True, lp_mps_prio=True, sched_mode="strict")
-    if name == "fikit_corun":
+    if name.startswith("fikit_corun"):
         return Group(
             name,
             mps=True,
@@ -197,7 +241,7 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
             fikit=True,
             lp_mps_prio=True,
             sched_mode="fikit",
-            corun=corun_pct,
+            corun=corun_of(name, corun_pct) or corun_pct,
             force_domain=True,
         )
     raise ValueError(name)
@@ -265,6 +309,7 @@ class Daemon:
             f'log_dir = "{vals["mps_log"]}"\n\n'
             "[scheduler]\n"
             f'mode = "{vals["sched_mode"]}"\n'
+            "corun_sm_pct = 0\n"  # the fikit modes are gap filling alone; co-running is fikit_corunNN
             f"{vals['budget_line']}\n\n"
             "[access]\n"
             'high_users = ["root"]\n\n'
@@ -464,6 +509,8 @@ class Runner:
         self.lp_cores = ",".join(map(str, benchlib.parse_cpus(args.lp_cores)))
         self.stop_reason: str | None = None
         self.windows_done = 0
+        self.smcaps = parse_pcts(args.smcap, "--smcap")
+        self.coruns = parse_pcts(args.corun_sm_pct, "--corun-sm-pct")
 
     # ------------------------------------------------------------------------------------- time
     def elapsed(self) -> float:
@@ -475,21 +522,48 @@ class Runner:
     def window_cost(self) -> float:
         return self.a.window_s + self.a.discard_s + self.a.window_overhead_s
 
-    def startup_estimate(self, pair: Pair) -> float:
-        est = 45.0 if self.a.device == "cuda" else 25.0
-        with contextlib.suppress(OSError, json.JSONDecodeError, ValueError):
-            t = json.loads(self.timing_path.read_text())
-            est = float(t.get("startup_s_max", est))
+    def per_lp_s(self) -> float:
+        return self.a.warmup_s + PER_LP_WARMUP_EXTRA_S
+
+    def startup_estimate(self, pair: Pair, modes: list[str] | None = None) -> float:
+        """Model: a base (imports and model builds, in parallel) plus the LP workers' serial warm-ups.
+
+        The base comes from the largest measured startup (timing.json here, else --timing-from),
+        less its serial warm-ups; LP workers = LP models x the LP groups the modes need."""
+        base = 30.0 if self.a.device == "cuda" else 15.0
+        for path in (self.timing_path, Path(self.a.timing_from) if self.a.timing_from else None):
+            if path is None:
+                continue
+            with contextlib.suppress(OSError, json.JSONDecodeError, ValueError, TypeError):
+                t = json.loads(path.read_text())
+                runs = t.get("runs") or [
+                    {"s": s, "lp_workers": OLD_TIMING_LP_WORKERS} for s in t.get("startups_s", [])
+                ]
+                bases = [float(r["s"]) - self.per_lp_s() * int(r["lp_workers"]) for r in runs[-8:]]
+                if bases:
+                    base = max(bases)
+                    break
+        via = "domain" if self.a.via == "domain" else "daemon"  # before the control plane is up
+        lp_groups = {mode_groups(m, via, self.smcaps[0], self.coruns[0])[1] for m in (modes or ["solo"])}
+        est = base + self.per_lp_s() * len(pair.lps) * len(lp_groups)
         if any("compile" in m for m in [pair.hp, *pair.lp_models]):
             est += 60.0
         return est
 
-    def record_startup(self, seconds: float) -> None:
+    def record_startup(self, seconds: float, workers: int, lp_workers: int) -> None:
         t: dict[str, Any] = {}
         with contextlib.suppress(OSError, json.JSONDecodeError, ValueError):
             t = json.loads(self.timing_path.read_text())
         t.setdefault("startups_s", []).append(round(seconds, 1))
         t["startup_s_max"] = max(t["startups_s"][-5:])
+        t.setdefault("runs", []).append(
+            {
+                "s": round(seconds, 1),
+                "workers": workers,
+                "lp_workers": lp_workers,
+                "warmup_s": self.a.warmup_s,
+            }
+        )
         benchlib.write_json(self.timing_path, t)
 
     # ------------------------------------------------------------------------------------- control plane
@@ -592,7 +666,9 @@ class Runner:
             tag = f"{g.name}-hp-{model}" if role == "hp" else f"{g.name}-lp{n_lp}-{model}"
             n_lp += role == "lp"
             w = ctl.WorkerProc(tag, model, role, sock_dir, log_dir)
-            w.sock_path = sock_dir / f"{idx}{g.name[:6]}{role}{j}.sock"
+            # short (Unix socket paths) and unique: fikit_corun50 and fikit_corun70 share 6 letters
+            digits = "".join(c for c in g.name if c.isdigit())
+            w.sock_path = sock_dir / f"{idx}{g.name[:6]}{digits}{role}{j}.sock"
             cpus = self.hp_cores if role == "hp" else self.lp_cores
             argv = ctl.worker_argv(
                 sys.executable,
@@ -663,9 +739,9 @@ class Runner:
         a = self.a
         groups: dict[str, Group] = {}
         for _, mode in todo:
-            hg, lg = mode_groups(mode, self.via, a.smcap)
-            groups.setdefault(hg, make_group(hg, a.corun_sm_pct)).need_hp = True
-            groups.setdefault(lg, make_group(lg, a.corun_sm_pct)).need_lp = True
+            hg, lg = mode_groups(mode, self.via, self.smcaps[0], self.coruns[0])
+            groups.setdefault(hg, make_group(hg, self.coruns[0])).need_hp = True
+            groups.setdefault(lg, make_group(lg, self.coruns[0])).need_lp = True
         t_start = time.monotonic()
         print(f"\n[pair] {pair.spec}: groups {', '.join(groups)}; {len(todo)} (rep, mode) to do", flush=True)
         for g in groups.values():
@@ -680,7 +756,7 @@ class Runner:
                         w.error = "not ready after warm-up"
                 self.check_group(g)
             startup = time.monotonic() - t_start
-            self.record_startup(startup)
+            self.record_startup(startup, len(workers), sum(1 for w in workers if w.role == "lp"))
             print(
                 f"[pair] {pair.spec}: workers ready in {startup:.1f}s; "
                 + "; ".join(
@@ -736,7 +812,7 @@ class Runner:
 
     def run_mode(self, pair: Pair, groups: dict[str, Group], mode: str, rep: int, pos: int) -> dict[str, Any]:
         a = self.a
-        hg_name, lg_name = mode_groups(mode, self.via, a.smcap)
+        hg_name, lg_name = mode_groups(mode, self.via, self.smcaps[0], self.coruns[0])
         hg, lg = groups[hg_name], groups[lg_name]
         row: dict[str, Any] = {
             "pair": pair.spec,
@@ -900,7 +976,8 @@ class Runner:
         if not todo:
             return 0.0
         wins = sum(windows_of(m) for _, m in todo)
-        return self.startup_estimate(pair) + wins * self.window_cost() + self.a.shutdown_margin_s
+        modes = sorted({m for _, m in todo})
+        return self.startup_estimate(pair, modes) + wins * self.window_cost() + self.a.shutdown_margin_s
 
     def run(self, pairs: list[Pair], modes: list[str]) -> int:
         plan = self.plan(pairs, modes)
@@ -910,15 +987,18 @@ class Runner:
             f"window={self.a.window_s}s+{self.a.discard_s}s discard, reps={self.a.reps}, "
             f"hp cores [{self.hp_cores}] lp cores [{self.lp_cores}]"
         )
-        print(f"{'pair':58} {'to do':>6} {'windows':>8} {'est s':>7}")
+        print(f"modes: {','.join(modes)}")
+        print(f"{'pair':58} {'to do':>6} {'windows':>8} {'start s':>8} {'est s':>7}")
         for p, todo in plan:
             est = self.estimate(p, todo)
             total += est
-            print(f"{p.spec:58} {len(todo):>6} {sum(windows_of(m) for _, m in todo):>8} {est:>7.0f}")
+            start = self.startup_estimate(p, sorted({m for _, m in todo})) if todo else 0.0
+            print(
+                f"{p.spec:58} {len(todo):>6} {sum(windows_of(m) for _, m in todo):>8} "
+                f"{start:>8.0f} {est:>7.0f}"
+            )
         print(
-            f"{'total (startup estimate ' + str(int(self.startup_estimate(pairs[0]))) + 's a pair)':58} "
-            f"{'':>6} {'':>8} {total:>7.0f}   budget {self.a.budget_s:.0f}s",
-            flush=True,
+            f"{'total':58} {'':>6} {'':>8} {'':>8} {total:>7.0f}   budget {self.a.budget_s:.0f}s", flush=True
         )
         if self.a.plan_only:
             return 0
@@ -938,7 +1018,7 @@ class Runner:
                     continue
                 one_rep = [t for t in todo if t[0] == todo[0][0]]
                 need = (
-                    self.startup_estimate(p)
+                    self.startup_estimate(p, sorted({m for _, m in todo}))
                     + sum(windows_of(m) for _, m in one_rep) * self.window_cost()
                     + self.a.shutdown_margin_s
                 )
@@ -996,7 +1076,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", required=True, help="result directory; raw.jsonl there is appended to and resumed"
     )
     p.add_argument("--pairs", default=",".join(DEFAULT_PAIRS), help="comma list of HP:LP pair specs")
-    p.add_argument("--modes", default=",".join(ALL_MODES), help="comma list of " + ",".join(ALL_MODES))
+    p.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help="comma list of " + ",".join(ALL_MODES + OPTIONAL_MODES) + " (mps_prio_smcapNN, fikit_corunNN)",
+    )
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     p.add_argument("--window-s", type=float, default=2.5, help="measured seconds per window")
     p.add_argument("--discard-s", type=float, default=0.5, help="seconds cut from the start of each window")
@@ -1033,10 +1117,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--budget-us", type=int, default=None, help="fikit HP delay budget (domain/daemon config)")
     p.add_argument(
-        "--smcap", type=int, default=60, help="CUDA_MPS_ACTIVE_THREAD_PERCENTAGE of mps_prio_smcap"
+        "--smcap",
+        default="60",
+        help="CUDA_MPS_ACTIVE_THREAD_PERCENTAGE sweep: mode mps_prio_smcap becomes mps_prio_smcapNN for each "
+        "(comma list, e.g. 40,60)",
     )
     p.add_argument(
-        "--corun-sm-pct", type=int, default=50, help="corun_sm_pct of the fikit_corun mode's domain"
+        "--corun-sm-pct",
+        default="50",
+        help="co-running SM share sweep: mode fikit_corun becomes fikit_corunNN for each "
+        "(comma list, e.g. 50,70)",
+    )
+    p.add_argument(
+        "--timing-from",
+        default=str(benchlib.BENCH_DIR / "results" / "2026-11-25-h100" / "timing.json"),
+        help="planning: measured startups to use while --out has no timing.json yet",
     )
     p.add_argument(
         "--daemon-corun-sm-pct",
@@ -1054,7 +1149,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         pairs = [parse_pair(s.strip()) for s in args.pairs.split(",") if s.strip()]
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        modes = expand_modes(
+            [m.strip() for m in args.modes.split(",") if m.strip()],
+            parse_pcts(args.smcap, "--smcap"),
+            parse_pcts(args.corun_sm_pct, "--corun-sm-pct"),
+        )
         for m in modes:
             check_mode(m)
     except ValueError as e:
@@ -1063,7 +1162,15 @@ def main(argv: list[str] | None = None) -> int:
     if "solo" not in modes:
         print("run_pairs: note: without 'solo' no ratio can be computed for these rows", file=sys.stderr)
     runner = Runner(args)
+    # `timeout` sends SIGTERM: unwind through the finally blocks (workers, fikitd, MPS stopped)
+    signal.signal(signal.SIGTERM, _terminate)
     return runner.run(pairs, modes)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # once: `timeout` signals the process and then its whole group, which would cut the cleanup short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

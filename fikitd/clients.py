@@ -104,6 +104,8 @@ class Clients:
         if kernels:
             try:
                 profile = str(dom.write_profile(slot, kernels))
+                LOG.info("gpu%d slot %d: %s starts with a stored profile of %d kernel(s)", gpu, slot, prog,
+                         len(kernels))
             except Exception as exc:
                 LOG.warning("gpu%d slot %d: cannot write profile for %s: %s", gpu, slot, prog, exc)
         dom.grant(slot, pid, prio, peer.uid)

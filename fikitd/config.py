@@ -293,7 +293,8 @@ def parse(text: str, source: str = "<string>") -> Config:
         fields: dict[str, Any] = {}
         for key, raw in value.items():
             check = SCHEMA[table].get(key)
-            where = _line_of(text, table, key)
+            # a key, or a sub-table header such as [paths.x]
+            where = _line_of(text, table, key) or _line_of(text, f"{table}.{key}", None)
             if check is None:
                 known = ", ".join(SCHEMA[table])
                 problems.append(Problem(where, f"{table}.{key}", f"one of {known}", "an unknown key"))

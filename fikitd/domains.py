@@ -124,10 +124,11 @@ class Domains:
             except Exception as exc:
                 LOG.error("gpu%d: cannot apply scheduler settings: %s", index, exc)
 
-    def set_mode(self, gpu: int | None, mode: str) -> None:
+    def set_config(self, gpu: int | None, **fields: int | str) -> None:
+        """Scheduler settings of one GPU's domain, or of all: mode and the budgets."""
         for index, dom in self.by_gpu.items():
             if gpu is None or gpu == index:
-                dom.set_config(mode=mode)
+                dom.set_config(**fields)
 
     def heartbeat(self) -> None:
         for dom in self.by_gpu.values():

@@ -1,25 +1,42 @@
 """systemd notifications (sd_notify) through the sdnotify package.
 
 Without ``NOTIFY_SOCKET`` (run by hand, in CI, in a container) every call is a no-op, so
-the daemon's code never asks whether systemd is there.
+the daemon's code never asks whether systemd is there. Where sdnotify is not installed, a
+few lines of our own send the same datagram (sd_notify(3) is one ``sendto`` on a Unix socket).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 from . import log
 
 LOG = log.get("notify")
 
 
+class _Datagram:
+    """sd_notify without the sdnotify package: one datagram to ``NOTIFY_SOCKET``."""
+
+    def __init__(self, address: str) -> None:
+        # "@name" is Linux's abstract namespace, written with a leading NUL byte
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+
+    def notify(self, state: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), self.address)
+
+
 class Notifier:
     def __init__(self) -> None:
         self._notifier = None
         if os.environ.get("NOTIFY_SOCKET"):
-            import sdnotify
+            try:
+                import sdnotify
 
-            self._notifier = sdnotify.SystemdNotifier()
+                self._notifier = sdnotify.SystemdNotifier()
+            except ImportError:
+                self._notifier = _Datagram(os.environ["NOTIFY_SOCKET"])
         self.watchdog_s = self._watchdog_interval()
 
     @staticmethod

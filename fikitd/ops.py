@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, access, protocol
+from . import __version__, access, log, protocol
 from . import gpus as gpus_mod
 from .jobs import ACTIVE, JobError
 from .protocol import ProtocolError, Request
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # Runs the script as the user: directly when they made it executable, through sh otherwise.
 SCRIPT_RUNNER = 'if [ -x "$0" ]; then exec "$0" "$@"; else exec /bin/sh "$0" "$@"; fi'
+
+LOG = log.get("ops")
 
 
 def dispatch(d: Daemon, req: Request, conn: Connection) -> dict[str, Any]:
@@ -242,8 +244,15 @@ def _set_mode(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:
         raise ProtocolError("not_found", f"no scheduling domain for gpu {gpu}")
     if not d.domains.by_gpu:
         raise ProtocolError("unavailable", d.domains.reason or "no scheduling domains")
-    d.domains.set_mode(gpu, a["mode"])
-    return {"scheduler": {"by_gpu": {str(g): d.domains.describe(g).get("mode") for g in d.domains.by_gpu}}}
+    keys = ("mode", "budget_us", "idle_us", "corun_sm_pct")
+    changes = {k: a[k] for k in keys if a.get(k) is not None}
+    if not changes:
+        raise ProtocolError("bad_request", "set_mode needs at least one of " + ", ".join(keys))
+    d.domains.set_config(gpu, **changes)
+    LOG.info("scheduler of %s set to %s by uid %d", "every GPU" if gpu is None else f"gpu{gpu}",
+             ", ".join(f"{k}={v}" for k, v in changes.items()), c.peer.uid)
+    return {"scheduler": {"by_gpu": {str(g): {k: d.domains.describe(g).get(k) for k in keys}
+                                     for g in d.domains.by_gpu}}}
 
 
 def _set_prio(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:

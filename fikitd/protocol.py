@@ -200,7 +200,15 @@ OPS: dict[str, dict[str, Arg]] = {
     "status": {},
     "snapshot": {},
     "profiles": {"action": Arg(_choice(("list", "show", "rm")), True), "prog": Arg(_str(255))},
-    "set_mode": {"gpu": Arg(_int(0, 255)), "mode": Arg(_choice(SCHED_MODES), True)},
+    # The scheduler of one GPU (or all): any of mode and the budgets, changed live; clients see it at
+    # their next launch.  A reload of the config file sets them back to the file's values.
+    "set_mode": {
+        "gpu": Arg(_int(0, 255)),
+        "mode": Arg(_choice(SCHED_MODES)),
+        "budget_us": Arg(_int(0, 1_000_000)),
+        "idle_us": Arg(_int(0, 10_000_000)),
+        "corun_sm_pct": Arg(_int(0, 100)),
+    },
     "set_prio": {"pid": Arg(_int(1, 2**31 - 1), True), "prio": Arg(parse_prio, True)},
 }
 

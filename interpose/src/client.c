@@ -238,6 +238,8 @@ static bool json_value(const char *js, const char *key, char *out, size_t n)
     return true;
 }
 
+unsigned fikit_profile_kernels; /* kernels merged from the daemon's stored profile at start */
+
 static void merge_profile(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -260,6 +262,7 @@ static void merge_profile(const char *path)
             fikit_kstat_add_dur(e, k.dur_ring_ns[i]);
         for (uint64_t i = 0; i < n_gap; i++)
             fikit_kstat_add_gap(e, k.gap_ring_ns[i]);
+        fikit_profile_kernels++;
     }
     close(fd);
 }
@@ -409,6 +412,7 @@ void fikit_client_after_fork(void)
     atomic_store(&peers_gen, UINT64_MAX);
     atomic_store(&n_peer_idx, 0);
     memset(peer_maps, 0, sizeof peer_maps); /* the parent's mappings stay mapped, unused */
+    fikit_profile_kernels = 0;
     atomic_store(&restart_pending, 1);
 }
 

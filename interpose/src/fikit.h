@@ -93,6 +93,7 @@ struct fikit_client {
     bool shared;                /* me lives in the domain */
 };
 extern struct fikit_client fikit_cl;
+extern unsigned fikit_profile_kernels;
 void fikit_client_start(void);
 void fikit_client_after_fork(void);
 bool fikit_client_restart_pending(void);

@@ -77,12 +77,12 @@ void fikit_stats_write(const char *tmpl)
     fprintf(f,
             ", \"syncs\": %llu, \"held_launches\": %llu, \"held_us\": %.3f, \"released_gap\": %llu, "
             "\"released_idle\": %llu, \"released_guard\": %llu, \"released_corun\": %llu, \"gpu_us\": %.3f, "
-            "\"slot\": %d, \"prio\": %d, \"passthrough\": %s",
+            "\"slot\": %d, \"prio\": %d, \"passthrough\": %s, \"profile_kernels\": %u",
             (unsigned long long)s->syncs, (unsigned long long)s->held_launches, (double)s->held_ns / 1000.0,
             (unsigned long long)s->released_gap, (unsigned long long)s->released_idle,
             (unsigned long long)s->released_guard, (unsigned long long)s->released_corun,
             (double)s->gpu_ns / 1000.0, fikit_cl.slot_index, fikit_effective_prio(),
-            fikit_cfg.passthrough ? "true" : "false");
+            fikit_cfg.passthrough ? "true" : "false", fikit_profile_kernels);
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first = true;

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Print the exact command of one GPU call (bench/NEXT_SESSION.md), with this checkout's commit in it.
+
+The device's copy of the tree has no .git, so each command carries FIKIT_COMMIT as a literal (HEAD,
+with "-dirty" when tracked files differ from it). Every command: builds libfikit.so (the machine
+starts bare), runs its steps against a deadline taken from bash's $SECONDS (so the results are
+packed before the 10-minute limit), and tars the results folder into $OUT/results.tgz.
+
+    python3 bench/device_cmd.py --list          # the calls, what each runs, estimated seconds
+    python3 bench/device_cmd.py 1               # call 1's command (paste it as run's command)
+    python3 bench/device_cmd.py 1 --date 2026-11-26
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+import benchlib
+
+LIMIT = 2000  # the device tool's command length limit
+DEADLINE_S = 560  # steps stop starting work here; the tool kills at 600
+CORE_MODES = "solo,solo_preload,timeslice,mps,mps_prio,mps_prio_smcap,fikit_strict,fikit,fikit_corun"
+CORE = f"--modes {CORE_MODES} --smcap 40,60 --corun-sm-pct 50,70 --reps 5"
+
+REST = [
+    "vit_b_16:gpt2_train",
+    "resnet50%100:vgg16_infer",
+    "gpt2:resnet50_train",
+    "bert%60:vgg16_train",
+    "resnet50_graph:resnet50_train",
+    "bert_compile:gpt2_train",
+    "bert:resnet50_train@normal+vgg16_infer",
+    "resnet50:resnet50_train+vgg16_infer+gpt2_train+bert_train",
+]
+
+# (what, estimated seconds on the H100 without the ~90 s machine start, shell steps)
+CALLS: dict[int, tuple[str, int, list[str]]] = {
+    1: (
+        "issue 5 proof (verify_daemon) + issue 11 core pair 1: bert:vgg16_infer, every mode, SM caps 40/60, "
+        "co-running 50/70, 5 interleaved reps",
+        40 + 120 + 300,
+        [
+            "timeout 230 python3 bench/verify_daemon.py --lib $L --out $R/daemon 2>&1 | tee $R/daemon.log"
+            " | grep -E 'PASS|FAIL|n/a|verify_daemon'",
+            "B=$((DL-SECONDS)); timeout $((B+20)) python3 bench/run_pairs.py --lib $L --out $R"
+            f" --pairs bert:vgg16_infer {CORE} --budget-s $B 2>&1 | tee -a $R/run_pairs.log | tail -60",
+        ],
+    ),
+    2: (
+        "issue 11 core pair 2: resnet50:resnet50_train, same modes and reps; then issue 4 timelines of "
+        "bert:vgg16_infer in fikit_corun50 and fikit (gap filling)",
+        40 + 300 + 160,
+        [
+            "B=$((DL-SECONDS-150)); timeout $((B+20)) python3 bench/run_pairs.py --lib $L --out $R"
+            f" --pairs resnet50:resnet50_train {CORE} --budget-s $B 2>&1 | tee -a $R/run_pairs.log"
+            " | tail -60",
+            "for M in fikit_corun50 fikit; do [ $((DL-SECONDS)) -gt 45 ] && timeout $((DL-SECONDS)) python3"
+            " bench/timeline_pair.py --pair bert:vgg16_infer --mode $M --lib $L --out $R/timeline 2>&1"
+            " | tail -5; done",
+        ],
+    ),
+    3: (
+        "issues 9/11, the other 8 default pairs in value order (vit_b_16:gpt2_train, "
+        "resnet50%100:vgg16_infer, gpt2:resnet50_train, bert%60:vgg16_train, CUDA graph, torch.compile, "
+        "three levels, four LPs), issue 9's modes + fikit_corun50, 3 reps; resumable: run the same command "
+        "again until it says nothing to do (about 2.5 pairs a call; 4 calls in all)",
+        40 + 500,
+        [
+            "B=$((DL-SECONDS)); timeout $((B+20)) python3 bench/run_pairs.py --lib $L --out $R --pairs "
+            + ",".join(REST)
+            + " --budget-s $B 2>&1 | tee -a $R/run_pairs.log | tail -60",
+        ],
+    ),
+}
+
+
+def command(n: int, date: str, commit: str, deadline_s: int = DEADLINE_S) -> str:
+    steps = CALLS[n][2]
+    head = [
+        f"export FIKIT_COMMIT={commit} PYTHONUNBUFFERED=1 DL={deadline_s}",
+        f"R=bench/results/{date}-h100",
+        "mkdir -p $R",
+        "nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader"
+        f" | tee -a $R/gpu-call{n}.txt",
+        "(cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release && cmake --build build/gpu -j16)"
+        f" > $R/build-call{n}.log 2>&1 || tail -20 $R/build-call{n}.log",
+        "L=$PWD/build/gpu/interpose/libfikit.so",
+        "test -f $L || echo NO LIBRARY BUILT",
+    ]
+    tail = ["tar czf $OUT/results.tgz $R", "ls -la $OUT", f"echo call {n} done in ${{SECONDS}}s"]
+    return "; ".join(head + steps + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("call", nargs="?", type=int, choices=sorted(CALLS))
+    p.add_argument("--date", default=dt.date.today().isoformat(), help="names bench/results/<date>-h100")
+    p.add_argument("--commit", default=None, help="default: HEAD of this checkout (-dirty if modified)")
+    p.add_argument(
+        "--deadline",
+        type=int,
+        default=DEADLINE_S,
+        help="seconds after which steps start no new work (less device time left: pass less)",
+    )
+    p.add_argument("--list", action="store_true")
+    a = p.parse_args(argv)
+    commit = a.commit or benchlib.git_commit() or "unknown"
+    if a.list or a.call is None:
+        total = 0
+        for n, (what, est, _) in CALLS.items():
+            total += est + 90
+            print(f"call {n}: ~{est}s + ~90s machine start (cumulative ~{total / 60:.1f} min): {what}")
+        print("call 3 is repeatable: each run resumes where raw.jsonl stops")
+        return 0
+    cmd = command(a.call, a.date, commit, a.deadline)
+    if len(cmd) > LIMIT:
+        print(f"device_cmd: call {a.call}'s command is {len(cmd)} characters (> {LIMIT})", file=sys.stderr)
+        return 1
+    if commit.endswith("-dirty"):
+        print(f"device_cmd: note: {commit}: tracked files differ from HEAD; commit first", file=sys.stderr)
+    print(cmd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""What the next GPU session will run: run_pairs' default pairs and modes (issues 9 and 11), its
+plan and estimates, and the device commands (bench/device_cmd.py) within the device tool's limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import device_cmd  # noqa: E402
+import run_pairs  # noqa: E402
+import workloads_catalog  # noqa: E402
+
+
+def test_default_pairs_cover_issue_9() -> None:
+    pairs = [run_pairs.parse_pair(s) for s in run_pairs.DEFAULT_PAIRS]
+    assert len(pairs) >= 8
+    desc = {m: workloads_catalog.CATALOG[m][2] for m in workloads_catalog.CATALOG}
+    cnn = {"resnet50", "resnet50_graph", "resnet50_compile"}
+    transformer = {"bert", "gpt2", "vit_b_16"}
+    b2b = [p for p in pairs if p.rate == 0 and len(p.lps) == 1]
+    poisson = [p for p in pairs if p.rate > 0]
+    assert any(p.hp in cnn for p in b2b) and any(p.hp in transformer for p in b2b)
+    assert any(p.hp in cnn for p in poisson) and any(p.hp in transformer for p in poisson)
+    assert any("CUDAGraph" in desc[p.hp] for p in pairs)
+    assert any("torch.compile" in desc[p.hp] for p in pairs)
+    lps = {m for p in pairs for m in p.lp_models}
+    assert any("training" in desc[m] for m in lps) and any("inference" in desc[m] for m in lps)
+    assert any(len({pr for _, pr in p.lps}) == 2 for p in pairs)  # high + normal + low
+    assert any(len(p.lps) == 4 for p in pairs)
+    # issue 11's two core pairs come first: HP b1 back to back next to LP kernels over 300 us
+    assert run_pairs.DEFAULT_PAIRS[:2] == ["bert:vgg16_infer", "resnet50:resnet50_train"]
+
+
+def test_modes_expand_to_issue_11_variants() -> None:
+    modes = run_pairs.expand_modes(run_pairs.DEFAULT_MODES, [40, 60], [50, 70])
+    for m in modes:
+        run_pairs.check_mode(m)
+    assert set(run_pairs.ALL_MODES) - {"mps_prio_smcap"} <= set(modes)
+    assert {"mps_prio_smcap40", "mps_prio_smcap60", "fikit_corun50", "fikit_corun70"} <= set(modes)
+    assert run_pairs.mode_groups("fikit_corun70", "daemon", 60, 50) == ("fikit_corun70", "fikit_corun70")
+    g = run_pairs.make_group("fikit_corun70", 50)
+    assert g.corun == 70 and g.force_domain and g.mps and g.preload
+    with pytest.raises(ValueError):
+        run_pairs.check_mode("fikit_corun101")
+    with pytest.raises(ValueError):
+        run_pairs.parse_pcts("50,0", "--corun-sm-pct")
+
+
+def test_daemon_config_is_gap_filling_alone(tmp_path: Path) -> None:
+    d = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"])
+    assert "corun_sm_pct = 0" in d.config_text()
+
+
+def test_plan_only_estimates(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run_pairs.py"), "--out", str(tmp_path), "--plan-only",
+         "--pairs", "bert:vgg16_infer", "--modes", device_cmd.CORE_MODES, "--smcap", "40,60",
+         "--corun-sm-pct", "50,70", "--reps", "5"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("bert:vgg16_infer"))
+    todo, windows, start, est = (float(x) for x in line.split()[1:])
+    assert (todo, windows) == (55, 65)  # 11 modes x 5 reps; solo and solo_preload take 2 windows
+    assert 35 <= start <= 70 and est < 400  # fits call 1 beside verify_daemon
+    assert "fikit_corun70" in r.stdout and not list(tmp_path.glob("raw.jsonl"))
+
+
+def test_device_commands_fit_the_tool() -> None:
+    for n in device_cmd.CALLS:
+        cmd = device_cmd.command(n, "2026-11-26", "0123456789abcdef0123456789abcdef01234567")
+        assert len(cmd) <= device_cmd.LIMIT, (n, len(cmd))
+        assert "FIKIT_COMMIT=0123456789abcdef0123456789abcdef01234567" in cmd
+        assert cmd.rstrip().endswith("s") and "tar czf $OUT/results.tgz $R" in cmd
+        assert "bench/results/2026-11-26-h100" in cmd
+        assert device_cmd.CALLS[n][1] <= device_cmd.DEADLINE_S  # inside the 10-minute command limit
+    assert "DL=300" in device_cmd.command(3, "2026-11-26", "x", 300)
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "device_cmd.py"), "1"], capture_output=True,
+                       text=True, timeout=60, check=True)  # fmt: skip
+    assert "FIKIT_COMMIT=" in r.stdout and "unknown" not in r.stdout.split(";")[0]
+
+
+def test_next_session_shows_the_command_device_cmd_prints() -> None:
+    text = (REPO / "bench" / "NEXT_SESSION.md").read_text()
+    assert device_cmd.command(1, "<DATE>", "<HASH>") in text.splitlines()
