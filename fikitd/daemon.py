@@ -163,8 +163,21 @@ class Daemon:
         self.changed()
 
     async def _mps_check(self) -> None:
+        before = self.mps.state
         await self.mps.check()
+        if before in ("running", "attached") and self.mps.state in ("restarting", "down"):
+            self._tell_jobs_mps_lost(self.mps.state)
         self.changed()
+
+    def _tell_jobs_mps_lost(self, state: str) -> None:
+        """Running jobs were clients of the MPS server that went away: their CUDA calls fail from
+        now on, and their records say why, for `fikitctl jobs/show` (the processes are left alone:
+        what to do about a failed CUDA call is the program's business)."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        note = f"the MPS server went away at {when} ({state}); CUDA calls made through it fail"
+        for job in self.store.jobs(states=("running",), limit=1_000_000):
+            self.store.update_job(job["id"], reason=note)
+            LOG.warning("job %s: %s", job["id"], note)
 
     def reload(self) -> None:
         """SIGHUP: take what can change live; a bad file keeps the running configuration."""

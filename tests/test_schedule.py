@@ -28,7 +28,7 @@ import pytest
 from fikitd.shm import Domain
 
 WORKLOAD = Path(__file__).resolve().parent / "fakecuda" / "workload.py"
-DURATIONS = "hp_conv=3000,hp_fc=1000,lp_small=1000,lp_mid=2500,lp_long=20000,mid_k=1500,*=500"
+DURATIONS = "hp_conv=3000,hp_fc=1000,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
 
 
 @dataclass
@@ -163,8 +163,8 @@ def test_off_mode_shows_the_interference_fikit_removes(cluster: Any) -> None:
     hp_fik, lp_fik, hp, lp = run_pair(c_fik, "lp_mid:0")
     slow_off = p50(hp_off) / solo
     slow_fik = p50(hp_fik) / solo
-    # off: each HP kernel waits for about half an LP kernel (1.25 ms of 2.5): about 1.25x, say >= 1.12.
-    assert slow_off >= 1.12, f"off mode should slow HP: {slow_off:.3f}"
+    # off: each HP kernel waits for about half an LP kernel (2 ms of 4): about 1.4x, say >= 1.15.
+    assert slow_off >= 1.15, f"off mode should slow HP: {slow_off:.3f}"
     # fikit: LP is let into gaps it fits, with 0.5 ms of budget: HP within 12% of solo.
     assert slow_fik <= 1.12, f"fikit should keep HP near solo: {slow_fik:.3f} (off {slow_off:.3f})"
     assert slow_fik < slow_off
@@ -239,8 +239,9 @@ def test_several_lp_clients_all_progress_and_hp_is_protected(cluster: Any) -> No
 
 
 def test_dead_hp_releases_held_lp_within_100ms(cluster: Any) -> None:
-    """kill -9 of the HP client while LP is held: LP runs again within 100 ms."""
-    c = cluster("fikit")
+    """kill -9 of the HP client while LP is held: LP runs again within 100 ms.  (idle_us is long so
+    that a scheduling hiccup of HP on a busy 2-core CI machine is not taken for HP idling.)"""
+    c = cluster("fikit", idle_us=8000)
     stop = c.root / "stop"
     hp = c.start("hp_conv:200", "high", repeat=0, seconds=30)  # busy back to back
     time.sleep(0.3)

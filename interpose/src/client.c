@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,7 +270,7 @@ static void merge_profile(const char *path)
 
 /* One request, one reply, 250 ms at most; the connection stays open so the
  * daemon sees this process end. */
-static void register_with_daemon(int slot)
+static bool register_with_daemon(int slot, bool merge)
 {
     static _Atomic int warned;
     const char *sockpath = getenv("FIKIT_SOCKET");
@@ -277,17 +278,17 @@ static void register_with_daemon(int slot)
         sockpath = "/run/fikit/fikitd.sock";
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(sockpath) >= sizeof sa.sun_path)
-        return;
+        return false;
     strcpy(sa.sun_path, sockpath);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return;
+        return false;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (getenv("FIKIT_SOCKET"))
+        if (getenv("FIKIT_SOCKET") && merge)
             fikit_log_once(&warned, "fikitd not reachable at %s (%s); running unregistered", sockpath,
                            strerror(errno));
         close(fd);
-        return;
+        return false;
     }
     char job[32] = "";
     const char *j = getenv("FIKIT_JOB");
@@ -301,7 +302,7 @@ static void register_with_daemon(int slot)
                        fikit_cl.me->prog, job);
     if (len <= 0 || len >= (int)sizeof msg || send(fd, msg, (size_t)len, MSG_NOSIGNAL) != len) {
         close(fd);
-        return;
+        return false;
     }
     char reply[2048];
     size_t got = 0;
@@ -327,12 +328,57 @@ static void register_with_daemon(int slot)
         fikit_log_once(&warned, "fikitd did not register this process (%.200s); running unregistered",
                        got ? reply : "no reply");
         close(fd);
-        return;
+        return false;
     }
     char profile[300];
-    if (json_value(reply, "profile", profile, sizeof profile) && profile[0])
+    if (merge && json_value(reply, "profile", profile, sizeof profile) && profile[0])
         merge_profile(profile);
     fikit_cl.sock = fd;
+    return true;
+}
+
+/*
+ * The registration connection stays open so that fikitd sees this process
+ * end.  When fikitd ends instead (a restart, a kill -9), this thread, blocked
+ * in read() and costing nothing meanwhile, notices the EOF and registers the
+ * same slot again once a second until a daemon answers: the new daemon then
+ * knows the client, shows it, and stores its measurements when it exits.
+ */
+static pthread_t watcher;
+static bool watcher_running;
+
+static void *watch_registration(void *arg)
+{
+    int slot = (int)(intptr_t)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signal handlers run elsewhere */
+    char buf[256];
+    for (;;) {
+        int fd = fikit_cl.sock;
+        ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf) : 0;
+        if (r > 0 || (r < 0 && errno == EINTR))
+            continue; /* the daemon has nothing to say on this connection: ignore it */
+        if (fd >= 0) {
+            fikit_cl.sock = -1;
+            close(fd);
+        }
+        while (!register_with_daemon(slot, false))
+            sleep(1);
+        if (fikit_debug)
+            fikit_log("registered again with fikitd (slot %d)", slot);
+    }
+    return NULL;
+}
+
+static void start_watcher(int slot)
+{
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 64 * 1024);
+    watcher_running = pthread_create(&watcher, &a, watch_registration, (void *)(intptr_t)slot) == 0;
+    pthread_attr_destroy(&a);
 }
 
 static void private_slot(void)
@@ -380,8 +426,8 @@ void fikit_client_start(void)
     if (fikit_cl.shared) {
         if (atomic_load(&fikit_cl.dom->flags) & FIKIT_DOMAIN_SELF_GRANT)
             self_grant(fikit_cl.slot_index);
-        else
-            register_with_daemon(fikit_cl.slot_index);
+        else if (register_with_daemon(fikit_cl.slot_index, true))
+            start_watcher(fikit_cl.slot_index);
     }
     atomic_store(&peers_gen, UINT64_MAX);
 }
@@ -402,6 +448,7 @@ void fikit_client_after_fork(void)
         close(fikit_cl.sock);
     fikit_cl.sock = -1;
     pthread_mutex_init(&peer_lock, NULL);
+    watcher_running = false; /* threads do not survive a fork: the child starts its own */
     fikit_cl.dom = NULL;
     fikit_cl.slot_index = -1;
     fikit_cl.shared = false;

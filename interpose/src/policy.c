@@ -18,12 +18,24 @@
 static inline uint64_t max64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 static inline uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/*
+ * A peer's claim to the GPU is believed for at most PEER_CLAIM_NS after its
+ * last launch, and never from times beyond that in the future: a slot of
+ * garbage, or of a client wedged for good, must not hold the others forever
+ * (with the starvation guard off, nothing else would release them).  The
+ * price: a more urgent kernel running longer than this is shared.
+ */
+#define PEER_CLAIM_NS 5000000000ull
+
 static bool peer_idle(const struct fikit_peer *q, uint64_t now, uint64_t idle_ns)
 {
+    /* (A peer's stamps may be a little ahead of our own clock read: that is fresh, not stale.) */
+    if (q->last_launch_ns == 0 || q->last_launch_ns > now + PEER_CLAIM_NS ||
+        (now > q->last_launch_ns && now - q->last_launch_ns > PEER_CLAIM_NS) ||
+        q->busy_until_ns > now + PEER_CLAIM_NS || q->next_launch_ns > now + PEER_CLAIM_NS)
+        return true;
     if (q->syncing)
         return false; /* waiting for its GPU work, maybe behind ours: never idle */
-    if (q->last_launch_ns == 0)
-        return true;
     uint64_t quiet_after = max64(q->busy_until_ns, q->next_launch_ns) + idle_ns;
     return now >= quiet_after;
 }

@@ -62,8 +62,10 @@ def test_mps_control_death_restart_with_backoff(fk_root: Path, figures: dict[str
         tries = [float(t) for t in attempts.read_text().split()][1:]  # the first was the start at boot
         gaps = [b - a for a, b in itertools.pairwise(tries)]
         assert gaps[-1] >= 3.5 and gaps[-1] > gaps[0], f"no backoff between restart attempts: {gaps}"
-        # the job is untouched while MPS is down
-        assert d.call("show", job=job["id"])["job"]["state"] == "running"
+        # the job keeps running while MPS is down, and its record says what happened to it
+        during = d.call("show", job=job["id"])["job"]
+        assert during["state"] == "running"
+        assert "MPS server went away" in (during.get("reason") or ""), during
         broken.unlink()
         wait_until(lambda: d.call("status")["mps"]["state"] == "running", timeout=20, what="MPS back")
         recovered_s = time.monotonic() - killed
@@ -79,7 +81,7 @@ def test_mps_control_death_restart_with_backoff(fk_root: Path, figures: dict[str
             noticed_s=round(noticed_s, 2),
             retry_gaps_s=[round(g, 2) for g in gaps],
             recovered_after_fix_s=round(recovered_s, 2),
-            job_during_outage="kept running, not told",
+            job_during_outage="kept running; its record's reason says the MPS server went away",
         )
     finally:
         assert d.stop() == 0

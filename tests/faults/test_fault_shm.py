@@ -73,16 +73,11 @@ def _scribbler(
     return p
 
 
-OPEN_HP_GARBAGE = pytest.mark.xfail(
-    strict=True,
-    reason="open (docs/reliability.md): policy.c peer_idle() trusts a higher peer's syncing, "
-    "busy_until_ns and next_launch_ns unbounded, so a garbage HP slot holds LP clients forever",
-)
 
 
 @pytest.mark.parametrize(
     ("victim", "whole"),
-    [("high", False), ("high", True), ("low", True), pytest.param("low", False, marks=OPEN_HP_GARBAGE)],
+    [("high", False), ("high", True), ("low", True), ("low", False)],
     ids=["hp-victim-body", "hp-victim-whole", "lp-victim-whole", "lp-victim-body"],
 )
 def test_garbage_in_a_peer_slot(
