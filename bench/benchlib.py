@@ -15,6 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+# The modes a pair runs in, in report order (issue 9's keys, then the co-running variants).
+MODES = ["solo", "solo_preload", "timeslice", "mps", "mps_prio", "mps_prio_smcap", "fikit_strict", "fikit"]
+CORUN_MODE = "fikit_corun"
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 
@@ -175,6 +179,16 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without anything of fikit or MPS: each mode adds its own."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("FIKIT_") or k == "LD_PRELOAD" or k.startswith("CUDA_MPS_"):
+            env.pop(k)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 # ---------------------------------------------------------------------------------------------- cpus

@@ -44,20 +44,11 @@ import benchlib
 import ctl
 import workloads_catalog
 
-ALL_MODES = [
-    "solo",
-    "solo_preload",
-    "timeslice",
-    "mps",
-    "mps_prio",
-    "mps_prio_smcap",
-    "fikit_strict",
-    "fikit",
-]
+ALL_MODES = list(benchlib.MODES)
 # fikit with LP co-running beside busy HP on a green context of corun_sm_pct of the SMs (issue 11), in a
 # self-granted domain: `fikit_corun` expands to one mode per --corun-sm-pct value, `fikit_corunNN` names one
-OPTIONAL_MODES = ["fikit_corun"]
-DEFAULT_MODES = [*ALL_MODES, "fikit_corun"]
+OPTIONAL_MODES = [benchlib.CORUN_MODE]
+DEFAULT_MODES = [*ALL_MODES, benchlib.CORUN_MODE]
 # Issue 9's pairs (>= 8) ordered by value: the two HP-b1-back-to-back pairs next to LP kernels over 300 us
 # (issue 11's core question) first, then the other back-to-back pairs, Poisson arrivals (CNN, transformer),
 # a CUDA-graph HP, a torch.compile HP, three priority levels, four LP clients.
@@ -441,13 +432,7 @@ class Daemon:
             return ""
 
 
-def base_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("FIKIT_") or k == "LD_PRELOAD" or k.startswith("CUDA_MPS_"):
-            env.pop(k)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+base_env = benchlib.base_env
 
 
 def mps_clients(pipe: Path, log: Path) -> list[int] | None:

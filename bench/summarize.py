@@ -20,17 +20,7 @@ from typing import Any
 import benchlib
 
 RATIO_KEYS = ["hp_p50_ratio", "hp_p99_ratio", "hp_jct_ratio", "lp_tput_ratio", "lp_vs_mps_ratio", "fill"]
-MODE_ORDER = [
-    "solo",
-    "solo_preload",
-    "timeslice",
-    "mps",
-    "mps_prio",
-    "mps_prio_smcap",
-    "fikit_strict",
-    "fikit",
-    "fikit_corun",
-]
+MODE_ORDER = [*benchlib.MODES, benchlib.CORUN_MODE]
 TARGET_HP_P50 = 1.02
 TARGET_HP_P99 = 1.05
 TARGET_LP_VS_MPS = 0.90

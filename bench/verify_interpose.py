@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -365,13 +364,7 @@ class Budget:
         return time.monotonic() - self.t0
 
 
-def base_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("FIKIT_") or k == "LD_PRELOAD" or k.startswith("CUDA_MPS_"):
-            env.pop(k)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+base_env = benchlib.base_env
 
 
 def preload_env(
