@@ -168,6 +168,8 @@ static int32_t file_pid(const char *path)
 
 static bool pid_dead(int32_t pid) { return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH); }
 
+static ino_t slot_ino; /* our slot file, to tell whether it is still there */
+
 /* Create slot.<i> exclusively; a stale file of a dead owner (ours to remove) is replaced. */
 static int claim_slot_file(void)
 {
@@ -182,6 +184,8 @@ static int claim_slot_file(void)
                     unlink(path);
                     return -1;
                 }
+                struct stat st;
+                slot_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
                 struct fikit_slot *s = map_file(fd, sizeof(struct fikit_slot), PROT_READ | PROT_WRITE);
                 close(fd);
                 if (!s) {
@@ -268,8 +272,9 @@ static void merge_profile(const char *path)
     close(fd);
 }
 
-/* One request, one reply, 250 ms at most; the connection stays open so the
- * daemon sees this process end. */
+/* One request, one reply, 1 s at most (a daemon busy on a loaded machine can
+ * take a few hundred ms; a silent one must not stall the program); the
+ * connection stays open so the daemon sees this process end. */
 static bool register_with_daemon(int slot, bool merge)
 {
     static _Atomic int warned;
@@ -306,7 +311,7 @@ static bool register_with_daemon(int slot, bool merge)
     }
     char reply[2048];
     size_t got = 0;
-    uint64_t deadline = fikit_now_ns() + 250000000ull;
+    uint64_t deadline = fikit_now_ns() + 1000000000ull;
     while (got + 1 < sizeof reply && !memchr(reply, '\n', got)) {
         uint64_t now = fikit_now_ns();
         if (now >= deadline)
@@ -347,6 +352,30 @@ static bool register_with_daemon(int slot, bool merge)
 static pthread_t watcher;
 static bool watcher_running;
 
+/* Is slot.<i> still the file we created?  A daemon that registered us after
+ * we had stopped waiting removed it when it saw our connection close. */
+static bool slot_file_ours(int slot)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/slot.%d", domain_dir, slot);
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_ino == slot_ino;
+}
+
+/* Carry our slot over to a fresh file: what was measured so far goes along. */
+static int move_to_new_slot(void)
+{
+    struct fikit_slot *old = fikit_cl.me;
+    int i = claim_slot_file(); /* sets fikit_cl.me to the new, empty mapping */
+    if (i < 0) {
+        fikit_cl.me = old;
+        return -1;
+    }
+    memcpy(fikit_cl.me, old, sizeof *old);
+    fikit_cl.slot_index = i;
+    return i;
+}
+
 static void *watch_registration(void *arg)
 {
     int slot = (int)(intptr_t)arg;
@@ -363,8 +392,14 @@ static void *watch_registration(void *arg)
             fikit_cl.sock = -1;
             close(fd);
         }
-        while (!register_with_daemon(slot, false))
+        while (!register_with_daemon(slot, false)) {
             sleep(1);
+            if (!slot_file_ours(slot)) {
+                int moved = move_to_new_slot();
+                if (moved >= 0)
+                    slot = moved;
+            }
+        }
         if (fikit_debug)
             fikit_log("registered again with fikitd (slot %d)", slot);
     }
@@ -426,8 +461,12 @@ void fikit_client_start(void)
     if (fikit_cl.shared) {
         if (atomic_load(&fikit_cl.dom->flags) & FIKIT_DOMAIN_SELF_GRANT)
             self_grant(fikit_cl.slot_index);
-        else if (register_with_daemon(fikit_cl.slot_index, true))
+        else {
+            /* Registered or not (a daemon slow to answer, or not up yet), the
+             * watcher keeps this process known to whichever daemon runs. */
+            register_with_daemon(fikit_cl.slot_index, true);
             start_watcher(fikit_cl.slot_index);
+        }
     }
     atomic_store(&peers_gen, UINT64_MAX);
 }

@@ -161,3 +161,33 @@ def test_kill9_daemon_20_times(
         reregister_s_max=round(max(reregister_s), 3),
     )
     assert d.stop() == 0
+
+
+def test_client_started_while_daemon_down_joins_when_it_returns(
+    daemon: Callable[..., DaemonProc], fake_build: Any, libfikit: Path
+) -> None:
+    """A client that starts while fikitd is down (a restart, a slow start) runs unregistered, then
+    registers by itself once a daemon answers: it is not left invisible for its whole life."""
+    d = daemon()
+    root = d.root
+    d.kill9()
+    stop = root / "stop-client"
+    ready = root / "ready.late"
+    p = subprocess.Popen(
+        [sys.executable, str(WORKLOAD), "--kernels", "hp_fc:2000", "--repeat", "0", "--seconds", "60",
+         "--until", str(stop), "--ready", str(ready)],
+        env=client_env(d, fake_build.fake_dir, libfikit, "low"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_file(ready, proc=p)
+        time.sleep(0.5)  # launching, unregistered
+        t0 = time.monotonic()
+        d.start()
+        wait_until(lambda: [c["pid"] for c in d.call("status")["clients"]] == [p.pid], timeout=5,
+                   what="the late client registered")
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        stop.touch()
+        _out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err

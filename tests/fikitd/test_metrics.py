@@ -127,7 +127,15 @@ def test_counters_move_with_real_clients(metrics_daemon: tuple[DaemonProc, int],
     hp = workload(d, fake_build.fake_dir, libfikit, "hp_conv:1000,hp_fc:5000", "high", "serve.py", stop)
     lp = workload(d, fake_build.fake_dir, libfikit, "lp_long:0", "low", "train.py", stop)
     try:
-        wait_until(lambda: len(d.call("status")["clients"]) == 2, timeout=30, what="both clients registered")
+        try:
+            wait_until(lambda: len(d.call("status")["clients"]) == 2, timeout=30,
+                       what="both clients registered")
+        except AssertionError:
+            for p in (hp, lp):
+                if p.poll() is not None:
+                    print(f"client {p.args[3:5]} exited {p.returncode}:", p.communicate()[1])
+            print("daemon log:", d.log())
+            raise
         hp_l = {"gpu": "0", "prog": "serve.py", "prio": "0"}
         lp_l = {"gpu": "0", "prog": "train.py", "prio": "2"}
         first = wait_until(lambda: (lambda s: s if (value(s, "fikit_launches_total", **hp_l) or 0) > 5
