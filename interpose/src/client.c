@@ -244,6 +244,7 @@ static bool json_value(const char *js, const char *key, char *out, size_t n)
 }
 
 unsigned fikit_profile_kernels; /* kernels merged from the daemon's stored profile at start */
+static bool profile_merged;     /* once per client, whichever registration succeeds first */
 
 static void merge_profile(const char *path)
 {
@@ -275,7 +276,7 @@ static void merge_profile(const char *path)
 /* One request, one reply, 1 s at most (a daemon busy on a loaded machine can
  * take a few hundred ms; a silent one must not stall the program); the
  * connection stays open so the daemon sees this process end. */
-static bool register_with_daemon(int slot, bool merge)
+static bool register_with_daemon(int slot)
 {
     static _Atomic int warned;
     const char *sockpath = getenv("FIKIT_SOCKET");
@@ -289,7 +290,7 @@ static bool register_with_daemon(int slot, bool merge)
     if (fd < 0)
         return false;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (getenv("FIKIT_SOCKET") && merge)
+        if (getenv("FIKIT_SOCKET"))
             fikit_log_once(&warned, "fikitd not reachable at %s (%s); running unregistered", sockpath,
                            strerror(errno));
         close(fd);
@@ -336,8 +337,10 @@ static bool register_with_daemon(int slot, bool merge)
         return false;
     }
     char profile[300];
-    if (merge && json_value(reply, "profile", profile, sizeof profile) && profile[0])
+    if (!profile_merged && json_value(reply, "profile", profile, sizeof profile) && profile[0]) {
         merge_profile(profile);
+        profile_merged = true;
+    }
     fikit_cl.sock = fd;
     return true;
 }
@@ -349,8 +352,6 @@ static bool register_with_daemon(int slot, bool merge)
  * same slot again once a second until a daemon answers: the new daemon then
  * knows the client, shows it, and stores its measurements when it exits.
  */
-static pthread_t watcher;
-static bool watcher_running;
 
 /* Is slot.<i> still the file we created?  A daemon that registered us after
  * we had stopped waiting removed it when it saw our connection close. */
@@ -392,7 +393,7 @@ static void *watch_registration(void *arg)
             fikit_cl.sock = -1;
             close(fd);
         }
-        while (!register_with_daemon(slot, false)) {
+        while (!register_with_daemon(slot)) { /* merges the profile if the first try did not */
             sleep(1);
             if (!slot_file_ours(slot)) {
                 int moved = move_to_new_slot();
@@ -412,7 +413,9 @@ static void start_watcher(int slot)
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&a, 64 * 1024);
-    watcher_running = pthread_create(&watcher, &a, watch_registration, (void *)(intptr_t)slot) == 0;
+    pthread_t t;
+    if (pthread_create(&t, &a, watch_registration, (void *)(intptr_t)slot) != 0)
+        fikit_log("cannot start the registration watcher; a daemon restart will not see this process");
     pthread_attr_destroy(&a);
 }
 
@@ -464,7 +467,7 @@ void fikit_client_start(void)
         else {
             /* Registered or not (a daemon slow to answer, or not up yet), the
              * watcher keeps this process known to whichever daemon runs. */
-            register_with_daemon(fikit_cl.slot_index, true);
+            register_with_daemon(fikit_cl.slot_index);
             start_watcher(fikit_cl.slot_index);
         }
     }
@@ -487,7 +490,7 @@ void fikit_client_after_fork(void)
         close(fikit_cl.sock);
     fikit_cl.sock = -1;
     pthread_mutex_init(&peer_lock, NULL);
-    watcher_running = false; /* threads do not survive a fork: the child starts its own */
+    /* (the watcher thread does not survive the fork: the child starts its own at its first launch) */
     fikit_cl.dom = NULL;
     fikit_cl.slot_index = -1;
     fikit_cl.shared = false;
@@ -499,6 +502,7 @@ void fikit_client_after_fork(void)
     atomic_store(&n_peer_idx, 0);
     memset(peer_maps, 0, sizeof peer_maps); /* the parent's mappings stay mapped, unused */
     fikit_profile_kernels = 0;
+    profile_merged = false;
     atomic_store(&restart_pending, 1);
 }
 
