@@ -387,3 +387,22 @@ def test_forked_children_take_no_slot_until_they_launch(cluster: Any) -> None:
     before, during, after = out["SLOTS"]
     assert before == during == after and len(before) == 1, out
     assert len(out["CHILD"]) == 2, out
+
+
+def test_clients_starting_together_get_distinct_slots(cluster: Any) -> None:
+    """Clients that claim slots at the same moment each keep their own: a slot file another client
+    has just created (its owner pid not written yet) is never taken for a dead client's.  Seen in
+    CI: the loser of the race deleted the winner's new file and both claimed slot 0."""
+    for n in range(3):
+        c = cluster("fikit")
+        stop = c.root / f"stop{n}"
+        procs = [c.start("lp_small:2000", "low", until=stop, wait_ready=False) for _ in range(8)]
+        deadline = time.monotonic() + 20
+        while len(list(c.domain_dir.glob("slot.*"))) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.touch()
+        slots = []
+        for pr in procs:
+            pr.result()
+            slots.append(pr.lib_stats()["slot"])
+        assert sorted(slots) == list(range(8)), slots

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fikit.h"
@@ -155,11 +156,15 @@ static bool attach_domain(void)
     return true;
 }
 
-static int32_t file_pid(const char *path)
+/* The owner pid written in a slot file, and the file's age: a client fills its
+ * slot (pid last) just after creating it, so a pid of 0 is a slot being born. */
+static int32_t file_pid(const char *path, time_t *mtime)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
+    struct stat st;
+    *mtime = fstat(fd, &st) == 0 ? st.st_mtime : 0;
     int32_t pid = 0;
     ssize_t r = pread(fd, &pid, sizeof pid, (off_t)offsetof(struct fikit_slot, pid));
     close(fd);
@@ -197,7 +202,12 @@ static int claim_slot_file(void)
             }
             if (errno != EEXIST)
                 return -1;
-            if (!pid_dead(file_pid(path)) || unlink(path) != 0)
+            /* Another client's slot: replace it only if its owner is dead, or it never got an
+             * owner in several seconds (never a slot another client is creating right now). */
+            time_t mtime = 0;
+            int32_t pid = file_pid(path, &mtime);
+            bool stale = pid > 0 ? pid_dead(pid) : time(NULL) - mtime > 5;
+            if (!stale || unlink(path) != 0)
                 break;
         }
     }
