@@ -20,7 +20,7 @@ from typing import Any
 from daemon_fixture import DaemonProc
 from fake_client import slot_bytes
 from faultlib import fd_count, quantile, rss_kib, slot_files
-from helpers import wait_until
+from helpers import collect_as_user, start_as_user, wait_until
 
 from fikitd.protocol import Client, DaemonError
 
@@ -31,36 +31,6 @@ JOBS = 1000
 ENV = {"PATH": "/usr/bin:/bin"}
 SHORT_LIVED = 10_000
 SHORT_LIVED_BUDGET_S = 40.0  # stop early (and say so in the figures) on a slower machine
-
-
-def _forked(uid: int, fn: Callable[[], Any]) -> tuple[int, int]:
-    """Start fn in a child running as uid; (pid, read end of the pipe carrying its JSON result)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            if uid:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            data = json.dumps(fn()).encode()
-            while data:
-                data = data[os.write(w, data) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
-
-
-def _collect(pid: int, r: int) -> Any:
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and data, f"child {pid} failed"
-    return json.loads(data)
 
 
 def test_1000_jobs_from_4_users(daemon: Callable[..., DaemonProc], figures: dict[str, Any]) -> None:
@@ -82,8 +52,8 @@ def test_1000_jobs_from_4_users(daemon: Callable[..., DaemonProc], figures: dict
         return {"lat": lat, "ok": ok, "refused": refused}
 
     t0 = time.monotonic()
-    kids = [_forked(uid, submitter) for uid in USERS]
-    results = [_collect(pid, r) for pid, r in kids]
+    kids = [start_as_user(uid, submitter) for uid in USERS]
+    results = [collect_as_user(pid, r) for pid, r in kids]
     wall = time.monotonic() - t0
     lat = [x for res in results for x in res["lat"]]
     accepted = [j for res in results for j in res["ok"]]
@@ -160,12 +130,12 @@ def test_64_clients_at_once_then_many_short_lived(
             os.read(release_r, 1)  # keep the connection until the test releases us
             return {"ok": reply.get("ok"), "error": reply.get("error")}
 
-        kids.append(_forked(0, hold))
+        kids.append(start_as_user(0, hold))
     wait_until(lambda: len(d.call("status")["clients"]) == 64, timeout=30, what="64 clients registered")
     rss64 = rss_kib(d.pid)
     assert len(slot_files(d)) == 64
     os.close(release_w)
-    outs = [_collect(pid, r) for pid, r in kids]
+    outs = [collect_as_user(pid, r) for pid, r in kids]
     os.close(release_r)
     assert all(o["ok"] for o in outs), [o for o in outs if not o["ok"]][:3]
     wait_until(lambda: not d.call("status")["clients"] and not slot_files(d), timeout=20, what="64 released")
@@ -232,5 +202,5 @@ def test_unknown_uid_is_refused_with_a_reason(fikitd_daemon: DaemonProc) -> None
         except DaemonError as e:
             return {"code": e.code, "message": e.message}
 
-    pid, r = _forked(65533, submit)
-    assert _collect(pid, r) == {"code": "not_permitted", "message": "uid 65533 has no passwd entry"}
+    pid, r = start_as_user(65533, submit)
+    assert collect_as_user(pid, r) == {"code": "not_permitted", "message": "uid 65533 has no passwd entry"}

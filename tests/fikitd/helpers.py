@@ -34,8 +34,8 @@ def raw(sock_path: Path, data: bytes, timeout: float = 5.0) -> list[dict[str, An
     return [json.loads(line) for line in buf.splitlines() if line.strip()]
 
 
-def as_user(uid: int, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Run ``fn`` in a forked child that dropped to uid (gid = uid); return its JSON-able result.
+def start_as_user(uid: int, fn: Callable[[], Any]) -> tuple[int, int]:
+    """Start ``fn`` in a forked child that dropped to uid (gid = uid); (pid, read end of its result).
 
     Forked rather than exec'd: the test interpreter may live where that user cannot read it.
     """
@@ -45,17 +45,24 @@ def as_user(uid: int, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
         code = 1
         try:
             os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.write(w, json.dumps(fn()).encode())
+            if uid:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            data = json.dumps(fn()).encode()
             code = 0
         except BaseException as exc:
-            os.write(w, json.dumps({"child_error": repr(exc)}).encode())
+            data = json.dumps({"child_error": repr(exc)}).encode()
         finally:
+            while data:
+                data = data[os.write(w, data):]
             os._exit(code)
     os.close(w)
-    data = b""
+    return pid, r
+
+
+def collect_as_user(pid: int, r: int, timeout: float = 20.0) -> Any:
+    """The JSON-able result of a child of start_as_user, checked to have succeeded."""
     deadline = time.monotonic() + timeout
     with os.fdopen(r, "rb") as f:
         data = f.read()
@@ -65,6 +72,11 @@ def as_user(uid: int, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
     result = json.loads(data)
     assert not (isinstance(result, dict) and "child_error" in result), result
     return result
+
+
+def as_user(uid: int, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Run ``fn`` as uid in a forked child and return its JSON-able result."""
+    return collect_as_user(*start_as_user(uid, fn), timeout=timeout)
 
 
 def call_as(uid: int, sock: Path, op: str, **args: Any) -> dict[str, Any]:

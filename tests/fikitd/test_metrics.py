@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_fixture import REPO, DaemonProc, start_daemon
+from daemon_fixture import REPO, DaemonProc, config_text, start_daemon
 from helpers import wait_until
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,20 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def config(root: Path, listen: str, enabled: bool = True) -> str:
-    return f"""
-[paths]
-runtime_dir = "{root}/run"
-state_dir = "{root}/state"
-log_dir = "{root}/log"
-
-[mps]
-mode = "none"
-
-[metrics]
-enabled = {"true" if enabled else "false"}
-listen = "{listen}"
-"""
+def config(root: Path, listen: str, enabled: bool = True, mps: str = "none") -> str:
+    metrics = f'[metrics]\nenabled = {"true" if enabled else "false"}\nlisten = "{listen}"'
+    return config_text(root, mps).replace("[metrics]\nenabled = false", metrics)
 
 
 def scrape_text(port: int) -> str:
@@ -387,7 +376,7 @@ def test_scrapes_answer_through_an_mps_restart(fk_root: Path) -> None:
     """The managed MPS control daemon dies: scrapes keep answering while fikitd restarts it, and
     the restart shows in fikit_mps_up and fikit_mps_restarts_total."""
     port = free_port()
-    cfg = config(fk_root, f"127.0.0.1:{port}").replace('mode = "none"', 'mode = "manage"')
+    cfg = config(fk_root, f"127.0.0.1:{port}", mps="manage")
     d = start_daemon(fk_root, config=cfg)
     try:
         assert value(scrape(port), "fikit_mps_restarts_total") == 0
