@@ -18,22 +18,15 @@ import datetime as dt
 import sys
 
 import benchlib
+import run_pairs
 
 LIMIT = 2000  # the device tool's command length limit
 DEADLINE_S = 560  # steps stop starting work here; the tool kills at 600
 CORE_MODES = "solo,solo_preload,timeslice,mps,mps_prio,mps_prio_smcap,fikit_strict,fikit,fikit_corun"
 CORE = f"--modes {CORE_MODES} --smcap 40,60 --corun-sm-pct 50,70 --reps 5"
 
-REST = [
-    "vit_b_16:gpt2_train",
-    "resnet50%100:vgg16_infer",
-    "gpt2:resnet50_train",
-    "bert%60:vgg16_train",
-    "resnet50_graph:resnet50_train",
-    "bert_compile:gpt2_train",
-    "bert:resnet50_train@normal+vgg16_infer",
-    "resnet50:resnet50_train+vgg16_infer+gpt2_train+bert_train",
-]
+# Calls 1 and 2 take run_pairs' first two pairs (issue 11's core); call 3 the rest.
+REST = run_pairs.DEFAULT_PAIRS[2:]
 
 # (what, estimated seconds on the H100 without the ~90 s machine start, shell steps)
 CALLS: dict[int, tuple[str, int, list[str]]] = {
