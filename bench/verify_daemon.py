@@ -31,7 +31,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,46 +47,14 @@ FAKE_SRC = REPO / "tests" / "fakecuda"
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
+from fikitd.notify import NotifyListener  # noqa: E402 - the daemon's own package, from this checkout
+
 WARM_LAUNCHES = 8  # interpose/src/launch.c: every launch measured until a kernel has this many
 SAMPLE_EVERY = 16  # then 1 in FIKIT_SAMPLE (default 16)
 FAKE_DURATIONS = "hp_conv=300,hp_fc=100,lp_small=200,lp_long=3000,*=50"
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-
-
-class NotifyListener:
-    """A SOCK_DGRAM socket standing in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            for line in data.decode(errors="replace").splitlines():
-                self.messages.append((time.monotonic(), line))
-
-    def has(self, prefix: str) -> bool:
-        return any(m.startswith(prefix) for _, m in self.messages)
-
-    def close(self) -> None:
-        self._stop = True
-        self._t.join(1)
-        self.sock.close()
 
 
 def proc_cmdline(pid: int) -> list[str]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from . import log
 
@@ -76,3 +80,55 @@ class Notifier:
 
     def reloading(self) -> None:
         self.send("RELOADING=1", "STATUS=reloading configuration")
+
+
+class NotifyListener:
+    """The receiving end of these messages, standing in for systemd where fikitd runs under another
+    supervisor: the benchmark harness on the GPU machine (PID 1 is not systemd there) and the tests.
+    A SOCK_DGRAM socket whose every message is kept with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for line in data.decode(errors="replace").splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self) -> list[str]:
+        return [m for _, m in self.messages]
+
+    def has(self, prefix: str) -> bool:
+        return any(m.startswith(prefix) for m in self.lines())
+
+    def wait_for(self, pred: Callable[[str], bool] | str, timeout: float = 10.0) -> str:
+        check = (lambda m: m == pred) if isinstance(pred, str) else pred
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            msgs = self.lines()
+            for m in msgs[seen:]:
+                if check(m):
+                    return m
+            seen = len(msgs)
+            time.sleep(0.02)
+        raise AssertionError(f"no notify message matching {pred!r}; got {self.lines()}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        self.sock.close()

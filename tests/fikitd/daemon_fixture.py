@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAKEBIN = REPO / "tests" / "fakebin"
 sys.path.insert(0, str(REPO))
 
+from fikitd.notify import NotifyListener  # noqa: E402
 from fikitd.protocol import Client  # noqa: E402
 
 
@@ -38,53 +37,6 @@ def find_libfikit() -> Path | None:
         if cand and Path(cand).is_file():
             return Path(cand)
     return None
-
-
-class NotifyListener:
-    """A SOCK_DGRAM socket standing in for systemd's notify socket; collects every message."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        path.unlink(missing_ok=True)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            for line in data.decode(errors="replace").splitlines():
-                self.messages.append((time.monotonic(), line))
-
-    def lines(self) -> list[str]:
-        return [m for _, m in self.messages]
-
-    def wait_for(self, pred: Callable[[str], bool] | str, timeout: float = 10.0) -> str:
-        check = (lambda m: m == pred) if isinstance(pred, str) else pred
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            msgs = self.lines()
-            for m in msgs[seen:]:
-                if check(m):
-                    return m
-            seen = len(msgs)
-            time.sleep(0.02)
-        raise AssertionError(f"no notify message matching {pred!r}; got {self.lines()}")
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(1)
-        self.sock.close()
 
 
 def config_text(root: Path, mps: str = "none", extra: str = "") -> str:
