@@ -48,6 +48,9 @@ ALL_MODES = list(benchlib.MODES)
 # fikit with LP co-running beside busy HP on a green context of corun_sm_pct of the SMs (issue 11), in a
 # self-granted domain: `fikit_corun` expands to one mode per --corun-sm-pct value, `fikit_corunNN` names one
 OPTIONAL_MODES = [benchlib.CORUN_MODE]
+# fikit's gap filling alone (corun_sm_pct = 0) in a self-granted domain: the `fikit` mode runs fikitd's
+# defaults, which co-run with an "auto" share since issue 11; this keeps issue 11's `gapfill` variant.
+GAPFILL_MODE = "fikit_gapfill"
 DEFAULT_MODES = [*ALL_MODES, benchlib.CORUN_MODE]
 # Issue 9's pairs (>= 8) ordered by value: the two HP-b1-back-to-back pairs next to LP kernels over 300 us
 # (issue 11's core question) first, then the other back-to-back pairs, Poisson arrivals (CNN, transformer),
@@ -146,7 +149,7 @@ def expand_modes(modes: list[str], smcaps: list[int], coruns: list[int]) -> list
 
 
 def check_mode(mode: str) -> None:
-    if mode in ALL_MODES or mode in OPTIONAL_MODES:
+    if mode in ALL_MODES or mode in OPTIONAL_MODES or mode == GAPFILL_MODE:
         return
     rest = mode[len("fikit_corun") :]
     if mode.startswith("fikit_corun") and rest.isdigit() and 1 <= int(rest) <= 100:
@@ -157,7 +160,7 @@ def check_mode(mode: str) -> None:
             return
     raise ValueError(
         f"unknown mode {mode!r}; known: {', '.join(ALL_MODES + OPTIONAL_MODES)} "
-        "(and mps_prio_smcapNN, fikit_corunNN)"
+        f"(and mps_prio_smcapNN, fikit_corunNN, {GAPFILL_MODE})"
     )
 
 
@@ -206,6 +209,8 @@ def mode_groups(mode: str, via: str, default_smcap: int, default_corun: int = 50
     if mode.startswith("fikit_corun"):
         g = f"fikit_corun{corun_of(mode, default_corun)}"
         return g, g
+    if mode == GAPFILL_MODE:
+        return mode, mode
     raise ValueError(mode)
 
 
@@ -224,6 +229,9 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
         return Group(name, mps=True, preload=True, fikit=True, lp_mps_prio=True, sched_mode="fikit")
     if name == "fikit_strict":
         return Group(name, mps=True, preload=True, fikit=True, lp_mps_prio=True, sched_mode="strict")
+    if name == GAPFILL_MODE:
+        return Group(name, mps=True, preload=True, fikit=True, lp_mps_prio=True, sched_mode="fikit", corun=0,
+                     force_domain=True)
     if name.startswith("fikit_corun"):
         return Group(
             name,
@@ -300,7 +308,7 @@ class Daemon:
             f'log_dir = "{vals["mps_log"]}"\n\n'
             "[scheduler]\n"
             f'mode = "{vals["sched_mode"]}"\n'
-            "corun_sm_pct = 0\n"  # the fikit modes are gap filling alone; co-running is fikit_corunNN
+            # no corun_sm_pct: the fikit modes run fikitd's default ("auto" co-running share)
             f"{vals['budget_line']}\n\n"
             "[access]\n"
             'high_users = ["root"]\n\n'
@@ -1120,8 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--daemon-corun-sm-pct",
-        type=int,
-        default=0,
+        default="auto",
         help="record only: the corun_sm_pct your --daemon-config gives the fikit modes",
     )
     p.add_argument("--hp-cores", default="2-3")

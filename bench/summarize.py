@@ -45,19 +45,25 @@ def corun_variant(mode: str) -> str:
     return "corun" + mode[len("fikit_corun") :]
 
 
+def pct_variant(pct: Any) -> str:
+    """A corun_sm_pct setting as corun.json names it: 0 gapfill, "auto" auto, NN corunNN."""
+    if pct == "auto":
+        return "auto"
+    return "gapfill" if not pct else f"corun{int(pct)}"
+
+
 def default_variant() -> tuple[str, str]:
-    """The variant fikit runs when nothing is configured: gap filling alone unless fikitd's default
-    [scheduler] corun_sm_pct is set; (name, where that came from)."""
+    """The variant fikit runs when nothing is configured: fikitd's default [scheduler]
+    corun_sm_pct; (name, where that came from)."""
     try:
         if str(benchlib.REPO_ROOT) not in sys.path:
-            sys.path.append(str(benchlib.REPO_ROOT))
+            sys.path.insert(0, str(benchlib.REPO_ROOT))  # this checkout's fikitd, not an installed one
         from fikitd.config import SchedulerConfig
 
-        pct = int(SchedulerConfig().corun_sm_pct)
+        pct = SchedulerConfig().corun_sm_pct
     except Exception as e:  # no fikitd beside this checkout: say so rather than guess silently
         return "gapfill", f"fikitd.config not importable ({e!r}): assumed corun_sm_pct = 0"
-    src = f"fikitd.config.SchedulerConfig().corun_sm_pct = {pct}"
-    return ("gapfill" if pct == 0 else f"corun{pct}"), src
+    return pct_variant(pct), f"fikitd.config.SchedulerConfig().corun_sm_pct = {pct!r}"
 
 
 def variant_misses(v: dict[str, Any]) -> list[str]:
@@ -368,7 +374,7 @@ def report_md(
             for name, v in pc["variants"].items():
                 label = name + (f" ({v['mode']})" if v.get("mode") else "")
                 tgt = "; ".join(pc.get("targets_missed", {}).get(name, [])) or (
-                    "met" if name in ("gapfill", "strict") or name.startswith("corun") else ""
+                    "met" if name in ("gapfill", "strict", "auto") or name.startswith("corun") else ""
                 )
                 L.append(
                     f"| {pc['hp']} | {pc['lp']} | {label} | {fmt_sp(v, 'hp_p50_ratio')} "
@@ -544,10 +550,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             }
 
+        # `fikit` ran fikitd's configuration of the day: its rows say which share it had
+        fikit_pct = next((r.get("corun_sm_pct") for r in rows
+                          if r.get("mode") == "fikit" and r.get("pair") == pe["pair"]), 0)
         for name, mode in (
             ("mps", "mps"),
             ("mps_prio", "mps_prio"),
-            ("gapfill", "fikit"),
+            (pct_variant(fikit_pct), "fikit"),
+            ("gapfill", "fikit_gapfill"),
             ("strict", "fikit_strict"),
         ):
             if mode in modes:
@@ -570,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         missed = {
             name: ms
             for name, v in variants.items()
-            if (name in ("gapfill", "strict") or name.startswith("corun")) and (ms := variant_misses(v))
+            if (name in ("gapfill", "strict", "auto") or name.startswith("corun"))
+            and (ms := variant_misses(v))
         }
         corun["pairs"].append(
             {"hp": pe["hp"], "lp": pe["lp"], "variants": variants, "targets_missed": missed}

@@ -61,6 +61,7 @@ class GpuView:
     mps: str
     mode: str
     lp_sm_pct: int | None
+    lp_sm_auto: bool = False  # the share is fikitd's choice (corun_sm_pct = "auto"), not pinned
     clients: list[ClientView] = field(default_factory=list)
     uuid: str = ""  # in --json, so scripts can match a GPU to CUDA_VISIBLE_DEVICES
 
@@ -188,6 +189,7 @@ def from_reply(
                 mps=_mps_text(raw["mps"]) if "mps" in raw else host_mps,
                 mode=str(mode or "-"),
                 lp_sm_pct=None if lp is None else int(lp),
+                lp_sm_auto=conf.get("corun_source") == "auto",
                 clients=[_client_view(index, c, counters, dt) for c in raw.get("clients") or []],
                 uuid=str(raw.get("uuid") or raw.get("gpu_uuid") or ""),
             )
@@ -300,7 +302,8 @@ def _gpu_header(gpu: GpuView, width: int) -> list[Text]:
     parts.append(Text(f"MPS {gpu.mps}"))
     parts.append(Text(f"mode {gpu.mode}"))
     if gpu.lp_sm_pct is not None:
-        parts.append(Text(f"LP SM {gpu.lp_sm_pct}%" if gpu.lp_sm_pct else "co-run off"))
+        auto = " auto" if gpu.lp_sm_auto else ""
+        parts.append(Text(f"LP SM {gpu.lp_sm_pct}%{auto}" if gpu.lp_sm_pct else f"co-run off{auto}"))
     return _wrap_parts(parts, width, indent=2)
 
 

@@ -53,7 +53,18 @@ class SchedulerConfig:
     idle_us: int = 500
     unknown_us: int = 1000
     min_lp_share: float = 0.0
-    corun_sm_pct: int = 0
+    corun_sm_pct: int | str = "auto"
+    corun_max_pct: int = 70
+    corun_hp_tolerance: float = 0.03
+
+    @property
+    def corun_auto(self) -> bool:
+        return self.corun_sm_pct == "auto"
+
+    @property
+    def corun_start_pct(self) -> int:
+        """What a domain publishes first: the pinned share, or where "auto" starts (see share.py)."""
+        return min(50, self.corun_max_pct) if isinstance(self.corun_sm_pct, str) else self.corun_sm_pct
 
     def domain_fields(self) -> dict[str, int | str]:
         """The values as the shared-memory domain stores them (the share in per mille)."""
@@ -63,7 +74,7 @@ class SchedulerConfig:
             "idle_us": self.idle_us,
             "unknown_us": self.unknown_us,
             "min_lp_share_pm": round(self.min_lp_share * 1000),
-            "corun_sm_pct": self.corun_sm_pct,
+            "corun_sm_pct": self.corun_start_pct,
         }
 
 
@@ -167,6 +178,18 @@ def _int_range(lo: int, hi: int) -> Check:
     return check
 
 
+def _pct_or_auto(v: Any) -> int | str:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100):
+        return v  # type: ignore[no-any-return]
+    raise _Bad('"auto" or an integer from 0 to 100')
+
+
+def _tolerance(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) <= 1.0:
+        raise _Bad("a number above 0.0, at most 1.0")
+    return float(v)
+
+
 def _share(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
         raise _Bad("a number from 0.0 to 1.0")
@@ -219,7 +242,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "idle_us": _int_range(0, 10_000_000),
         "unknown_us": _int_range(1, 10_000_000),
         "min_lp_share": _share,
-        "corun_sm_pct": _int_range(0, 100),
+        "corun_sm_pct": _pct_or_auto,
+        "corun_max_pct": _int_range(0, 100),
+        "corun_hp_tolerance": _tolerance,
     },
     "access": {"high_users": _names, "high_groups": _names},
     "metrics": {"enabled": _bool, "listen": _listen},

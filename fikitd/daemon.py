@@ -34,6 +34,7 @@ LOG = log.get("daemon")
 TICK_S = 0.25
 SWEEP_S = 2.0
 FLUSH_S = 30.0
+SHARE_S = 1.0  # the co-running share controller (fikitd/share.py) judges one-second ticks
 MPS_CHECK_S = 2.0
 
 
@@ -212,6 +213,7 @@ class Daemon:
         self._every(TICK_S, self._tick, "jobs")
         self._every(SWEEP_S, self._sweep, "sweep")
         self._every(FLUSH_S, self.clients.flush_all, "flush")
+        self._every(SHARE_S, lambda: self.domains.steer_shares(time.monotonic()), "share")
         self._every(MPS_CHECK_S, self._mps_check, "mps")
         if self.metrics is not None:
             self._every(REFRESH_S, self.metrics.refresh, "metrics")

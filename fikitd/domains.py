@@ -18,6 +18,7 @@ from . import log, paths
 from .config import SchedulerConfig
 from .gpus import Gpu
 from .jobs import proc_start_time
+from .share import DomainShares
 
 LOG = log.get("domains")
 
@@ -37,6 +38,8 @@ class Domains:
         self.shm, self.reason = load_shm()
         self.by_gpu: dict[int, Any] = {}
         self.errors: dict[int, str] = {}
+        self.shares = self._new_shares(sched)
+        self.pinned: set[int] = set()  # GPUs whose co-running share set_mode fixed until a reload
         # Without a driver there is still one domain, so jobs and fake-driver clients work.
         self.gpus = gpus or [Gpu(0, "no GPU (no NVIDIA driver)", "")]
         if self.shm is None:
@@ -115,9 +118,16 @@ class Domains:
     def known(self, gpu: int) -> bool:
         return any(g.index == gpu for g in self.gpus)
 
+    @staticmethod
+    def _new_shares(sched: SchedulerConfig) -> DomainShares:
+        return DomainShares(sched.corun_start_pct, sched.corun_max_pct, sched.corun_hp_tolerance,
+                            float(sched.budget_us))
+
     def apply(self, sched: SchedulerConfig) -> None:
         """A reload: new budgets reach running clients through the domain's generation bump."""
         self.sched = sched
+        self.shares = self._new_shares(sched)
+        self.pinned.clear()
         for index, dom in self.by_gpu.items():
             try:
                 dom.set_config(**sched.domain_fields())
@@ -125,10 +135,38 @@ class Domains:
                 LOG.error("gpu%d: cannot apply scheduler settings: %s", index, exc)
 
     def set_config(self, gpu: int | None, **fields: int | str) -> None:
-        """Scheduler settings of one GPU's domain, or of all: mode and the budgets."""
+        """Scheduler settings of one GPU's domain, or of all: mode and the budgets.
+
+        A co-running share set here is pinned (the "auto" controller leaves it) until a reload."""
         for index, dom in self.by_gpu.items():
             if gpu is None or gpu == index:
                 dom.set_config(**fields)
+                if "corun_sm_pct" in fields:
+                    self.pinned.add(index)
+
+    def steer_shares(self, now_s: float) -> None:
+        """With corun_sm_pct = "auto": each GPU's co-running share, from its HP kernels' timings."""
+        if not self.sched.corun_auto:
+            return
+        for index, dom in self.by_gpu.items():
+            if index in self.pinned:
+                continue
+            try:
+                clients = dom.snapshot()["clients"]
+                pct = self.shares.tick(index, now_s, clients, dom.kernels)
+                if pct != dom.config().get("corun_sm_pct"):
+                    dom.set_config(corun_sm_pct=pct)
+                    LOG.info("gpu%d: co-running share %d%% (%s)", index, pct,
+                             self.shares.controller(index).why)
+            except Exception as exc:
+                LOG.debug("gpu%d: co-running share: %s", index, exc)
+
+    def share_source(self, gpu: int) -> dict[str, Any]:
+        """How the share of a GPU was chosen, for status and top."""
+        if not self.sched.corun_auto or gpu in self.pinned:
+            return {"corun_source": "pinned"}
+        ctl = self.shares.by_gpu.get(gpu)
+        return {"corun_source": "auto", "corun_why": ctl.why if ctl else "start"}
 
     def heartbeat(self) -> None:
         for dom in self.by_gpu.values():
@@ -142,7 +180,8 @@ class Domains:
         if dom is None:
             return {"available": False, "reason": self.errors.get(gpu) or self.reason or "no domain"}
         try:
-            return {"available": True, "path": str(paths.domain_dir(self.runtime_dir, gpu)), **dom.config()}
+            return {"available": True, "path": str(paths.domain_dir(self.runtime_dir, gpu)), **dom.config(),
+                    **self.share_source(gpu)}
         except Exception as exc:
             return {"available": False, "reason": f"domain unreadable: {exc}"}
 
@@ -154,6 +193,7 @@ class Domains:
         try:
             snap: dict[str, Any] = dom.snapshot()
             snap.setdefault("clients", [])
+            snap["config"] = {**snap.get("config", {}), **self.share_source(gpu)}
             return {"available": True, **snap}
         except Exception as exc:
             return {"available": False, "reason": f"domain unreadable: {exc}", "clients": []}

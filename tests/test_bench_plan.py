@@ -52,9 +52,15 @@ def test_modes_expand_to_issue_11_variants() -> None:
         run_pairs.parse_pcts("50,0", "--corun-sm-pct")
 
 
-def test_daemon_config_is_gap_filling_alone(tmp_path: Path) -> None:
+def test_fikit_runs_the_daemon_default_and_gapfill_pins_zero(tmp_path: Path) -> None:
+    """`fikit` measures what users get (fikitd's default share, "auto"); `fikit_gapfill` keeps
+    issue 11's gap-filling-alone variant in a domain pinned at corun_sm_pct = 0."""
     d = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"])
-    assert "corun_sm_pct = 0" in d.config_text()
+    assert "corun_sm_pct" not in d.config_text()
+    run_pairs.check_mode("fikit_gapfill")
+    assert run_pairs.mode_groups("fikit_gapfill", "daemon", 60, 50) == ("fikit_gapfill", "fikit_gapfill")
+    g = run_pairs.make_group("fikit_gapfill", 50)
+    assert g.corun == 0 and g.force_domain and g.fikit and g.sched_mode == "fikit"
 
 
 def test_plan_only_estimates(tmp_path: Path) -> None:

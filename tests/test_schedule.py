@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -337,6 +338,33 @@ def test_corun_runs_long_lp_beside_busy_hp(cluster: Any) -> None:
     assert len(during) >= 3, f"LP finished {len(during)} kernels while HP ran"
     gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(during)]
     assert min(gaps) >= 30.0, f"LP kernels completed {min(gaps):.1f} ms apart: the stream order was lost"
+
+
+def test_corun_share_change_at_run_time_moves_lp_to_a_new_partition(cluster: Any) -> None:
+    """fikitd's "auto" share moves while clients run (fikitd/share.py): the library must follow the
+    domain's corun_sm_pct on the next launch, on a green context of the new size.  In the fake
+    driver a 20 ms LP kernel takes 20 x 132/72 = 36.7 ms on 50% (72 SMs) and 20 x 132/40 = 66 ms
+    on 25% (rounded up to 40 SMs)."""
+    c = cluster("fikit", corun=50, idle_us=8000)
+    stop = c.root / "stop"
+    hp = c.start("hp_conv:200", "high", repeat=0, seconds=30)
+    time.sleep(0.3)
+    lp = c.start("lp_long:0", "low", until=stop)
+    time.sleep(0.6)
+    switched = time.monotonic_ns()
+    c.domain.set_config(corun_sm_pct=25)
+    time.sleep(0.9)
+    stop.touch()
+    lp.result()
+    hp.p.kill()
+    hp.p.communicate()
+    times = lp.progress_times()
+    before = [(b - a) / 1e6 for a, b in itertools.pairwise(t for t in times if t < switched)]
+    after = [(b - a) / 1e6 for a, b in itertools.pairwise(t for t in times if t > switched + 100_000_000)]
+    assert len(before) >= 3 and len(after) >= 3, (before, after)
+    assert 33 <= statistics.median(before) <= 45, before
+    assert 60 <= statistics.median(after) <= 80, after
+    assert lp.lib_stats()["released_corun"] >= len(before) + len(after)
 
 
 FORKER = r"""

@@ -25,14 +25,26 @@
 _Static_assert(sizeof(CUdevResource) == 144, "CUdevResource must match <cuda.h> (see cuda_abi_check.c)");
 
 #define ORDER_EVENTS 64
+#define MAX_PARTS 8 /* SM shares a process has co-run at; fikitd moves the share in steps */
+
+/* One green context per share asked for: made on first use and kept (a
+ * context with work in flight cannot be torn down under it, and fikitd's
+ * controller revisits the same few shares). */
+struct part {
+    uint32_t pct;
+    unsigned sms;
+    CUstream gs;
+};
 
 static struct {
     pthread_mutex_t lock;
     int state; /* 0 not tried, 1 ready, -1 unavailable */
-    uint32_t pct;
-    unsigned sms, part_sms;
+    unsigned sms;
     CUcontext ctx;
-    CUstream gs;
+    CUdevice dev;
+    CUdevResource all;
+    struct part parts[MAX_PARTS];
+    unsigned n_parts;
     CUevent ev[ORDER_EVENTS];
     unsigned next;
 } co = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -53,7 +65,8 @@ static void give_up(const char *why, CUresult r)
         }                            \
     } while (0)
 
-static void setup(uint32_t pct)
+/* What every share needs: the context, its device's SMs, the ordering events. */
+static void setup(void)
 {
     struct fikit_driver *d = &fikit_drv;
     if (!d->cuCtxGetCurrent || !d->cuCtxGetDevice || !d->cuDeviceGetDevResource || !d->cuDevSmResourceSplitByCount ||
@@ -62,37 +75,59 @@ static void setup(uint32_t pct)
         give_up("resolving the green-context API", CUDA_ERROR_NOT_SUPPORTED);
         return;
     }
-    CUdevice dev;
     TRY(d->cuCtxGetCurrent(&co.ctx), "cuCtxGetCurrent");
     if (!co.ctx) {
         give_up("finding the current context", CUDA_ERROR_INVALID_CONTEXT);
         return;
     }
-    TRY(d->cuCtxGetDevice(&dev), "cuCtxGetDevice");
-    CUdevResource all = {0}, part = {0}, rest = {0};
-    TRY(d->cuDeviceGetDevResource(dev, &all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
-    unsigned want = (all.sm.smCount * pct + 99) / 100;
+    TRY(d->cuCtxGetDevice(&co.dev), "cuCtxGetDevice");
+    TRY(d->cuDeviceGetDevResource(co.dev, &co.all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
+    for (int i = 0; i < ORDER_EVENTS; i++)
+        TRY(d->cuEventCreate(&co.ev[i], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+    co.sms = co.all.sm.smCount;
+    co.state = 1;
+}
+
+/* The green stream of a share: found, made, or (table full) the nearest made. */
+static struct part *part_for(uint32_t pct)
+{
+    struct part *near = NULL;
+    for (unsigned i = 0; i < co.n_parts; i++) {
+        struct part *p = &co.parts[i];
+        if (p->pct == pct)
+            return p;
+        if (!near || (p->pct > pct ? p->pct - pct : pct - p->pct) < (near->pct > pct ? near->pct - pct : pct - near->pct))
+            near = p;
+    }
+    if (co.n_parts == MAX_PARTS)
+        return near;
+    struct fikit_driver *d = &fikit_drv;
+    unsigned want = (co.sms * pct + 99) / 100;
     if (want < 1)
         want = 1;
     unsigned groups = 1;
-    TRY(d->cuDevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, want), "cuDevSmResourceSplitByCount");
-    if (groups != 1) {
-        give_up("splitting the SMs", CUDA_ERROR_INVALID_VALUE);
-        return;
-    }
+    CUdevResource part = {0}, rest = {0}, all = co.all;
     CUdevResourceDesc desc;
     CUgreenCtx g;
-    TRY(d->cuDevResourceGenerateDesc(&desc, &part, 1), "cuDevResourceGenerateDesc");
-    TRY(d->cuGreenCtxCreate(&g, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate");
-    TRY(d->cuGreenCtxStreamCreate(&co.gs, g, CU_STREAM_NON_BLOCKING, 0), "cuGreenCtxStreamCreate");
-    for (int i = 0; i < ORDER_EVENTS; i++)
-        TRY(d->cuEventCreate(&co.ev[i], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
-    co.sms = all.sm.smCount;
-    co.part_sms = part.sm.smCount;
-    co.pct = pct;
-    co.state = 1;
+    CUstream gs;
+    CUresult r = d->cuDevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, want);
+    if (r == CUDA_SUCCESS && groups != 1)
+        r = CUDA_ERROR_INVALID_VALUE;
+    if (r == CUDA_SUCCESS)
+        r = d->cuDevResourceGenerateDesc(&desc, &part, 1);
+    if (r == CUDA_SUCCESS)
+        r = d->cuGreenCtxCreate(&g, desc, co.dev, CU_GREEN_CTX_DEFAULT_STREAM);
+    if (r == CUDA_SUCCESS)
+        r = d->cuGreenCtxStreamCreate(&gs, g, CU_STREAM_NON_BLOCKING, 0);
+    if (r != CUDA_SUCCESS) {
+        give_up("making a green context", r);
+        return NULL;
+    }
+    struct part *p = &co.parts[co.n_parts++];
+    *p = (struct part){.pct = pct, .sms = part.sm.smCount, .gs = gs};
     if (fikit_debug)
-        fikit_log("co-running on %u of %u SMs", co.part_sms, co.sms);
+        fikit_log("co-running at %u%%: %u of %u SMs", pct, p->sms, co.sms);
+    return p;
 }
 
 bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on)
@@ -101,40 +136,41 @@ bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on)
         return false;
     pthread_mutex_lock(&co.lock);
     if (co.state == 0)
-        setup(pct);
+        setup();
     CUcontext cur = NULL;
     bool ok = co.state == 1 && fikit_drv.cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == co.ctx;
-    if (ok) {
+    struct part *p = ok ? part_for(pct) : NULL;
+    if (p) {
         /* The green stream starts after everything the app stream holds. */
         CUevent e = co.ev[co.next++ % ORDER_EVENTS];
         CUresult r = fikit_drv.cuEventRecord(e, app);
         if (r == CUDA_SUCCESS)
-            r = fikit_drv.cuStreamWaitEvent(co.gs, e, 0);
+            r = fikit_drv.cuStreamWaitEvent(p->gs, e, 0);
         if (r != CUDA_SUCCESS) {
             give_up("ordering the green stream after the app stream", r);
-            ok = false;
+            p = NULL;
         }
     }
-    if (ok)
-        *run_on = co.gs;
+    if (p)
+        *run_on = p->gs;
     pthread_mutex_unlock(&co.lock);
-    return ok;
+    return p != NULL;
 }
 
-void fikit_corun_end(CUstream app)
+void fikit_corun_end(CUstream app, CUstream green)
 {
     pthread_mutex_lock(&co.lock);
     if (co.state == 1) {
         /* What the app stream holds next starts after the redirected kernel. */
         CUevent e = co.ev[co.next++ % ORDER_EVENTS];
-        CUresult r = fikit_drv.cuEventRecord(e, co.gs);
+        CUresult r = fikit_drv.cuEventRecord(e, green);
         if (r == CUDA_SUCCESS)
             r = fikit_drv.cuStreamWaitEvent(app, e, 0);
         if (r != CUDA_SUCCESS) {
             /* The order can no longer be kept: wait here rather than break it. */
             fikit_pfn_cuStreamSynchronize sync = (fikit_pfn_cuStreamSynchronize)fikit_real[FIKIT_HOOK_cuStreamSynchronize];
             if (sync)
-                sync(co.gs);
+                sync(green);
             give_up("ordering the app stream after the green stream", r);
         }
     }
@@ -148,4 +184,5 @@ void fikit_corun_after_fork(void)
     pthread_mutex_init(&co.lock, NULL);
     co.state = 0;
     co.next = 0;
+    co.n_parts = 0; /* the parent's green contexts are not the child's */
 }

@@ -147,7 +147,7 @@ struct fikit_driver {
 /* ---- corun.c: LP launches beside busy HP on a green context ------------- */
 /* Prepare a redirected launch: *run_on is the stream to launch on. */
 bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on);
-void fikit_corun_end(CUstream app);
+void fikit_corun_end(CUstream app, CUstream green);
 bool fikit_corun_usable(void);
 void fikit_corun_after_fork(void);
 extern struct fikit_driver fikit_drv;

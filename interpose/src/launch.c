@@ -472,7 +472,7 @@ static void after(struct launch *L, CUresult r)
     if (FIKIT_UNLIKELY(!me) || fikit_cfg.passthrough)
         return;
     if (L->run != L->stream)
-        fikit_corun_end(L->stream);
+        fikit_corun_end(L->stream, L->run);
     if (L->sample) {
         sample_end(L->sample, L->stream, r);
         if (fikit_cfg.profile) {

@@ -24,7 +24,8 @@ from helpers import wait_until
 from fikitd import shm
 
 # idle_us long: a 2-core CI machine that stalls the busy HP for a few ms must not look like HP idling.
-SCHED = "\n[scheduler]\nidle_us = 8000\n"
+# corun_sm_pct = 0: these faults are about held LP clients, which co-running would let run instead.
+SCHED = "\n[scheduler]\nidle_us = 8000\ncorun_sm_pct = 0\n"
 
 
 class Procs:

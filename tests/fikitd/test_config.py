@@ -62,8 +62,22 @@ def test_defaults() -> None:
     assert c.mps_log_dir == Path("/var/log/fikit/mps")
     assert (c.scheduler.mode, c.scheduler.budget_us, c.scheduler.idle_us, c.scheduler.unknown_us) == (
         "fikit", 50, 500, 1000)
-    assert c.scheduler.min_lp_share == 0.0 and c.scheduler.corun_sm_pct == 0
+    assert c.scheduler.min_lp_share == 0.0 and c.scheduler.corun_sm_pct == "auto"
+    sched = c.scheduler
+    assert (sched.corun_max_pct, sched.corun_hp_tolerance, sched.corun_start_pct) == (70, 0.03, 50)
     assert c.metrics.listen == "127.0.0.1:9464" and c.metrics.enabled
+
+
+def test_corun_share_is_auto_or_a_percentage() -> None:
+    pinned = config.parse("[scheduler]\ncorun_sm_pct = 30\n", "f.toml").scheduler
+    assert pinned.domain_fields()["corun_sm_pct"] == 30 and not pinned.corun_auto
+    assert config.parse('[scheduler]\ncorun_sm_pct = "auto"\n', "f.toml").scheduler.corun_auto
+    for bad in ('"half"', "101", "-1", "true", "50.5"):
+        with pytest.raises(config.ConfigError) as e:
+            config.parse(f"[scheduler]\ncorun_sm_pct = {bad}\n", "f.toml")
+        assert "corun_sm_pct" in str(e.value) and '"auto" or an integer from 0 to 100' in str(e.value)
+    with pytest.raises(config.ConfigError, match="corun_hp_tolerance"):
+        config.parse("[scheduler]\ncorun_hp_tolerance = 0\n", "f.toml")
 
 
 def test_shipped_example_is_valid_and_has_every_key() -> None:

@@ -1,0 +1,208 @@
+"""The SM share LP may co-run on beside busy HP, chosen per GPU from what HP's kernels measure.
+
+Why feedback and not a model of HP's grids: on the H100 (bench/results/2026-11-25-h100-s2) the
+batch-1 HP models launch kernels of 132 or more blocks for over half of their GPU time, so a
+block-count model says HP needs the whole GPU and LP may never co-run; yet with LP confined to
+half the SMs, HP BERT kept its median latency within the run's noise while LP kept 0.68 of its
+plain-MPS throughput (HP's blocks also take LP's SMs between LP blocks; what hurts is memory
+bandwidth and queueing, which grids do not tell).  So the daemon measures instead: every tick it
+compares the mean duration of the HP kernels sampled in that tick with the same kernels' durations
+measured while no LP kernel co-ran, and moves the share:
+
+- down one step when HP's kernels run more than ``tolerance`` longer (duration-weighted: HP's
+  kernel sizes in time) or any one kernel more than the HP delay budget longer;
+- up one step (to ``max_pct``) when HP is within half the tolerance and LP is waiting for it;
+- to 0 for one tick (a probe: LP waits for gaps only) when the baselines are missing or older
+  than ``probe_s``: when HP's kernel mix changes, its new kernels have none, so the share follows
+  the mix.  From 0 it climbs again after a back-off that doubles while HP keeps objecting.
+
+One implementation for the daemon and its tests; the library only reads the share it publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+STEP_PCT = 10
+BASE_ALPHA = 0.5  # weight of a new probe's mean in a kernel's baseline
+MIN_SAMPLES = 3  # a kernel's tick mean is believed from this many samples on
+COVERAGE = 0.5  # share of HP's sampled kernel time that must have a baseline to judge a tick
+
+
+@dataclass(frozen=True)
+class KernelTick:
+    """What one HP kernel id measured in one tick: sample count and their summed duration."""
+
+    key: tuple[str, str]  # (program, kernel id): baselines outlive one process of the program
+    n: int
+    sum_ns: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One GPU's tick: HP's kernels measured in it, and what LP did."""
+
+    now_s: float
+    hp: tuple[KernelTick, ...]
+    lp_present: bool
+    lp_corun: int  # LP launches released to co-run in the tick
+    lp_held: int  # LP launches that waited in the tick
+
+
+@dataclass
+class ShareController:
+    """One GPU's co-running share: ``pct`` is what the domain should publish."""
+
+    start_pct: int = 50
+    max_pct: int = 70
+    tolerance: float = 0.03
+    budget_us: float = 50.0
+    probe_s: float = 300.0
+    pct: int = 0
+    why: str = "start"
+    base_us: dict[tuple[str, str], float] = field(default_factory=dict)
+    _probing_from: int | None = None
+    _last_probe_s: float | None = None
+    _backoff_s: float = 5.0
+    _zero_since_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.pct = self.start_pct
+
+    def step(self, t: Tick) -> int:
+        """Take one tick's measurements; returns the share to publish (percent of the SMs)."""
+        ran = [k for k in t.hp if k.n > 0]
+        if self._probing_from is not None:
+            self._learn(ran)
+            self.pct, self._probing_from = self._probing_from, None
+            self._last_probe_s = t.now_s
+            self.why = "probed"
+            return self.pct
+        if not ran or not t.lp_present:
+            return self.pct  # nothing to judge: HP idle (LP runs free anyway) or no LP
+        if t.lp_corun == 0:
+            self._learn(ran)  # HP ran with no LP beside it: that is its baseline
+        if self.pct == 0:
+            return self._climb(t)
+        if self._needs_probe(ran, t.now_s):
+            self._probing_from, self.why = self.pct, "probe: HP baselines missing or old"
+            return 0
+        if t.lp_corun == 0:
+            return self.pct
+        slow, worst_us = self._slowdown(ran)
+        if slow > 1.0 + self.tolerance or worst_us > self.budget_us:
+            self._down(t.now_s, f"HP kernels {slow:.3f}x their baseline, worst +{worst_us:.0f} us")
+        elif slow <= 1.0 + self.tolerance / 2 and t.lp_held + t.lp_corun > 0 and self.pct < self.max_pct:
+            self.pct = min(self.max_pct, self.pct + STEP_PCT)
+            self.why = f"HP kernels {slow:.3f}x their baseline: LP gets more"
+        return self.pct
+
+    def _learn(self, ran: Iterable[KernelTick]) -> None:
+        for k in ran:
+            mean = k.sum_ns / k.n / 1000.0
+            old = self.base_us.get(k.key)
+            self.base_us[k.key] = mean if old is None else (1 - BASE_ALPHA) * old + BASE_ALPHA * mean
+
+    def _needs_probe(self, ran: list[KernelTick], now_s: float) -> bool:
+        total = sum(k.sum_ns for k in ran)
+        known = sum(k.sum_ns for k in ran if k.key in self.base_us)
+        stale = self._last_probe_s is None or now_s - self._last_probe_s >= self.probe_s
+        return total > 0 and (known < COVERAGE * total or stale)
+
+    def _slowdown(self, ran: list[KernelTick]) -> tuple[float, float]:
+        """Duration-weighted ratio of this tick to the baselines, and the worst kernel's added time."""
+        num = den = 0.0
+        worst = 0.0
+        for k in ran:
+            base = self.base_us.get(k.key)
+            if base is None or base <= 0:
+                continue
+            mean = k.sum_ns / k.n / 1000.0
+            num += k.n * mean
+            den += k.n * base
+            if k.n >= MIN_SAMPLES:
+                worst = max(worst, mean - base)
+        return (num / den if den > 0 else 1.0), worst
+
+    def _down(self, now_s: float, why: str) -> None:
+        self.pct = max(0, self.pct - STEP_PCT)
+        self.why = why
+        if self.pct == 0:
+            self._zero_since_s = now_s
+
+    def _climb(self, t: Tick) -> int:
+        """At 0 LP only fills gaps; try co-running again after the back-off, if LP is waiting."""
+        since = self._zero_since_s if self._zero_since_s is not None else t.now_s
+        self._zero_since_s = since
+        if t.lp_held > 0 and t.now_s - since >= self._backoff_s:
+            self._backoff_s = min(self._backoff_s * 2, 300.0)
+            self._zero_since_s = None
+            self.pct = STEP_PCT
+            self.why = "LP waiting: trying co-running again"
+        return self.pct
+
+
+@dataclass
+class _Seen:
+    """A slot's cumulative counters at the last tick, to turn them into per-tick deltas."""
+
+    pid: int
+    kernels: dict[str, tuple[int, int]]
+    corun: int
+    held: int
+
+
+class DomainShares:
+    """The controllers of every GPU whose share is "auto", fed from the domains' slots."""
+
+    def __init__(self, start_pct: int, max_pct: int, tolerance: float, budget_us: float) -> None:
+        self.params = (start_pct, max_pct, tolerance, budget_us)
+        self.by_gpu: dict[int, ShareController] = {}
+        self._seen: dict[tuple[int, int], _Seen] = {}
+
+    def controller(self, gpu: int) -> ShareController:
+        if gpu not in self.by_gpu:
+            start, top, tol, budget = self.params
+            self.by_gpu[gpu] = ShareController(start_pct=start, max_pct=top, tolerance=tol, budget_us=budget)
+        return self.by_gpu[gpu]
+
+    def tick(self, gpu: int, now_s: float, clients: list[dict[str, Any]],
+             kernels_of: Any) -> int:
+        """One GPU: ``clients`` as Domain.snapshot() lists them, ``kernels_of(slot)`` its kernel table."""
+        ctl = self.controller(gpu)
+        live = [c for c in clients if c.get("pid")]
+        top = min((int(c["prio"]) for c in live), default=None)
+        hp: list[KernelTick] = []
+        corun = held = 0
+        lp_present = False
+        for c in live:
+            key = (gpu, int(c["slot"]))
+            old = self._seen.get(key)
+            fresh = old is None or old.pid != c["pid"]
+            if int(c["prio"]) == top:
+                table = {str(k["id"]): (int((k.get("dur_us") or {}).get("n") or 0), _sum_ns(k))
+                         for k in kernels_of(int(c["slot"]))}
+                if not fresh and old is not None:
+                    for kid, (n, total) in table.items():
+                        n0, t0 = old.kernels.get(kid, (0, 0))
+                        if n > n0 and total >= t0:
+                            hp.append(KernelTick((str(c.get("prog") or ""), kid), n - n0, total - t0))
+                self._seen[key] = _Seen(int(c["pid"]), table, 0, 0)
+            else:
+                lp_present = True
+                cr, hd = int(c.get("released_corun") or 0), int(c.get("held_launches") or 0)
+                if not fresh and old is not None:
+                    corun += max(0, cr - old.corun)
+                    held += max(0, hd - old.held)
+                self._seen[key] = _Seen(int(c["pid"]), {}, cr, hd)
+        if top is None:
+            return ctl.pct
+        return ctl.step(Tick(now_s, tuple(hp), lp_present, corun, held))
+
+
+def _sum_ns(k: dict[str, Any]) -> int:
+    d = k.get("dur_us") or {}
+    n, mean = d.get("n") or 0, d.get("mean") or 0.0
+    return round(float(mean) * int(n) * 1000)
