@@ -10,8 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,27 +294,87 @@ class FillProbe:
             return False
 
     def read(self, pid: int) -> dict[str, float] | None:
-        """Counters of the slot owned by pid (or by its child, for a wrapped launch)."""
+        """HP's counters (the slot owned by pid), with filled_ns summed over the other slots.
+
+        The library counts filled time on the LP side (an LP slot's GPU time run in a more urgent
+        client's idle time) and idle gaps on the HP side, so the fill needs both."""
         if not self._open():
             return None
         try:
+            hp: dict[str, float] | None = None
+            filled = 0.0
             for i in self.dom.slot_indices():
                 s = self.dom.slot(i)
-                if s and int(s.get("pid", 0)) == pid:
-                    return {
-                        k: float(s.get(k, 0))
-                        for k in (
-                            "filled_ns",
-                            "idle_gap_ns",
-                            "gpu_ns",
-                            "launches",
-                            "held_launches",
-                            "held_ns",
-                        )
-                    }
+                if not s:
+                    continue
+                if int(s.get("pid", 0)) == pid:
+                    hp = {k: float(s.get(k, 0))
+                          for k in ("idle_gap_ns", "gpu_ns", "launches", "held_launches", "held_ns")}
+                else:
+                    filled += float(s.get("filled_ns", 0))
+            if hp is not None:
+                hp["filled_ns"] = filled
+            return hp
         except Exception as e:
             self.error = repr(e)
         return None
+
+
+class ClockSampler:
+    """GPU 0's SM clock and utilisation every 50 ms while a window runs (NVML; None without it).
+
+    Why: a batch-1 HP alone leaves the GPU mostly idle, and its latency moves with the clock the
+    GPU settles at (seen on the H100: solo BERT p50 4.5 or 7-8 ms from one window to the next), so
+    each row says what clock it ran at."""
+
+    def __init__(self, period_s: float = 0.05) -> None:
+        self.period_s = period_s
+        self.handle: Any = None
+        self.nvml: Any = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:
+            self.handle = None
+
+    @classmethod
+    def off(cls) -> ClockSampler:
+        """One that records nothing (CPU runs, dry runs)."""
+        c = cls.__new__(cls)
+        c.period_s, c.handle, c.nvml = 0.05, None, None
+        return c
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[dict[str, Any]]:
+        """Yields a dict filled, when the block ends, with the window's clock and utilisation."""
+        out: dict[str, Any] = {}
+        if self.handle is None:
+            yield out
+            return
+        clocks: list[float] = []
+        utils: list[float] = []
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):
+                    nv = self.nvml
+                    clocks.append(float(nv.nvmlDeviceGetClockInfo(self.handle, nv.NVML_CLOCK_SM)))
+                    utils.append(float(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu))
+                stop.wait(self.period_s)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        try:
+            yield out
+        finally:
+            stop.set()
+            t.join(1.0)
+            if clocks:
+                out.update(sm_mhz_mean=rnd(sum(clocks) / len(clocks)), sm_mhz_min=min(clocks),
+                           sm_mhz_max=max(clocks), util_pct_mean=rnd(sum(utils) / max(1, len(utils))))
 
 
 def fill_between(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:

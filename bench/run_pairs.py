@@ -502,6 +502,8 @@ class Runner:
         self.lp_cores = ",".join(map(str, benchlib.parse_cpus(args.lp_cores)))
         self.stop_reason: str | None = None
         self.windows_done = 0
+        on_gpu = args.device == "cuda" and not args.dry_run
+        self.clocks = benchlib.ClockSampler() if on_gpu else benchlib.ClockSampler.off()
         self.smcaps = parse_pcts(args.smcap, "--smcap")
         self.coruns = parse_pcts(args.corun_sm_pct, "--corun-sm-pct")
 
@@ -848,9 +850,11 @@ class Runner:
             dur = a.discard_s + a.window_s
             assert hg.hp is not None
             if mode in ("solo", "solo_preload"):
-                start, recs = ctl.run_window([hg.hp], f"{mode}-{rep}-hp", dur, grace_s=a.window_grace_s)
+                with self.clocks.window() as row["gpu_clock"]:
+                    start, recs = ctl.run_window([hg.hp], f"{mode}-{rep}-hp", dur, grace_s=a.window_grace_s)
                 row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
-                start, recs = ctl.run_window(lg.lps, f"{mode}-{rep}-lp", dur, grace_s=a.window_grace_s)
+                with self.clocks.window() as row["gpu_clock_lp"]:
+                    start, recs = ctl.run_window(lg.lps, f"{mode}-{rep}-lp", dur, grace_s=a.window_grace_s)
                 row["lp_stats"] = [
                     self.lp_row(w, recs[w.tag], start + a.discard_s, start + dur) for w in lg.lps
                 ]
@@ -860,7 +864,9 @@ class Runner:
                 if hg.fikit and hg.domain is not None and self.lib is not None:
                     probe = benchlib.FillProbe(hg.domain, self.lib)
                     before = probe.read(int((hg.hp.built or {}).get("pid", -1)))
-                start, recs = ctl.run_window([hg.hp, *lg.lps], f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
+                with self.clocks.window() as row["gpu_clock"]:
+                    start, recs = ctl.run_window([hg.hp, *lg.lps], f"{mode}-{rep}", dur,
+                                                 grace_s=a.window_grace_s)
                 row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
                 row["lp_stats"] = [
                     self.lp_row(w, recs[w.tag], start + a.discard_s, start + dur) for w in lg.lps

@@ -94,3 +94,61 @@ def test_device_commands_fit_the_tool() -> None:
 def test_next_session_shows_the_command_device_cmd_prints() -> None:
     text = (REPO / "bench" / "NEXT_SESSION.md").read_text()
     assert device_cmd.command(1, "<DATE>", "<HASH>") in text.splitlines()
+
+
+def test_fill_counts_lp_filled_time_against_hp_idle_gaps(tmp_path: Path, libfikit: Path) -> None:
+    """Filled time is counted in LP slots and idle gaps in HP's: the H100 run of 2026-11-25 showed
+    fill 0.00 in every fikit row because both were read from HP's slot."""
+    import benchlib
+
+    from fikitd import shm
+
+    dom = shm.Domain.create(tmp_path / "gpu0", 0, self_grant=True)
+    lay = shm.layout()
+
+    def slot(i: int, pid: int, **counters: int) -> None:
+        buf = bytearray(lay.sizes["slot"])
+        v = shm._View(lay, "slot", buf)
+        v.set("magic", shm.SLOT_MAGIC)
+        v.set("version", lay.version)
+        v.set("slot_size", lay.sizes["slot"])
+        v.set("pid", pid)
+        for k, x in counters.items():
+            v.set(k, x)
+        (tmp_path / "gpu0" / f"slot.{i}").write_bytes(bytes(buf))
+
+    slot(0, 100, idle_gap_ns=1_000_000)
+    slot(1, 200, filled_ns=250_000)
+    slot(2, 300, filled_ns=250_000)
+    probe = benchlib.FillProbe(tmp_path / "gpu0", str(libfikit))
+    before = probe.read(100)
+    slot(0, 100, idle_gap_ns=3_000_000)
+    slot(1, 200, filled_ns=750_000)
+    after = probe.read(100)
+    dom.close()
+    fill = benchlib.fill_between(before, after)
+    assert fill is not None and fill["fill"] == pytest.approx(0.25)
+    assert probe.read(999) is None
+
+
+def test_clock_sampler_summarises_a_window() -> None:
+    import types
+
+    import benchlib
+
+    seq = iter([1980.0, 1755.0] + [1980.0] * 1000)
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=1,
+        nvmlDeviceGetClockInfo=lambda h, kind: next(seq),
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=40),
+    )
+    c = benchlib.ClockSampler.off()
+    c.nvml, c.handle, c.period_s = fake, object(), 0.01
+    with c.window() as w:
+        import time
+
+        time.sleep(0.1)
+    assert w["sm_mhz_min"] == 1755.0 and w["sm_mhz_max"] == 1980.0 and w["util_pct_mean"] == 40
+    with benchlib.ClockSampler.off().window() as none:
+        pass
+    assert none == {}
