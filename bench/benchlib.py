@@ -71,7 +71,11 @@ def now_iso() -> str:
 
 
 def git_commit() -> str | None:
+    """The commit measured: $FIKIT_COMMIT when the caller says (the device's copy of the tree may
+    carry a .git of an older HEAD: seen on 2026-11-25, a run of e88ddbb reported cb21859-dirty)."""
     env = os.environ.get("FIKIT_COMMIT")
+    if env:
+        return env
     if (REPO_ROOT / ".git").exists():
         try:
             out = subprocess.run(
