@@ -163,6 +163,9 @@ class Daemon:
         self.domains.heartbeat()
         self.changed()
 
+    def _steer_shares(self) -> None:
+        self.domains.steer_shares(time.monotonic(), self.nvml.sm_clock_mhz)
+
     async def _mps_check(self) -> None:
         before = self.mps.state
         await self.mps.check()
@@ -213,7 +216,7 @@ class Daemon:
         self._every(TICK_S, self._tick, "jobs")
         self._every(SWEEP_S, self._sweep, "sweep")
         self._every(FLUSH_S, self.clients.flush_all, "flush")
-        self._every(SHARE_S, lambda: self.domains.steer_shares(time.monotonic()), "share")
+        self._every(SHARE_S, self._steer_shares, "share")
         self._every(MPS_CHECK_S, self._mps_check, "mps")
         if self.metrics is not None:
             self._every(REFRESH_S, self.metrics.refresh, "metrics")

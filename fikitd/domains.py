@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ class Domains:
                 if "corun_sm_pct" in fields:
                     self.pinned.add(index)
 
-    def steer_shares(self, now_s: float) -> None:
+    def steer_shares(self, now_s: float, sm_clock: Callable[[int], float | None] = lambda gpu: None) -> None:
         """With corun_sm_pct = "auto": each GPU's co-running share, from its HP kernels' timings."""
         if not self.sched.corun_auto:
             return
@@ -153,7 +154,7 @@ class Domains:
                 continue
             try:
                 clients = dom.snapshot()["clients"]
-                pct = self.shares.tick(index, now_s, clients, dom.kernels)
+                pct = self.shares.tick(index, now_s, clients, dom.kernels, sm_clock(index))
                 if pct != dom.config().get("corun_sm_pct"):
                     dom.set_config(corun_sm_pct=pct)
                     LOG.info("gpu%d: co-running share %d%% (%s)", index, pct,

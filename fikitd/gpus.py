@@ -89,6 +89,19 @@ class Nvml:
                 out.append(Gpu(i, "unknown", ""))
         return out
 
+    def sm_clock_mhz(self, index: int) -> float | None:
+        """The SM clock now; None without NVML.  (The share controller compares kernel times
+        across ticks: a GPU that idled at 465 MHz and boosts to 1980 under load must not look
+        like co-running slowing HP down, or speeding it up.)"""
+        if self._nvml is None:
+            return None
+        try:
+            nv = self._nvml
+            return float(nv.nvmlDeviceGetClockInfo(nv.nvmlDeviceGetHandleByIndex(index), nv.NVML_CLOCK_SM))
+        except Exception as exc:
+            LOG.debug("NVML clock of device %d: %s", index, exc)
+            return None
+
     def close(self) -> None:
         if self._nvml is not None:
             with contextlib.suppress(Exception):

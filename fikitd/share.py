@@ -16,6 +16,10 @@ measured while no LP kernel co-ran, and moves the share:
   than ``probe_s``: when HP's kernel mix changes, its new kernels have none, so the share follows
   the mix.  From 0 it climbs again after a back-off that doubles while HP keeps objecting.
 
+Durations are compared in SM clock cycles where the GPU's clock is known (NVML): on the H100 the
+first controller (2026-11-25, bench/results/2026-11-25-h100-auto/share_steps.txt) read HP kernels at
+0.2x to 1.9x of their baselines, baselines learned at whatever clock the GPU had boosted to.
+
 One implementation for the daemon and its tests; the library only reads the share it publishes.
 """
 
@@ -49,6 +53,12 @@ class Tick:
     lp_present: bool
     lp_corun: int  # LP launches released to co-run in the tick
     lp_held: int  # LP launches that waited in the tick
+    sm_mhz: float | None = None  # the GPU's SM clock over the tick, when known
+
+    @property
+    def scale(self) -> float:
+        """us -> the unit baselines are kept in: kilocycles at a known clock, else microseconds."""
+        return self.sm_mhz / 1000.0 if self.sm_mhz else 1.0
 
 
 @dataclass
@@ -62,7 +72,7 @@ class ShareController:
     probe_s: float = 300.0
     pct: int = 0
     why: str = "start"
-    base_us: dict[tuple[str, str], float] = field(default_factory=dict)
+    base_us: dict[tuple[str, str], float] = field(default_factory=dict)  # in Tick.scale units
     _probing_from: int | None = None
     _last_probe_s: float | None = None
     _backoff_s: float = 5.0
@@ -75,7 +85,7 @@ class ShareController:
         """Take one tick's measurements; returns the share to publish (percent of the SMs)."""
         ran = [k for k in t.hp if k.n > 0]
         if self._probing_from is not None:
-            self._learn(ran)
+            self._learn(ran, t.scale)
             self.pct, self._probing_from = self._probing_from, None
             self._last_probe_s = t.now_s
             self.why = "probed"
@@ -83,7 +93,7 @@ class ShareController:
         if not ran or not t.lp_present:
             return self.pct  # nothing to judge: HP idle (LP runs free anyway) or no LP
         if t.lp_corun == 0:
-            self._learn(ran)  # HP ran with no LP beside it: that is its baseline
+            self._learn(ran, t.scale)  # HP ran with no LP beside it: that is its baseline
         if self.pct == 0:
             return self._climb(t)
         if self._needs_probe(ran, t.now_s):
@@ -91,7 +101,7 @@ class ShareController:
             return 0
         if t.lp_corun == 0:
             return self.pct
-        slow, worst_us = self._slowdown(ran)
+        slow, worst_us = self._slowdown(ran, t.scale)
         if slow > 1.0 + self.tolerance or worst_us > self.budget_us:
             self._down(t.now_s, f"HP kernels {slow:.3f}x their baseline, worst +{worst_us:.0f} us")
         elif slow <= 1.0 + self.tolerance / 2 and t.lp_held + t.lp_corun > 0 and self.pct < self.max_pct:
@@ -99,9 +109,9 @@ class ShareController:
             self.why = f"HP kernels {slow:.3f}x their baseline: LP gets more"
         return self.pct
 
-    def _learn(self, ran: Iterable[KernelTick]) -> None:
+    def _learn(self, ran: Iterable[KernelTick], scale: float) -> None:
         for k in ran:
-            mean = k.sum_ns / k.n / 1000.0
+            mean = k.sum_ns / k.n / 1000.0 * scale
             old = self.base_us.get(k.key)
             self.base_us[k.key] = mean if old is None else (1 - BASE_ALPHA) * old + BASE_ALPHA * mean
 
@@ -111,19 +121,19 @@ class ShareController:
         stale = self._last_probe_s is None or now_s - self._last_probe_s >= self.probe_s
         return total > 0 and (known < COVERAGE * total or stale)
 
-    def _slowdown(self, ran: list[KernelTick]) -> tuple[float, float]:
-        """Duration-weighted ratio of this tick to the baselines, and the worst kernel's added time."""
+    def _slowdown(self, ran: list[KernelTick], scale: float) -> tuple[float, float]:
+        """Duration-weighted ratio of this tick to the baselines, and the worst kernel's added time (us)."""
         num = den = 0.0
         worst = 0.0
         for k in ran:
             base = self.base_us.get(k.key)
             if base is None or base <= 0:
                 continue
-            mean = k.sum_ns / k.n / 1000.0
+            mean = k.sum_ns / k.n / 1000.0 * scale
             num += k.n * mean
             den += k.n * base
             if k.n >= MIN_SAMPLES:
-                worst = max(worst, mean - base)
+                worst = max(worst, (mean - base) / scale)
         return (num / den if den > 0 else 1.0), worst
 
     def _down(self, now_s: float, why: str) -> None:
@@ -161,6 +171,7 @@ class DomainShares:
         self.params = (start_pct, max_pct, tolerance, budget_us)
         self.by_gpu: dict[int, ShareController] = {}
         self._seen: dict[tuple[int, int], _Seen] = {}
+        self._clock: dict[int, float | None] = {}
 
     def controller(self, gpu: int) -> ShareController:
         if gpu not in self.by_gpu:
@@ -169,7 +180,7 @@ class DomainShares:
         return self.by_gpu[gpu]
 
     def tick(self, gpu: int, now_s: float, clients: list[dict[str, Any]],
-             kernels_of: Any) -> int:
+             kernels_of: Any, sm_mhz: float | None = None) -> int:
         """One GPU: ``clients`` as Domain.snapshot() lists them, ``kernels_of(slot)`` its kernel table."""
         ctl = self.controller(gpu)
         live = [c for c in clients if c.get("pid")]
@@ -197,9 +208,13 @@ class DomainShares:
                     corun += max(0, cr - old.corun)
                     held += max(0, hd - old.held)
                 self._seen[key] = _Seen(int(c["pid"]), {}, cr, hd)
+        # the clock over the tick: the mean of its two ends' readings
+        last = self._clock.get(gpu)
+        self._clock[gpu] = sm_mhz
+        mhz = (sm_mhz + last) / 2 if sm_mhz and last else sm_mhz
         if top is None:
             return ctl.pct
-        return ctl.step(Tick(now_s, tuple(hp), lp_present, corun, held))
+        return ctl.step(Tick(now_s, tuple(hp), lp_present, corun, held, mhz))
 
 
 def _sum_ns(k: dict[str, Any]) -> int:

@@ -124,3 +124,27 @@ def test_daemon_publishes_auto_share_and_set_mode_pins_it(fk_root: Path,
         assert shm.Domain.open(fk_root / "run" / "gpu0").config()["corun_sm_pct"] == 30
     finally:
         assert d.stop() == 0
+
+
+def test_kernel_times_are_compared_in_clock_cycles() -> None:
+    """A GPU that learned HP's baselines at 990 MHz and boosts to 1980 under load must not read as
+    HP running at half its time (and LP getting more); at a slower clock, not as HP slowed."""
+    c = ShareController(max_pct=70)
+    assert c.step(Tick(0.0, (KernelTick(K1, 10, 400_000),), True, 10, 5, 990.0)) == 0  # probe
+    assert c.step(Tick(1.0, (KernelTick(K1, 10, 400_000),), True, 0, 5, 990.0)) == 50  # 40 us learned
+    assert c.step(Tick(2.0, (KernelTick(K1, 10, 200_000),), True, 10, 5, 1980.0)) == 60, c.why  # same cycles
+    assert "1.000x" in c.why
+    assert c.step(Tick(3.0, (KernelTick(K1, 10, 440_000),), True, 10, 5, 1980.0)) == 50, c.why  # 2.2x cycles
+    assert "worst +24 us" in c.why  # 44 us now against 20 us at this clock
+
+
+def test_domain_shares_take_the_tick_clock_as_the_mean_of_its_ends() -> None:
+    ds = DomainShares(50, 70, 0.03, 50.0)
+    seen: list[float | None] = []
+    ctl = ds.controller(0)
+    real = ctl.step
+    ctl.step = lambda t: seen.append(t.sm_mhz) or real(t)  # type: ignore[method-assign]
+    hp = client(0, 11, 0)
+    for mhz in (1000.0, 2000.0, None):
+        ds.tick(0, 0.0, [hp], lambda slot: [], mhz)
+    assert seen == [1000.0, 1500.0, None]
