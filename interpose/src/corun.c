@@ -85,6 +85,11 @@ static void setup(uint32_t pct)
     TRY(d->cuDevResourceGenerateDesc(&desc, &part, 1), "cuDevResourceGenerateDesc");
     TRY(d->cuGreenCtxCreate(&g, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate");
     TRY(d->cuGreenCtxStreamCreate(&co.gs, g, CU_STREAM_NON_BLOCKING, 0), "cuGreenCtxStreamCreate");
+    if (!fikit_cupti_ignore_stream(co.gs)) {
+        /* Profiling mode must not take a confined kernel's time for its time on the whole GPU. */
+        give_up("leaving the green stream out of CUPTI's timing", CUDA_ERROR_NOT_SUPPORTED);
+        return;
+    }
     for (int i = 0; i < ORDER_EVENTS; i++)
         TRY(d->cuEventCreate(&co.ev[i], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
     co.sms = all.sm.smCount;
