@@ -12,6 +12,8 @@ kernels left out, and anything wrong with CUPTI must leave the program and its c
 
 from __future__ import annotations
 
+import site
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -142,3 +144,30 @@ def test_a_forked_child_times_by_events(run_client: RunClient) -> None:
         for k in run.stats[pid]["kernels"]:
             assert k["dur_us"]["n"] == k["count"], (pid, k)
     assert not run.fikit_lines(), run.stderr
+
+
+def _real_cuptis() -> list[Path]:
+    """Real libcupti copies on this machine: the toolkit's and Python packages' (nvidia wheels, Triton)."""
+    found = [p for p in sorted(Path("/usr/local/cuda/lib64").glob("libcupti.so.1[0-9]"))]
+    for sp in sorted({*site.getsitepackages(), site.getusersitepackages()}):
+        found += sorted(Path(sp).glob("nvidia/*/lib/libcupti.so.1[0-9]"))
+        found += sorted(Path(sp).glob("triton/backends/nvidia/lib/cupti*/libcupti.so.1[0-9]"))
+    return found
+
+
+@pytest.mark.parametrize("cupti", _real_cuptis() or [None], ids=str)
+def test_a_real_cupti_loads_and_fails_open_without_a_gpu(run_client: RunClient, cupti: Path | None) -> None:
+    """A real libcupti, over the fake driver: every entry point the library uses resolves and the API
+    version passes (so the names in fikit_cupti.h are the exported ones); CUPTI then finds no real
+    driver, and the library falls back to events with one line, the program untouched."""
+    if cupti is None:
+        pytest.skip("no real libcupti installed")
+    run = run_client(["--api", "all", "-n", "30", "--kernels", "conv,inc", "--check"],
+                     env={"FIKIT_PROFILE": "1", "FIKIT_CUPTI": str(cupti), "FAKECUDA_DURATIONS": "conv=20"})
+    assert run.report["check"] is True
+    assert_counts_match(run)
+    lines = run.fikit_lines()
+    if run.stats[run.pid]["timing"] == "events":
+        assert len(lines) == 1 and "CUPTI unavailable" in lines[0], lines
+        for early in ("cannot load", "has no", "or later needed"):
+            assert early not in lines[0], f"{cupti}: {lines[0]}"

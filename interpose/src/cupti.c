@@ -215,7 +215,11 @@ static bool start(char *why, size_t n)
 #undef FIKIT_CUPTI_RESOLVE
     uint32_t version = 0;
     CUptiResult r = api.cuptiGetVersion(&version);
-    if (r != CUPTI_SUCCESS || version < FIKIT_CUPTI_MIN_API_VERSION) {
+    if (r != CUPTI_SUCCESS) {
+        snprintf(why, n, "cuptiGetVersion: %s", result_name(r));
+        return false;
+    }
+    if (version < FIKIT_CUPTI_MIN_API_VERSION) {
         snprintf(why, n, "CUPTI API version %u, %u or later needed", version, FIKIT_CUPTI_MIN_API_VERSION);
         return false;
     }
