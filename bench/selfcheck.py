@@ -182,6 +182,32 @@ def check_analysis(tmp: Path) -> None:
     check(dur["within_10pct"] is True, f"durations within 10% (median {dur['median_abs_dev']})")
     st2 = vi.analyze_stats(sp)
     check(st["ids"] == st2["ids"], "ids compare equal across identical stats")
+    # Both modes at once: the sampled run's events over-read the short kernels, the profiling run's
+    # CUPTI records do not; the 10 % verdict is the profiling mode's.
+    sampled = json.loads(json.dumps(stats))
+    sampled["timing"] = "events"
+    for k in sampled["kernels"]:
+        if k["name"] != ANON_MANGLED:
+            k["dur_us"] = {"n": k["count"], "mean": 6.0, "p50": 6.0, "p99": 6.5}
+    profiled = json.loads(json.dumps(stats))
+    profiled["timing"] = "cupti"
+    profiled["cupti"] = {"records": 18, "timed": 10, "graph": 8, "ignored": 0, "unmatched": 0}
+    for name, d in (("sampled", sampled), ("profiled", profiled)):
+        (tmp / f"{name}.json").write_text(json.dumps(d))
+    v = vi.duration_verdict(
+        vi.analyze_stats(tmp / "sampled.json"), vi.analyze_stats(tmp / "profiled.json"), prof
+    )
+    check(
+        v["within_10pct"] is True and v["profile_timing"] == "cupti" and v["profile"]["matched"] == 3,
+        f"profiling mode within 10% by CUPTI ({v.get('median_abs_dev')}, {v.get('profile_timing')})",
+    )
+    check(
+        (v["median_abs_dev_sampled"] or 0) > 0.5 and v["sampled"]["timing"] == "events",
+        f"sampled mode reported beside it ({v.get('median_abs_dev_sampled')})",
+    )
+    check(v["profile"].get("graph_ratio") is not None, "graph launches compared in both modes")
+    only_sampled = vi.duration_verdict(vi.analyze_stats(tmp / "sampled.json"), None, prof)
+    check(only_sampled["within_10pct"] is False, "no profiling run: no verdict")
     print("window statistics")
     recs = [[0.0 + i * 0.01, 0.0 + i * 0.01, 0.005 + i * 0.01] for i in range(100)]
     h = ctl.hp_stats(recs, 0.2, 0.8)

@@ -3,16 +3,23 @@
 
 For each workload (eager CNN, cuBLAS/cuDNN training, a Triton kernel, a CUDA-graph replay, a
 transformers model built from its config) a child process (bench/verify_child.py) runs:
-  - twice under LD_PRELOAD=libfikit.so with FIKIT_STATS (launch counts, kernel ids, durations),
-  - once without the library under the PyTorch profiler, covering the whole process.
+  - twice under LD_PRELOAD=libfikit.so with FIKIT_STATS in the normal (sampled) mode (launch
+    counts, kernel ids, sampled durations),
+  - once under LD_PRELOAD=libfikit.so in profiling mode: FIKIT_PROFILE=1, kernels timed by CUPTI
+    (FIKIT_CUPTI = the libcupti the workload's torch loads, found by --cupti or a probe),
+  - once without the library under the PyTorch profiler, covering the whole process (a process of
+    its own: two CUPTI subscribers in one process conflict).
 Checks: launches the library counted == kernels the profiler saw (graph launches apart); kernel
-ids and per-id counts identical across the two preloaded runs; the library's mean durations
-against the profiler's per kernel (matched by base name, grid and block), median |ratio - 1|.
+ids and per-id counts identical across the two sampled runs; the library's durations against the
+profiler's per kernel (matched by base name, grid and block), median |ratio - 1|, for both modes;
+issue 3's 10 % is asked of the profiling mode (`durations.within_10pct`).
 Overhead: (a) an empty kernel launched >= 1M times from C (bench/launch_loop.c) with and
 without the library (pass-through and normal), interleaved; (b) solo eager ResNet-50 b1 latency,
 three live workers (none / pass-through / normal) taking turns in short windows.
 
     python3 bench/verify_interpose.py --lib build/gpu/interpose/libfikit.so --out bench/results/X
+    python3 bench/verify_interpose.py --lib build/gpu/interpose/libfikit.so --out bench/results/X/dur \
+        --only-durations --workloads resnet50,vgg16_train,bert      # durations alone, ~2.5 min
     python3 bench/verify_interpose.py --dry-run --device cpu --out /tmp/v   # CPU self-check
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import shutil
@@ -250,6 +258,8 @@ def analyze_stats(path: Path) -> dict[str, Any]:
         "n_graph_ids": len(graphs),
         "passthrough": d.get("passthrough"),
         "slot": d.get("slot"),
+        "timing": d.get("timing"),
+        "cupti": d.get("cupti"),
         "_kernels": kernels,
         "_graphs": graphs,
     }
@@ -366,6 +376,43 @@ class Budget:
 
 base_env = benchlib.base_env
 
+CUPTI_PROBE = (
+    "import torch, json; "
+    "print(json.dumps(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libcupti' in l})))"
+)
+
+
+def find_cupti(explicit: str | None, python: str = sys.executable) -> tuple[str | None, str]:
+    """The libcupti profiling mode should load (FIKIT_CUPTI), and how it was found.
+
+    The copy the workload's torch loads itself comes first: a second copy of CUPTI in one process
+    would be a second CUPTI. A child imports torch and reads its own /proc/self/maps; failing that,
+    the nvidia wheels (nvidia/cu13/lib, nvidia/cuda_cupti/lib) and torch/lib are searched.
+    """
+    if explicit:
+        return str(Path(explicit).resolve()), "--cupti"
+    try:
+        res = subprocess.run(
+            [python, "-c", CUPTI_PROBE], capture_output=True, text=True, timeout=120, check=False
+        )
+        loaded = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else []
+        if loaded:
+            return str(loaded[0]), "loaded by torch"
+    except (OSError, subprocess.SubprocessError, IndexError, json.JSONDecodeError):
+        pass
+    roots: list[Path] = []
+    for pkg in ("nvidia", "torch"):
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(pkg)
+            if spec is not None and spec.submodule_search_locations:
+                roots += [Path(x) for x in spec.submodule_search_locations]
+    for root in roots:
+        for pattern in ("cu13/lib/libcupti.so.13", "cuda_cupti/lib/libcupti.so.*", "lib/libcupti.so*"):
+            hits = sorted(root.glob(pattern))
+            if hits:
+                return str(hits[0]), f"found under {root}"
+    return None, "not found: the library tries libcupti.so.13, .12, libcupti.so by name"
+
 
 def preload_env(
     lib: str | None,
@@ -374,6 +421,7 @@ def preload_env(
     passthrough: bool = False,
     prog: str = "",
     profile_mode: bool = False,
+    cupti: str | None = None,
 ) -> dict[str, str]:
     env = base_env()
     if lib:
@@ -387,16 +435,21 @@ def preload_env(
         env["FIKIT_PASSTHROUGH"] = "1"
     if profile_mode:
         env["FIKIT_PROFILE"] = "1"
+        if cupti:
+            env["FIKIT_CUPTI"] = cupti
     if prog:
         env["FIKIT_PROG"] = prog
     return env
 
 
 class Ctx:
-    def __init__(self, args: argparse.Namespace, tmp: Path, lib: str | None) -> None:
+    def __init__(
+        self, args: argparse.Namespace, tmp: Path, lib: str | None, cupti: str | None = None
+    ) -> None:
         self.args = args
         self.tmp = tmp
         self.lib = lib
+        self.cupti = cupti
         self.n_dom = 0
         self.domain_note: str | None = None
 
@@ -472,14 +525,66 @@ def run_child(
     return info
 
 
+def graph_durations(st: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
+    """A graph launch's duration (the library times it whole, by events, in every mode) against the
+    span of its kernels in the profiler's trace."""
+    if not st["_graphs"] or not prof.get("graph_span_us_mean"):
+        return {}
+    gm = [
+        (float(d.get("mean") or 0), int(d.get("n") or 0))
+        for d in (g.get("dur_us") or {} for g in st["_graphs"])
+    ]
+    n = sum(c for _, c in gm)
+    if not n:
+        return {}
+    lib_mean = sum(m * c for m, c in gm) / n
+    return {
+        "graph_lib_mean_us": round(lib_mean, 3),
+        "graph_prof_span_mean_us": round(prof["graph_span_us_mean"], 3),
+        "graph_ratio": round(lib_mean / prof["graph_span_us_mean"], 4),
+    }
+
+
+def duration_verdict(
+    sampled: dict[str, Any] | None, profile: dict[str, Any] | None, prof: dict[str, Any]
+) -> dict[str, Any]:
+    """Both modes against the profiler. The profiling mode (CUPTI) answers issue 3's 10 %; the normal
+    mode's figure says what the policy's sampled predictions are worth."""
+    out: dict[str, Any] = {}
+    for mode, st in (("profile", profile), ("sampled", sampled)):
+        if st is None:
+            continue
+        d = compare_durations(st["_kernels"], prof["_table"])
+        d.update(graph_durations(st, prof))
+        d["timing"] = st.get("timing")
+        if st.get("cupti") is not None:
+            d["cupti"] = st["cupti"]
+        out[mode] = d
+    p = out.get("profile", {})
+    out["median_abs_dev"] = p.get("median_abs_dev")
+    out["median_abs_dev_sampled"] = out.get("sampled", {}).get("median_abs_dev")
+    out["profile_timing"] = p.get("timing")  # "cupti", or "events" when CUPTI could not be used
+    out["within_10pct"] = bool(p.get("within_10pct"))
+    return out
+
+
 def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
     a = ctx.args
     res: dict[str, Any] = {"label": WORKLOADS[workload][0], "iters": WORKLOADS[workload][1:]}
-    stats: list[dict[str, Any] | None] = []
-    for run in ("a", "b"):
+    if ctx.cupti:
+        res["cupti_lib"] = ctx.cupti
+    # a, b: the normal (sampled) mode, twice for the ids; p: profiling mode, kernels timed by CUPTI.
+    runs = ["a", "p"] if a.only_durations else ["a", "b", "p"]
+    stats: dict[str, dict[str, Any] | None] = {}
+    for run in runs:
         sp = ctx.tmp / f"{workload}.stats.{run}.json"
         env = preload_env(
-            ctx.lib, sp, ctx.fresh_domain(), prog=f"verify-{workload}", profile_mode=a.lib_profile
+            ctx.lib,
+            sp,
+            ctx.fresh_domain(),
+            prog=f"verify-{workload}",
+            profile_mode=run == "p",
+            cupti=ctx.cupti,
         )
         info = run_child(ctx, workload, env, None, f"{workload}.{run}", a.child_timeout)
         res[f"run_{run}"] = {k: v for k, v in info.items() if k != "child"}
@@ -493,7 +598,7 @@ def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
                 res[f"run_{run}"]["stats_error"] = repr(e)
         else:
             res[f"run_{run}"]["stats_error"] = "no FIKIT_STATS file written"
-        stats.append(st)
+        stats[run] = st
     tp = ctx.tmp / f"{workload}.trace.json"
     info = run_child(ctx, workload, base_env(), tp, f"{workload}.prof", a.child_timeout)
     res["run_prof"] = {k: v for k, v in info.items() if k != "child"}
@@ -511,7 +616,7 @@ def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
     else:
         res["run_prof"]["trace_error"] = "no trace written"
 
-    sa, sb = stats
+    sa, sb = stats.get("a"), stats.get("b")
     if sa is not None:
         res["lib"] = {
             "launches": sa["launches"],
@@ -535,16 +640,8 @@ def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
             "prof_graph_launches": prof["graph_launch_calls"],
             "graph_match": sa["graph_launches"] == prof["graph_launch_calls"],
         }
-        res["durations"] = compare_durations(sa["_kernels"], prof["_table"])
-        if sa["_graphs"] and prof.get("graph_span_us_mean"):
-            dists = [g.get("dur_us") or {} for g in sa["_graphs"]]
-            gm = [(float(d.get("mean") or 0), int(d.get("n") or 0)) for d in dists]
-            n = sum(c for _, c in gm)
-            if n:
-                lib_mean = sum(m * c for m, c in gm) / n
-                res["durations"]["graph_lib_mean_us"] = round(lib_mean, 3)
-                res["durations"]["graph_prof_span_mean_us"] = round(prof["graph_span_us_mean"], 3)
-                res["durations"]["graph_ratio"] = round(lib_mean / prof["graph_span_us_mean"], 4)
+    if prof is not None and (sa is not None or stats.get("p") is not None):
+        res["durations"] = duration_verdict(sa, stats.get("p"), prof)
     if sa is not None and sb is not None:
         ia, ib = sa["ids"], sb["ids"]
         diff = sorted(set(ia) ^ set(ib))
@@ -559,7 +656,7 @@ def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
         }
     res["ok"] = bool(
         res.get("counts", {}).get("match")
-        and res.get("ids", {}).get("identical")
+        and (a.only_durations or res.get("ids", {}).get("identical"))
         and res.get("durations", {}).get("within_10pct")
     )
     return res
@@ -751,7 +848,7 @@ def print_table(summary: dict[str, Any]) -> None:
     )
     hdr = (
         f"{'workload':16} {'lib':>8} {'prof':>8} {'count':>6} {'graphs':>9} {'ids':>5} {'matched':>8} "
-        f"{'med|r-1|':>9} {'>=10us':>7} {'ok':>4}"
+        f"{'profile':>8} {'sampled':>8} {'timing':>7} {'ok':>4}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -767,10 +864,16 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{name:16} {fmt(c.get('lib_kernel_launches')):>8} "
             f"{fmt(c.get('prof_kernels_nongraph_plus_captured')):>8} "
             f"{fmt(c.get('match')):>6} {graphs:>9} {fmt(w.get('ids', {}).get('identical')):>5} "
-            f"{fmt(d.get('matched')):>8} {fmt(d.get('median_abs_dev')):>9} "
-            f"{fmt(d.get('median_abs_dev_ge10us')):>7} {fmt(w.get('ok')):>4}"
+            f"{fmt(d.get('profile', {}).get('matched')):>8} {fmt(d.get('median_abs_dev')):>8} "
+            f"{fmt(d.get('median_abs_dev_sampled')):>8} {fmt(d.get('profile_timing')):>7} "
+            f"{fmt(w.get('ok')):>4}"
         )
+    timed_by = summary.get("cupti_lib") or "libcupti by soname"
+    print("profile / sampled: median |lib/profiler - 1| over matched kernels; target <= 0.10 (profile)")
+    print(f"  profile: FIKIT_PROFILE=1, kernels timed by CUPTI ({timed_by}); sampled: the normal mode")
     ov = summary.get("overhead", {})
+    if not ov:
+        return
     print()
     print(
         f"per launch (us, empty kernel): added pass-through {fmt(ov.get('per_launch_us'))}, "
@@ -799,7 +902,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-rounds", type=int, default=6)
     p.add_argument("--latency-window-s", type=float, default=1.5)
     p.add_argument("--hp-cores", default="2-3", help="CPUs for the latency workers")
-    p.add_argument("--lib-profile", action="store_true", help="FIKIT_PROFILE=1 in the preloaded runs")
+    p.add_argument(
+        "--cupti",
+        default=None,
+        help="libcupti for profiling mode (FIKIT_CUPTI; default: the one torch loads)",
+    )
+    p.add_argument(
+        "--only-durations",
+        action="store_true",
+        help="durations only: one sampled and one profiling-mode run per workload (counts too), no id "
+        "check, no overhead",
+    )
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--keep-traces", action="store_true")
     p.add_argument(
@@ -823,14 +936,24 @@ def main(argv: list[str] | None = None) -> int:
         lib = None
     tmp = out / "verify_work"
     tmp.mkdir(parents=True, exist_ok=True)
-    ctx = Ctx(args, tmp, lib)
+    cupti, cupti_how = find_cupti(args.cupti)
+    ctx = Ctx(args, tmp, lib, cupti)
     summary: dict[str, Any] = benchlib.env_info(args.device)
     summary.update(
-        {"lib": lib, "device": args.device, "dry_run": args.dry_run, "workloads": {}, "overhead": {}}
+        {
+            "lib": lib,
+            "device": args.device,
+            "dry_run": args.dry_run,
+            "only_durations": args.only_durations,
+            "cupti_lib": cupti,
+            "cupti_lib_how": cupti_how,
+            "workloads": {},
+            "overhead": {},
+        }
     )
     print(
         f"verify_interpose: lib={lib} gpu={summary['gpu']} driver={summary['driver']} "
-        f"commit={summary['commit']}",
+        f"commit={summary['commit']} cupti={cupti} ({cupti_how})",
         flush=True,
     )
 
@@ -848,16 +971,17 @@ def main(argv: list[str] | None = None) -> int:
             summary["workloads"][name] = {"error": repr(e)}
         summary["workloads"][name]["wall_s"] = round(time.monotonic() - t0, 1)
         w = summary["workloads"][name]
+        d = w.get("durations", {})
         print(
             f"  {name}: {time.monotonic() - t0:.1f}s ok={w.get('ok')} "
-            f"counts={w.get('counts', {}).get('match')} "
-            f"ids={w.get('ids', {}).get('identical')} dur={w.get('durations', {}).get('median_abs_dev')} "
-            f"err={str(w.get('error', ''))[:200]}",
+            f"counts={w.get('counts', {}).get('match')} ids={w.get('ids', {}).get('identical')} "
+            f"dur profile={d.get('median_abs_dev')} ({d.get('profile_timing')}) "
+            f"sampled={d.get('median_abs_dev_sampled')} err={str(w.get('error', ''))[:200]}",
             flush=True,
         )
         benchlib.write_json(out / "summary.json", summary)
 
-    if not args.skip_overhead:
+    if not (args.skip_overhead or args.only_durations):
         if budget.left() > 30:
             t0 = time.monotonic()
             try:

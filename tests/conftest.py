@@ -55,9 +55,15 @@ def fake_build(tmp_path_factory: pytest.TempPathFactory) -> FakeBuild:
                   start("client", [cc, *CFLAGS, inc, "-o", str(out / "client"), str(FAKE_SRC / "client.c"),
                                    "-ldl", "-lpthread"])])
     (out / "libcuda.so").symlink_to("libcuda.so.1")
+    # The fake CUPTI reads the fake driver's simulated timeline: linked against it. Found by soname
+    # (libcupti.so.13) through LD_LIBRARY_PATH, ahead of any real CUPTI of the machine.
     check_build([start("client_direct",
                         [cc, *CFLAGS, "-DCLIENT_DIRECT", inc, "-o", str(out / "client_direct"),
-                         str(FAKE_SRC / "client.c"), f"-L{out}", "-lcuda", "-ldl", "-lpthread"])])
+                         str(FAKE_SRC / "client.c"), f"-L{out}", "-lcuda", "-ldl", "-lpthread"]),
+                  start("fake libcupti.so.13",
+                        [cc, *CFLAGS, "-fPIC", "-shared", inc, f"-I{FAKE_SRC}", "-Wl,-soname,libcupti.so.13",
+                         "-o", str(out / "libcupti.so.13"), str(FAKE_SRC / "fakecupti.c"), f"-L{out}",
+                         "-lcuda", "-lpthread"])])
     return FakeBuild(out, out / "client", out / "client_direct", FAKE_SRC / "pyclient.py")
 
 

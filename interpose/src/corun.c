@@ -123,6 +123,11 @@ static struct part *part_for(uint32_t pct)
         give_up("making a green context", r);
         return NULL;
     }
+    if (!fikit_cupti_ignore_stream(gs)) {
+        /* Profiling mode must not take a confined kernel's time for its time on the whole GPU. */
+        give_up("leaving the green stream out of CUPTI's timing", CUDA_ERROR_NOT_SUPPORTED);
+        return NULL;
+    }
     struct part *p = &co.parts[co.n_parts++];
     *p = (struct part){.pct = pct, .sms = part.sm.smCount, .gs = gs};
     if (fikit_debug)

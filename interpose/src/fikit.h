@@ -30,6 +30,7 @@ extern int fikit_debug;
 
 /* ---- kid.c: kernel identity ------------------------------------------- */
 uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed);
+uint64_t fikit_name_hash(const char *name); /* the name part of a kernel id */
 uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem);
 /* Name of a function handle, looked up once per handle and cached.
  * Returns a stable pointer (never NULL) and the hash of the name. */
@@ -40,6 +41,8 @@ struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char
                                    const uint32_t block[3], uint32_t smem, uint32_t kind);
 struct fikit_kstat *fikit_ktab_find(struct fikit_slot *s, uint64_t id);
 void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns);
+/* One measured run of kernel k (events or CUPTI): its statistics and the slot's GPU time. */
+void fikit_measured(struct fikit_slot *s, struct fikit_kstat *k, uint64_t ns);
 void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns);
 uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k);  /* 0 when never measured */
 uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k);  /* conservative: short */
@@ -118,6 +121,7 @@ extern void *fikit_real[FIKIT_HOOK_COUNT];
 extern void *const fikit_wrappers[FIKIT_HOOK_COUNT];
 void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t flags);
 void *fikit_real_sym(const char *name); /* a driver symbol, unwrapped */
+void *fikit_sym(void *handle, const char *name); /* any other library's symbol, through the real dlsym */
 void fikit_resolve_init(void);
 
 /* Driver functions fikit calls for itself (not hooked). */
@@ -151,6 +155,25 @@ void fikit_corun_end(CUstream app, CUstream green);
 bool fikit_corun_usable(void);
 void fikit_corun_after_fork(void);
 extern struct fikit_driver fikit_drv;
+
+/* ---- cupti.c: kernel durations from CUPTI in profiling mode ------------- */
+/* Starts CUPTI at the first call; true while CUPTI, not events, times kernel
+ * launches (false: CUPTI unavailable, time them by events). */
+bool fikit_cupti_timing(void);
+/* Leaves a stream's kernels untimed; false when that cannot be done while CUPTI times kernels. */
+bool fikit_cupti_ignore_stream(CUstream stream);
+struct fikit_cupti_counts {
+    uint64_t records;    /* kernel records received */
+    uint64_t timed;      /* fed into a kernel's statistics */
+    uint64_t graph;      /* kernels replayed from a graph: not timed */
+    uint64_t ignored;    /* on a stream left untimed (co-running) */
+    uint64_t unmatched;  /* no kernel of the table has the record's id */
+    uint64_t incomplete; /* CUPTI had no timestamps for it */
+    uint64_t dropped;    /* records CUPTI dropped for want of buffer space */
+};
+/* False unless CUPTI timed kernels in this process. */
+bool fikit_cupti_counts(struct fikit_cupti_counts *out);
+void fikit_cupti_after_fork(void);
 
 /* ---- launch.c ---------------------------------------------------------- */
 void fikit_init(void); /* pthread_once; safe from any hook */

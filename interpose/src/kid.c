@@ -24,6 +24,11 @@ uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed)
     return h;
 }
 
+uint64_t fikit_name_hash(const char *name)
+{
+    return fikit_hash_bytes(name, strlen(name), 0);
+}
+
 uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem)
 {
     uint32_t shape[7] = {grid[0], grid[1], grid[2], block[0], block[1], block[2], smem};
@@ -83,7 +88,7 @@ const char *fikit_func_name(CUfunction f, uint64_t *name_hash)
             }
             char *copy = strdup(raw);
             const char *n = copy ? copy : "?";
-            e->hash = fikit_hash_bytes(n, strlen(n), 0);
+            e->hash = fikit_name_hash(n);
             atomic_store_explicit(&e->name, n, memory_order_release);
             *name_hash = e->hash;
             return n;
@@ -92,6 +97,6 @@ const char *fikit_func_name(CUfunction f, uint64_t *name_hash)
     const char *raw = lookup_name(f);
     if (!raw)
         raw = "?";
-    *name_hash = fikit_hash_bytes(raw, strlen(raw), 0);
+    *name_hash = fikit_name_hash(raw);
     return raw;
 }

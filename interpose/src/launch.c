@@ -7,7 +7,9 @@
  *   decide    only for a client with a more urgent one above it in the
  *             domain: hold here until fikit_policy_decide lets it go;
  *   measure   a sample of launches is bracketed by timing events, harvested
- *             later; the gap before each launch is measured on the host.
+ *             later (in profiling mode, CUPTI's records time every kernel
+ *             instead: cupti.c); the gap before each launch is measured on
+ *             the host.
  * Fail-open: a wrapper that has no real function to call returns the
  * driver's "not initialised" error, and everything else degrades to a plain
  * pass-through of the call.
@@ -194,9 +196,7 @@ void fikit_harvest(bool wait_all)
             break;
         float ms = 0;
         if (q == CUDA_SUCCESS && fikit_drv.cuEventElapsedTime(&ms, s->start, s->end) == CUDA_SUCCESS && ms >= 0) {
-            uint64_t ns = (uint64_t)((double)ms * 1e6);
-            fikit_kstat_add_dur(s->k, ns);
-            atomic_fetch_add_explicit(&fikit_cl.me->gpu_ns, ns, memory_order_relaxed);
+            fikit_measured(fikit_cl.me, s->k, (uint64_t)((double)ms * 1e6));
         }
         s->busy = false;
         pool_tail++;
@@ -401,7 +401,7 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
     unsigned n = atomic_load(&n_seen);
     for (unsigned i = 0; i < n && i < GMAX; i++)
         if (atomic_load(&seen[i]) == g) {
-            *hash = fikit_hash_bytes(gnames[i], strlen(gnames[i]), 0);
+            *hash = fikit_name_hash(gnames[i]);
             return gnames[i];
         }
     unsigned i = atomic_fetch_add(&n_seen, 1);
@@ -411,7 +411,7 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
     }
     snprintf(gnames[i], sizeof gnames[i], "cudaGraph#%u", i);
     atomic_store(&seen[i], g);
-    *hash = fikit_hash_bytes(gnames[i], strlen(gnames[i]), 0);
+    *hash = fikit_name_hash(gnames[i]);
     return gnames[i];
 }
 
@@ -432,6 +432,10 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     atomic_fetch_add_explicit(&me->launches, 1, memory_order_relaxed);
     if (fikit_cfg.passthrough)
         return;
+
+    /* Profiling mode: CUPTI times kernel launches (it starts here, before any
+     * decision may set up co-running); graph launches are timed by events. */
+    bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
 
     uint64_t nh = 0;
     static const uint32_t zero[3] = {0, 0, 0};
@@ -461,7 +465,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (k && L->run == stream &&
+    if (k && L->run == stream && !by_cupti &&
         (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
         L->sample = sample_begin(k, stream, count > 0 && !g); /* see "gated" above */
 }
@@ -537,6 +541,7 @@ static void child_after_fork(void)
     pthread_mutex_init(&pool_lock, NULL);
     pool_head = pool_tail = 0;
     fikit_corun_after_fork();
+    fikit_cupti_after_fork();
     pool_ctx = NULL; /* the parent's events and pinned gate are not the child's */
     atomic_store(&gate_host, NULL);
     atomic_store(&gate_armed, 0);

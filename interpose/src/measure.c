@@ -90,6 +90,12 @@ void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns)
     k->dur_pred_ns = clamp32(mid > e ? mid : e);
 }
 
+void fikit_measured(struct fikit_slot *s, struct fikit_kstat *k, uint64_t ns)
+{
+    fikit_kstat_add_dur(k, ns);
+    atomic_fetch_add_explicit(&s->gpu_ns, ns, memory_order_relaxed);
+}
+
 void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
 {
     uint64_t n = atomic_fetch_add_explicit(&k->gap_n, 1, memory_order_relaxed);

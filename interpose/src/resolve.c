@@ -78,6 +78,12 @@ void *fikit_real_sym(const char *name)
     return p;
 }
 
+void *fikit_sym(void *handle, const char *name)
+{
+    dlsym_fn d = real_dlsym();
+    return d ? d(handle, name) : NULL;
+}
+
 void fikit_resolve_init(void)
 {
     /* Loading the driver here costs nothing extra: the process is launching on it. */

@@ -83,6 +83,17 @@ void fikit_stats_write(const char *tmpl)
             (unsigned long long)s->released_guard, (unsigned long long)s->released_corun,
             (double)s->gpu_ns / 1000.0, fikit_cl.slot_index, fikit_effective_prio(),
             fikit_cfg.passthrough ? "true" : "false", fikit_profile_kernels);
+    /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */
+    struct fikit_cupti_counts c;
+    if (fikit_cupti_counts(&c))
+        fprintf(f,
+                ", \"timing\": \"cupti\", \"cupti\": {\"records\": %llu, \"timed\": %llu, \"graph\": %llu, "
+                "\"ignored\": %llu, \"unmatched\": %llu, \"incomplete\": %llu, \"dropped\": %llu}",
+                (unsigned long long)c.records, (unsigned long long)c.timed, (unsigned long long)c.graph,
+                (unsigned long long)c.ignored, (unsigned long long)c.unmatched, (unsigned long long)c.incomplete,
+                (unsigned long long)c.dropped);
+    else
+        fprintf(f, ", \"timing\": \"%s\", \"cupti\": null", fikit_cfg.passthrough ? "none" : "events");
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first = true;

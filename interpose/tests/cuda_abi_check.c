@@ -15,6 +15,12 @@
  *   FIKIT_ABI_OWN    without <cuda.h>: checks fikit's own stand-in types (the
  *                    ones libfikit.so is built with) against those sizes.
  *
+ * FIKIT_ABI_CUPTI adds, in both modes, the same checks of
+ * interpose/include/fikit_cupti.h against the real <cupti.h>: signatures,
+ * constants, and the offset and type of every field fikit reads from a
+ * kernel activity record, in each record version the header declares that
+ * a CUDA 12 or 13 CUPTI may hand out.
+ *
  * FIKIT_ABI_NEGATIVE adds a deliberately wrong signature, to show that the
  * checks bite.
  */
@@ -28,6 +34,11 @@
 
 #define FIKIT_CUDA_ABI_CHECK 1
 #include "fikit_cuda.h"
+#ifdef FIKIT_ABI_CUPTI
+#include <cupti.h>
+
+#include "fikit_cupti.h"
+#endif
 
 #define SAME_TYPE(a, b) __builtin_types_compatible_p(a, b)
 
@@ -122,6 +133,50 @@ _Static_assert(_Alignof(struct fikit_launch_config_mirror) == _Alignof(CUlaunchC
                    "CUlaunchConfig." #name " type differs");
 FIKIT_CULAUNCHCONFIG_FIELDS(CHECK_FIELD)
 
+#ifdef FIKIT_ABI_CUPTI
+/* CUPTI (profiling mode, interpose/src/cupti.c). */
+#define CHECKED_CUPTI_PFNS(X)              \
+    X(cuptiGetVersion)                     \
+    X(cuptiGetResultString)                \
+    X(cuptiSubscribe)                      \
+    X(cuptiUnsubscribe)                    \
+    X(cuptiActivityRegisterCallbacks)      \
+    X(cuptiActivityEnable)                 \
+    X(cuptiActivityDisable)                \
+    X(cuptiActivityFlushAll)               \
+    X(cuptiActivityGetNextRecord)          \
+    X(cuptiActivityGetNumDroppedRecords)   \
+    X(cuptiGetStreamIdEx)
+CHECKED_CUPTI_PFNS(CHECK_PFN)
+FIKIT_CUPTI_CONSTANTS(CHECK_CONSTANT)
+
+/* Every field fikit reads, at the offset and with the type it reads, in the
+ * kernel record of CUDA 13 (CUpti_ActivityKernel10), of CUDA 12
+ * (CUpti_ActivityKernel9) and the older versions the header still declares. */
+#define CHECK_RECORD_FIELD(rec, type, field, off)                                              \
+    _Static_assert(offsetof(rec, field) == (off), #rec "." #field " is not at offset " #off);   \
+    _Static_assert(offsetof(struct fikit_cupti_kernel, field) == offsetof(rec, field),          \
+                   "fikit_cupti_kernel." #field " offset differs from " #rec);                  \
+    _Static_assert(SAME_TYPE(type, __typeof__(((rec *)0)->field)), #rec "." #field " type differs"); \
+    _Static_assert(SAME_TYPE(type, __typeof__(((struct fikit_cupti_kernel *)0)->field)),       \
+                   "fikit_cupti_kernel." #field " type differs");
+#define CHECK_K6(type, field, off) CHECK_RECORD_FIELD(CUpti_ActivityKernel6, type, field, off)
+#define CHECK_K7(type, field, off) CHECK_RECORD_FIELD(CUpti_ActivityKernel7, type, field, off)
+#define CHECK_K8(type, field, off) CHECK_RECORD_FIELD(CUpti_ActivityKernel8, type, field, off)
+#define CHECK_K9(type, field, off) CHECK_RECORD_FIELD(CUpti_ActivityKernel9, type, field, off)
+FIKIT_CUPTI_KERNEL_FIELDS(CHECK_K6)
+FIKIT_CUPTI_KERNEL_FIELDS(CHECK_K7)
+FIKIT_CUPTI_KERNEL_FIELDS(CHECK_K8)
+FIKIT_CUPTI_KERNEL_FIELDS(CHECK_K9)
+#if CUPTI_API_VERSION >= 130000
+#define CHECK_K10(type, field, off) CHECK_RECORD_FIELD(CUpti_ActivityKernel10, type, field, off)
+FIKIT_CUPTI_KERNEL_FIELDS(CHECK_K10)
+#endif
+_Static_assert(sizeof(struct fikit_cupti_kernel) <= sizeof(CUpti_ActivityKernel6),
+               "fikit reads past the end of the oldest record checked");
+_Static_assert(sizeof(CUpti_Activity) == 8 && _Alignof(CUpti_Activity) == 8, "CUpti_Activity differs");
+#endif /* FIKIT_ABI_CUPTI */
+
 #ifdef FIKIT_ABI_NEGATIVE
 /* A signature with one parameter missing: this must not compile. */
 typedef CUresult (*wrong_launch)(const CUlaunchConfig *, CUfunction, void **);
@@ -137,12 +192,21 @@ int main(void)
            sizeof(CUresult), sizeof(CUdevice), sizeof(CUdeviceptr), sizeof(cuuint64_t),
            sizeof(CUdriverProcAddressQueryResult), sizeof(CUstreamCaptureStatus), sizeof(CUlaunchAttribute),
            offsetof(CUlaunchAttribute, value), _Alignof(CUlaunchAttribute), sizeof(CUlaunchConfig));
+#ifdef FIKIT_ABI_CUPTI
+    printf("-DREAL_CUPTIRESULT=%zu -DREAL_ACTIVITYKIND=%zu -DREAL_CALLBACKDOMAIN=%zu -DREAL_CALLBACKID=%zu "
+           "-DREAL_ACTIVITY=%zu -DREAL_ACTIVITY_ALIGN=%zu\n",
+           sizeof(CUptiResult), sizeof(CUpti_ActivityKind), sizeof(CUpti_CallbackDomain), sizeof(CUpti_CallbackId),
+           sizeof(CUpti_Activity), _Alignof(CUpti_Activity));
+#endif
     return 0;
 }
 
 #else /* FIKIT_ABI_OWN: the stand-ins libfikit.so is actually built with */
 
 #include "fikit_cuda.h"
+#ifdef FIKIT_ABI_CUPTI
+#include "fikit_cupti.h"
+#endif
 
 #define CHECK_SIZE(expr, real) _Static_assert((expr) == (real), #expr " differs from <cuda.h>");
 CHECK_SIZE(sizeof(CUresult), REAL_CURESULT)
@@ -155,6 +219,14 @@ CHECK_SIZE(sizeof(CUlaunchAttribute), REAL_ATTR)
 CHECK_SIZE(offsetof(CUlaunchAttribute, value), REAL_ATTR_VALUE_OFF)
 CHECK_SIZE(_Alignof(CUlaunchAttribute), REAL_ATTR_ALIGN)
 CHECK_SIZE(sizeof(CUlaunchConfig), REAL_CONFIG)
+#ifdef FIKIT_ABI_CUPTI
+CHECK_SIZE(sizeof(CUptiResult), REAL_CUPTIRESULT)
+CHECK_SIZE(sizeof(CUpti_ActivityKind), REAL_ACTIVITYKIND)
+CHECK_SIZE(sizeof(CUpti_CallbackDomain), REAL_CALLBACKDOMAIN)
+CHECK_SIZE(sizeof(CUpti_CallbackId), REAL_CALLBACKID)
+CHECK_SIZE(sizeof(CUpti_Activity), REAL_ACTIVITY)
+CHECK_SIZE(_Alignof(CUpti_Activity), REAL_ACTIVITY_ALIGN)
+#endif
 
 int main(void)
 {

@@ -28,6 +28,16 @@
  *                       CUDA_ERROR_NOT_SUPPORTED (introspection calls only)
  *   FAKECUDA_STRICT_NAMES  1: cuGetProcAddress answers base names only
  *                       (default); 0: exported names (_v2, _ptsz) too
+ *   FAKECUDA_LAUNCH_LATENCY_US  work queued on an idle stream starts this
+ *                       long after it is submitted (the front end's setup),
+ *                       while an event recorded there completes at once: so
+ *                       event pairs over-read, as on a real GPU (default 0)
+ *   FAKECUDA_GRAPH_KERNEL  name of the one kernel inside every graph (shape:
+ *                       grid 1, block 32, no shared memory), reported to the
+ *                       fake CUPTI for each replay (default: none reported)
+ *
+ * The kernels run are handed to the fake CUPTI (fakecupti.c) through the
+ * private export declared in fakecuda_runs.h.
  *
  * Link with -Wl,-Bsymbolic: cuGetProcAddress must hand out this library's own
  * entry points, as the real driver does, and not a preloaded library's
@@ -50,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fakecuda_runs.h"
 #include "fikit_cuda.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -98,6 +109,7 @@ struct CUstream_st {
     unsigned int flags;
     _Atomic uint64_t tail; /* simulated end of the last work queued on it */
     unsigned int green_sms; /* a green-context stream: its SM partition, 0 for ordinary streams */
+    uint32_t id;            /* for the fake CUPTI's records */
 };
 
 struct CUctx_st {
@@ -146,6 +158,7 @@ struct CUgraph_st {
 struct CUgraphExec_st {
     uint32_t magic;
     uint64_t dur_ns;
+    uint32_t id;
 };
 
 struct mem_header {
@@ -183,6 +196,7 @@ static int g_nrules;
 static uint64_t g_default_ns = DEFAULT_DURATION_US * 1000u;
 static uint64_t g_graph_ns;
 static int g_strict_names = 1;
+static const char *g_graph_kernel; /* FAKECUDA_GRAPH_KERNEL */
 static struct CUfunc_st *g_funcs;   /* every function object, for the counts */
 static struct CUkern_st *g_kernels; /* every kernel object */
 static _Atomic uint64_t g_api_count[API_COUNT];
@@ -259,8 +273,10 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
  */
 static int g_sms = 132; /* FAKECUDA_SMS */
 static _Atomic unsigned long long g_green_launches;
+static uint64_t g_latency_ns; /* FAKECUDA_LAUNCH_LATENCY_US */
 
-static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns)
+/* Returns the end; *start_out gets the start. */
+static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns, uint64_t *start_out)
 {
     _Atomic uint64_t *dev_tail = &g_timeline->tail[s->ctx->device];
     if (s->green_sms) {
@@ -272,13 +288,76 @@ static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns)
     }
     uint64_t now = now_ns();
     uint64_t stream_tail = atomic_load(&s->tail);
+    /* On an idle stream nothing hides the front end's setup of the launch. */
+    uint64_t ready = stream_tail <= now ? now + g_latency_ns : now;
     uint64_t old = atomic_load(dev_tail), end;
     do {
-        end = max_u64(max_u64(now, stream_tail), old) + dur_ns;
+        end = max_u64(max_u64(ready, stream_tail), old) + dur_ns;
     } while (!atomic_compare_exchange_weak(dev_tail, &old, end));
     atomic_max_u64(&s->tail, end);
     atomic_max_u64(&s->ctx->tail, end);
+    *start_out = end - dur_ns;
     return end;
+}
+
+/* ------------------------------------------------------------------ */
+/* The kernels run, for the fake CUPTI (fakecuda_runs.h). */
+
+#define RUNS 65536
+static pthread_mutex_t g_runs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fakecuda_run g_runs[RUNS];
+static uint64_t g_runs_head, g_runs_tail; /* appended at head, taken at tail */
+static atomic_int g_runs_on;
+static size_t g_runs_dropped;
+static _Atomic uint32_t g_correlation;
+static _Atomic unsigned long long g_runs_taken; /* handed to the fake CUPTI: in the counts */
+
+static void note_run(const char *name, const unsigned int grid[3], const unsigned int block[3], unsigned int smem,
+                     uint64_t start, uint64_t end, const struct CUstream_st *s, uint32_t graph_id)
+{
+    if (!atomic_load(&g_runs_on))
+        return;
+    struct fakecuda_run r = {.name = name, .smem = smem, .start = start, .end = end, .stream_id = s->id,
+                             .graph_id = graph_id, .correlation = atomic_fetch_add(&g_correlation, 1) + 1};
+    memcpy(r.grid, grid, sizeof r.grid);
+    memcpy(r.block, block, sizeof r.block);
+    pthread_mutex_lock(&g_runs_lock);
+    if (g_runs_head - g_runs_tail >= RUNS) {
+        g_runs_tail++; /* the oldest is lost, as a full CUPTI buffer loses records */
+        g_runs_dropped++;
+    }
+    g_runs[g_runs_head++ % RUNS] = r;
+    pthread_mutex_unlock(&g_runs_lock);
+}
+
+EXPORT void fakecuda_runs_enable(int on)
+{
+    atomic_store(&g_runs_on, on);
+}
+
+EXPORT size_t fakecuda_runs_take(struct fakecuda_run *out, size_t max, uint64_t until, int all)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&g_runs_lock);
+    while (n < max && g_runs_tail != g_runs_head) {
+        const struct fakecuda_run *r = &g_runs[g_runs_tail % RUNS];
+        if (!all && r->end > until)
+            break;
+        out[n++] = *r;
+        g_runs_tail++;
+    }
+    pthread_mutex_unlock(&g_runs_lock);
+    atomic_fetch_add(&g_runs_taken, n);
+    return n;
+}
+
+EXPORT size_t fakecuda_runs_dropped(void)
+{
+    pthread_mutex_lock(&g_runs_lock);
+    size_t d = g_runs_dropped;
+    g_runs_dropped = 0;
+    pthread_mutex_unlock(&g_runs_lock);
+    return d;
 }
 
 /* ------------------------------------------------------------------ */
@@ -348,6 +427,8 @@ static void map_timeline(const char *path)
 
 static void init_stream(struct CUstream_st *s, struct CUctx_st *ctx, unsigned int flags)
 {
+    static _Atomic uint32_t next_id;
+    s->id = atomic_fetch_add(&next_id, 1) + 1;
     s->magic = MAGIC_STREAM;
     s->ctx = ctx;
     s->flags = flags;
@@ -361,6 +442,10 @@ static void reset_counts(void)
     for (struct CUfunc_st *f = g_funcs; f; f = f->next)
         atomic_store(&f->launches, 0);
     memset(g_configs, 0, sizeof g_configs);
+    atomic_store(&g_runs_on, 0);
+    g_runs_head = g_runs_tail = 0;
+    g_runs_dropped = 0;
+    atomic_store(&g_runs_taken, 0);
 }
 
 static void atfork_prepare(void)
@@ -376,6 +461,7 @@ static void atfork_parent(void)
 /* A forked child reports the launches it makes itself, as a new process would. */
 static void atfork_child(void)
 {
+    pthread_mutex_init(&g_runs_lock, NULL);
     reset_counts();
     pthread_mutex_unlock(&g_lock);
 }
@@ -403,6 +489,12 @@ __attribute__((constructor)) static void fake_setup(void)
     s = getenv("FAKECUDA_TIMELINE");
     if (s && *s)
         map_timeline(s);
+    s = getenv("FAKECUDA_LAUNCH_LATENCY_US");
+    if (s && *s)
+        g_latency_ns = (uint64_t)(strtod(s, NULL) * 1000.0 + 0.5);
+    s = getenv("FAKECUDA_GRAPH_KERNEL");
+    if (s && *s)
+        g_graph_kernel = s;
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
@@ -455,8 +547,9 @@ __attribute__((destructor)) static void fake_write_counts(void)
     if (!f)
         return;
     pthread_mutex_lock(&g_lock);
-    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"green_launches\": %llu", (long)getpid(),
-            (unsigned long long)atomic_load(&wait_value_calls), (unsigned long long)atomic_load(&g_green_launches));
+    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"green_launches\": %llu, \"cupti_records\": %llu",
+            (long)getpid(), (unsigned long long)atomic_load(&wait_value_calls),
+            (unsigned long long)atomic_load(&g_green_launches), (unsigned long long)atomic_load(&g_runs_taken));
     for (int i = 0; i < API_COUNT; i++)
         fprintf(f, ", \"%s\": %llu", api_names[i], (unsigned long long)atomic_load(&g_api_count[i]));
     /* Per name: several function objects (modules, libraries) may share one. */
@@ -680,7 +773,8 @@ static CUresult launch(enum launch_api api, CUfunction hf, const unsigned int gr
             return FAKE_ERROR_ILLEGAL_ADDRESS;
         __atomic_fetch_add((int64_t *)(uintptr_t)*p, 1, __ATOMIC_SEQ_CST);
     }
-    schedule(s, dur);
+    uint64_t start, end = schedule(s, dur, &start);
+    note_run(fn->name, grid, block, smem, start, end, s, 0);
     atomic_fetch_add(&fn->launches, 1);
     atomic_fetch_add(&g_api_count[api], 1);
     count_config(fn, grid, block, smem);
@@ -753,7 +847,11 @@ static CUresult graph_launch(CUgraphExec g, CUstream hs, int ptsz)
     rc = get_stream(hs, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
-    schedule(s, g->dur_ns);
+    uint64_t start, end = schedule(s, g->dur_ns, &start);
+    if (g_graph_kernel) {
+        static const unsigned int one[3] = {1, 1, 1}, warp[3] = {32, 1, 1};
+        note_run(g_graph_kernel, one, warp, 0, start, end, s, g->id);
+    }
     atomic_fetch_add(&g_api_count[API_GRAPH], 1);
     return CUDA_SUCCESS;
 }
@@ -1333,6 +1431,19 @@ EXPORT CUresult cuStreamGetCtx(CUstream h, CUcontext *c)
     return stream_get_ctx(h, c, 0);
 }
 
+EXPORT CUresult fakecuda_stream_id(CUstream h, int per_thread, uint32_t *id)
+{
+    CUresult rc = need_init();
+    struct CUstream_st *s;
+    if (rc == CUDA_SUCCESS)
+        rc = get_stream(h, per_thread, &s);
+    if (rc == CUDA_SUCCESS && !id)
+        rc = CUDA_ERROR_INVALID_VALUE;
+    if (rc == CUDA_SUCCESS)
+        *id = s->id;
+    return rc;
+}
+
 EXPORT CUresult cuStreamGetCtx_ptsz(CUstream h, CUcontext *c)
 {
     return stream_get_ctx(h, c, 1);
@@ -1639,8 +1750,10 @@ EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *out, CUgraph g, unsigne
     struct CUgraphExec_st *e = calloc(1, sizeof *e);
     if (!e)
         return FAKE_ERROR_OUT_OF_MEMORY;
+    static _Atomic uint32_t next_id;
     e->magic = MAGIC_EXEC;
     e->dur_ns = g_graph_ns ? g_graph_ns : g_default_ns;
+    e->id = atomic_fetch_add(&next_id, 1) + 1;
     *out = e;
     return CUDA_SUCCESS;
 }
