@@ -65,14 +65,22 @@ class Daemon:
                 raise StartupError(f"{d} is owned by uid {owner}, not by fikitd (uid {os.geteuid()}); "
                                    f"fix with: chown {os.geteuid()} {d}")
         os.chmod(p.runtime_dir, 0o755)
-        self._lock_fd = os.open(p.state_dir / "fikitd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        lock = p.state_dir / "fikitd.lock"
+        try:
+            self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(f"cannot open {lock}: {exc.strerror}; make {p.state_dir} and its files "
+                               f"writable by fikitd (uid {os.geteuid()}), and check it has room") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
             raise StartupError(f"another fikitd (pid {holder or '?'}) uses {p.state_dir}") from None
         os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # the lock holds without it; the pid only names us to a second daemon
+            LOG.warning("cannot write the pid to %s: %s", p.state_dir / "fikitd.lock", exc.strerror)
 
     async def start(self) -> None:
         self.notifier.status("starting")

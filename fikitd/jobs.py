@@ -9,6 +9,7 @@ longer its child, so ``waitpid`` cannot tell it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .store import Store
+from .store import Store, StoreWriteError
 
 LOG = log.get("jobs")
 
@@ -68,6 +69,7 @@ class _Running:
     exit_file: Path
     kill_at: float | None = None
     cancelled: bool = False
+    finish_failed: bool = False  # its end could not be written to the store (disk full); retried
 
 
 class JobManager:
@@ -98,13 +100,13 @@ class JobManager:
         if os.geteuid() != 0 and uid != os.geteuid():
             raise JobError("not_permitted", "this fikitd is not root: it cannot run jobs for other users")
         now = time.time()
-        job_id = self.store.add_job(
-            name=name or os.path.basename(argv[0])[:128], user=pw.pw_name, uid=uid, gid=pw.pw_gid, argv=argv,
-            cwd=cwd or pw.pw_dir or "/", prio=prio, gpu=gpu, state="queued", submitted_at=now,
-            log_dir="", reason=None,
-        )
-        log_dir = self.jobs_dir / str(job_id)
-        self.store.update_job(job_id, log_dir=str(log_dir))
+        with self.store.transaction("cannot record the job"):  # a record with its log_dir, or none
+            job_id = self.store.add_job(
+                name=name or os.path.basename(argv[0])[:128], user=pw.pw_name, uid=uid, gid=pw.pw_gid,
+                argv=argv, cwd=cwd or pw.pw_dir or "/", prio=prio, gpu=gpu, state="queued", submitted_at=now,
+                log_dir="", reason=None,
+            )
+            self.store.update_job(job_id, log_dir=str(self.jobs_dir / str(job_id)))
         self._start(job_id, pw, env)
         job = self.store.job(job_id)
         assert job is not None
@@ -145,8 +147,16 @@ class JobManager:
             self.store.update_job(job_id, state="failed", ended_at=time.time(), reason=f"cannot start: {exc}")
             return
         start = proc_start_time(popen.pid)
-        self.store.update_job(job_id, state="running", pid=popen.pid, pid_start=start, started_at=time.time(),
-                              reason=reason)
+        try:
+            self.store.update_job(job_id, state="running", pid=popen.pid, pid_start=start,
+                                  started_at=time.time(), reason=reason)
+        except StoreWriteError:
+            # a job fikitd cannot keep a record of must not run: it has only just started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(5)
+            raise
         self.running[job_id] = _Running(job_id, popen.pid, start, popen, files["exit"])
         LOG.info("job %d started: pid %d, user %s, %s", job_id, popen.pid, pw.pw_name, job["argv"][0])
 
@@ -189,7 +199,15 @@ class JobManager:
                 if proc_start_time(run.pid) == run.start and run.start is not None:
                     continue
                 rc = self._read_exit(run.exit_file)
-            self._finish(run, rc)
+            try:
+                self._finish(run, rc)
+            except StoreWriteError as exc:
+                # kept in `running`: the next poll records it once the store can be written again
+                if not run.finish_failed:
+                    LOG.error("job %d ended (exit %s); its end cannot be recorded yet: %s", run.job_id, rc,
+                              exc)
+                run.finish_failed = True
+                continue
             ended.append(run.job_id)
         return ended
 
@@ -201,7 +219,6 @@ class JobManager:
         return int(text) if text.isdigit() and len(text) < 6 else None
 
     def _finish(self, run: _Running, rc: int | None) -> None:
-        del self.running[run.job_id]
         reason = None
         if run.cancelled:
             state = "cancelled"
@@ -219,6 +236,7 @@ class JobManager:
         if reason:
             fields["reason"] = reason
         self.store.update_job(run.job_id, **fields)
+        del self.running[run.job_id]
         LOG.info("job %d %s (exit %s)", run.job_id, state, rc)
 
     def recover(self) -> None:
