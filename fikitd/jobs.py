@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,16 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+def proc_session(pid: int) -> int | None:
+    """The session id of a process (a job's processes share its wrapper's), or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    return int(rest[3]) if len(rest) > 3 else None
+
+
 @dataclass
 class _Running:
     job_id: int
@@ -69,6 +79,11 @@ class _Running:
     exit_file: Path
     kill_at: float | None = None
     cancelled: bool = False
+    stopped: str | None = None  # why fikitd stopped it (it then ends failed, not cancelled)
+    # MPS servers the job's processes are clients of: server pid -> its start time (pid reuse guard)
+    mps_servers: dict[int, int | None] = field(default_factory=dict)
+    mps_lost: str | None = None  # what happened to its MPS server, once it died
+    mps_lost_at: float | None = None  # time.monotonic() when fikitd noticed
     finish_failed: bool = False  # its end could not be written to the store (disk full); retried
 
 
@@ -225,19 +240,25 @@ class JobManager:
         elif rc is None:
             state, reason = "lost", "ended while fikitd was down; its exit status was not recorded"
         else:
-            state = "done" if rc == 0 else "failed"
+            state = "done" if rc == 0 and run.stopped is None else "failed"
             if rc == 126 and run.popen is not None:
                 reason = "could not enter the working directory or run the command"
             elif rc == 127:
                 reason = "command not found"
             elif rc > 128:
                 reason = f"killed by signal {rc - 128}"
+        if state == "failed" and run.mps_lost is None:
+            # it may have failed on its own before fikitd's next look at its MPS server
+            dead = sorted(s for s, start in run.mps_servers.items() if proc_start_time(s) != start)
+            if dead:
+                run.mps_lost = f"its MPS server (pid {dead[0]}) died while it ran; CUDA calls through it fail"
+        notes = [n for n in (run.mps_lost if state != "cancelled" else None, run.stopped, reason) if n]
         fields: dict[str, Any] = {"state": state, "exit_code": rc, "ended_at": time.time()}
-        if reason:
-            fields["reason"] = reason
+        if notes:
+            fields["reason"] = "; ".join(notes)
         self.store.update_job(run.job_id, **fields)
         del self.running[run.job_id]
-        LOG.info("job %d %s (exit %s)", run.job_id, state, rc)
+        LOG.info("job %d %s (exit %s)%s", run.job_id, state, rc, f": {fields['reason']}" if notes else "")
 
     def recover(self) -> None:
         """After a restart: re-attach jobs still alive, settle the rest with a reason."""
@@ -276,6 +297,17 @@ class JobManager:
             return
         run.cancelled = True
         self.store.update_job(job_id, reason="cancel requested")
+        self._signal(run, signal.SIGTERM)
+        run.kill_at = time.monotonic() + self.grace_s
+
+    def stop(self, job_id: int, why: str) -> None:
+        """End a job that cannot go on (its MPS server died): SIGTERM, SIGKILL after the grace
+        period, as a cancel does, but it ends ``failed`` with ``why`` in its reason."""
+        run = self.running.get(job_id)
+        if run is None or run.cancelled or run.stopped is not None:
+            return
+        run.stopped = why
+        LOG.warning("job %d: stopping it: %s", job_id, why)
         self._signal(run, signal.SIGTERM)
         run.kill_at = time.monotonic() + self.grace_s
 
