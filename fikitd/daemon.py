@@ -187,12 +187,14 @@ class Daemon:
 
     def _tell_jobs_mps_lost(self, state: str) -> None:
         """The control daemon stopped answering: running jobs' records say so, for `fikitctl
-        jobs/show`.  Whether their own server died with it is watched separately, per job."""
+        jobs/show`.  Whether their own server died with it is watched separately, per job (a job
+        already told that its server died keeps that, more telling, reason)."""
         when = time.strftime("%Y-%m-%d %H:%M:%S")
         note = (f"the MPS control daemon stopped answering at {when} (MPS {state}); "
                 "CUDA calls through MPS may fail")
-        for job_id in list(self.jobs.running):
-            self._note(job_id, note)
+        for job_id, run in list(self.jobs.running.items()):
+            if run.mps_lost is None:
+                self._note(job_id, note)
 
     async def _watch_job_servers(self) -> None:
         """Link running jobs to the MPS servers their processes are clients of; tell a job whose
@@ -211,7 +213,8 @@ class Daemon:
                     if run is not None and server not in run.mps_servers:
                         run.mps_servers[server] = self.mps.server_start(server)
                         LOG.info("job %d: pid %d is a client of MPS server %d", run.job_id, pid, server)
-        self.mps.link_jobs({job_id: list(run.mps_servers) for job_id, run in running.items()}, now)
+        self.mps.link_jobs({job_id: list(run.mps_servers) for job_id, run in running.items()}, now,
+                           lambda job_id: (self.store.job(job_id) or {}).get("state") == "failed")
         when = time.strftime("%Y-%m-%d %H:%M:%S")
         for server, job_ids in self.mps.take_dead_servers().items():
             for job_id in job_ids:

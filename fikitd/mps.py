@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import log
@@ -91,7 +92,7 @@ class Mps:
     def event(self, text: str, level: int = logging.WARNING) -> None:
         """Something happened to MPS: logged, and kept (the last EVENTS_KEPT) for ``status``."""
         self.events.append({"time": round(time.time(), 3), "event": text})
-        LOG.log(level, "MPS: %s", text)
+        LOG.log(level, "MPS %s", text)
 
     # --- running the control binary ---------------------------------------------------------------
 
@@ -159,27 +160,32 @@ class Mps:
             if start is not None and proc_start_time(pid) == start:
                 continue
             del self._seen[pid]
+            self.servers = [s for s in self.servers if s != pid]
             jobs = sorted(j for j, servers in self.job_servers.items() if pid in servers)
             dead[pid] = jobs
             if jobs:
                 self.server_deaths += 1
                 self.event(f"server {pid} died; job(s) {', '.join(map(str, jobs))} were its clients")
             else:
-                self.event(f"server {pid} is gone (no job was its client)", logging.INFO)
+                self.event(f"server {pid} is gone (no running job was its client)", logging.INFO)
         return dead
 
-    def link_jobs(self, running: dict[int, list[int]], now: float) -> None:
-        """Record which servers each job uses; an ended job's links are kept a little while, so
-        that a server that died with it (the job failing first) is still reported with it."""
+    def link_jobs(self, running: dict[int, list[int]], now: float, failed: Callable[[int], bool]) -> None:
+        """Record which servers each job uses.  A job that ended ``failed`` keeps its links a little
+        while, so that a server that died under it (the job failing first) is reported with it."""
         for job_id, servers in running.items():
             if servers:
                 self.job_servers[job_id] = sorted(servers)
                 self._ended.pop(job_id, None)
         for job_id in list(self.job_servers):
-            if job_id not in running:
-                ended = self._ended.setdefault(job_id, now)
-                if now - ended > ENDED_LINKS_KEPT_S:
-                    del self.job_servers[job_id], self._ended[job_id]
+            if job_id in running:
+                continue
+            if job_id not in self._ended and not failed(job_id):
+                del self.job_servers[job_id]
+                continue
+            ended = self._ended.setdefault(job_id, now)
+            if now - ended > ENDED_LINKS_KEPT_S:
+                del self.job_servers[job_id], self._ended[job_id]
 
     async def _launch(self) -> bool:
         assert self._binary is not None
@@ -257,12 +263,11 @@ class Mps:
                 return
             if self.mode == "attach":
                 if self.state != "down":
-                    LOG.error("MPS attach: the server went away: %s", self.reason)
-                    self.event(f"attached control daemon stopped answering ({self.reason})")
+                    self.event(f"control daemon (attached) stopped answering ({self.reason})", logging.ERROR)
                 self.state = "down"
                 return
-            LOG.error("MPS control daemon died (%s); restarting in %.1f s", self.reason, self._backoff)
-            self.event(f"control daemon stopped answering ({self.reason}); restarting it")
+            self.event(f"control daemon died: it stopped answering ({self.reason}); restarting it in "
+                       f"{self._backoff:.1f} s", logging.ERROR)
             self.state = "restarting"
             self._next_restart = time.monotonic() + self._backoff
             return
@@ -274,7 +279,6 @@ class Mps:
                 old = sorted(set(self._alive_servers()) - set(self.servers))
                 left = f"; server(s) {old} of the old one still run" if old else ""
                 self.event(f"control daemon restarted (restart {self.restarts}){left}", logging.INFO)
-                LOG.info("MPS control daemon restarted (restart %d)", self.restarts)
             else:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
                 self._next_restart = time.monotonic() + self._backoff
@@ -295,12 +299,14 @@ class Mps:
             if not ok:
                 break
             await asyncio.sleep(0.1)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for _ in range(20):  # quit's own servers end by themselves within a moment
-                left = self._alive_servers()
+        # quit's own servers end by themselves within a moment; within the daemon's 6 s for MPS
+        for sig, wait_s in ((signal.SIGTERM, 1.5), (signal.SIGKILL, 1.0)):
+            left = self._alive_servers()
+            for _ in range(int(wait_s * 10)):
                 if not left:
                     break
                 await asyncio.sleep(0.1)
+                left = self._alive_servers()
             for pid in left:
                 LOG.warning("MPS server %d outlived its control daemon; sending it %s", pid, sig.name)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
