@@ -176,6 +176,8 @@ def build_fake(dest: Path) -> Path:
 
 
 class Verify:
+    NAME = "verify_daemon"  # in the closing line; subclasses (verify_mps_fault.py) name themselves
+
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
         self.t0 = time.monotonic()
@@ -544,7 +546,7 @@ class Verify:
         benchlib.write_json(self.out / "summary.json", summary)
         failed = [c["check"] for c in self.checks if c["ok"] is False]
         print(
-            f"verify_daemon: {'ALL PASS' if not failed else 'FAILED: ' + '; '.join(failed)} "
+            f"{self.NAME}: {'ALL PASS' if not failed else 'FAILED: ' + '; '.join(failed)} "
             f"({self.elapsed():.0f}s) -> {self.out / 'summary.json'}",
             flush=True,
         )

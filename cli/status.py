@@ -7,6 +7,7 @@ The daemon's ``status`` reply is printed section by section; fields this fikitct
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from . import common
@@ -71,7 +72,15 @@ def _mps_line(mps: Any) -> str:
         detail.append(str(mps["reason"]))
     if mps.get("restarts"):
         detail.append(f"{mps['restarts']} restart(s)")
-    return f"MPS:       {text}" + (f" ({'; '.join(detail)})" if detail else "")
+    if mps.get("server_deaths"):
+        detail.append(f"{mps['server_deaths']} server(s) died under jobs")
+    line = f"MPS:       {text}" + (f" ({'; '.join(detail)})" if detail else "")
+    events = mps.get("events")
+    if isinstance(events, list) and events and isinstance(events[-1], dict):
+        last = events[-1]
+        when = time.strftime("%H:%M:%S", time.localtime(float(last.get("time") or 0)))
+        line += f"\n           last event {when}: {last.get('event')}"
+    return line
 
 
 def _scheduler_line(sched: Any) -> str:

@@ -44,6 +44,9 @@ class MpsConfig:
     pipe_dir: Path | None = None  # None: derived from the mode and [paths], see resolved_pipe_dir
     log_dir: Path | None = None
     control: str = "nvidia-cuda-mps-control"
+    # A job whose MPS server died is stopped (SIGTERM, SIGKILL 10 s later) if it has not ended
+    # this many seconds after fikitd noticed; 0: never stopped, only told.
+    dead_server_grace_s: int = 30
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,8 @@ def _listen(v: Any) -> str:
 
 SCHEMA: dict[str, dict[str, Check]] = {
     "paths": {"runtime_dir": _abs_path, "state_dir": _abs_path, "log_dir": _abs_path},
-    "mps": {"mode": _choice(MPS_MODES), "pipe_dir": _abs_path, "log_dir": _abs_path, "control": _program},
+    "mps": {"mode": _choice(MPS_MODES), "pipe_dir": _abs_path, "log_dir": _abs_path, "control": _program,
+            "dead_server_grace_s": _int_range(0, 86400)},
     "scheduler": {
         "mode": _choice(SCHED_MODES),
         "budget_us": _int_range(0, 1_000_000),

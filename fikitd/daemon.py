@@ -22,12 +22,12 @@ from . import config, log, ops, paths
 from .clients import Clients
 from .domains import Domains
 from .gpus import Nvml
-from .jobs import JobManager
+from .jobs import JobManager, proc_session
 from .metrics import REFRESH_S, Metrics
 from .mps import Mps
 from .notify import Notifier
 from .server import Connection, Server
-from .store import Store
+from .store import Store, StoreWriteError
 
 LOG = log.get("daemon")
 
@@ -66,14 +66,22 @@ class Daemon:
                 raise StartupError(f"{d} is owned by uid {owner}, not by fikitd (uid {os.geteuid()}); "
                                    f"fix with: chown {os.geteuid()} {d}")
         os.chmod(p.runtime_dir, 0o755)
-        self._lock_fd = os.open(p.state_dir / "fikitd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        lock = p.state_dir / "fikitd.lock"
+        try:
+            self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(f"cannot open {lock}: {exc.strerror}; make {p.state_dir} and its files "
+                               f"writable by fikitd (uid {os.geteuid()}), and check it has room") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
             raise StartupError(f"another fikitd (pid {holder or '?'}) uses {p.state_dir}") from None
         os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # the lock holds without it; the pid only names us to a second daemon
+            LOG.warning("cannot write the pid to %s: %s", p.state_dir / "fikitd.lock", exc.strerror)
 
     async def start(self) -> None:
         self.notifier.status("starting")
@@ -171,17 +179,59 @@ class Daemon:
         await self.mps.check()
         if before in ("running", "attached") and self.mps.state in ("restarting", "down"):
             self._tell_jobs_mps_lost(self.mps.state)
+        await self._watch_job_servers()
         self.changed()
 
+    def _note(self, job_id: int, note: str) -> None:
+        LOG.warning("job %s: %s", job_id, note)
+        try:
+            self.store.update_job(job_id, reason=note)
+        except StoreWriteError as exc:
+            LOG.error("job %s: %s", job_id, exc.message)
+
     def _tell_jobs_mps_lost(self, state: str) -> None:
-        """Running jobs were clients of the MPS server that went away: their CUDA calls fail from
-        now on, and their records say why, for `fikitctl jobs/show` (the processes are left alone:
-        what to do about a failed CUDA call is the program's business)."""
+        """The control daemon stopped answering: running jobs' records say so, for `fikitctl
+        jobs/show`.  Whether their own server died with it is watched separately, per job (a job
+        already told that its server died keeps that, more telling, reason)."""
         when = time.strftime("%Y-%m-%d %H:%M:%S")
-        note = f"the MPS server went away at {when} ({state}); CUDA calls made through it fail"
-        for job in self.store.jobs(states=("running",), limit=1_000_000):
-            self.store.update_job(job["id"], reason=note)
-            LOG.warning("job %s: %s", job["id"], note)
+        note = (f"the MPS control daemon stopped answering at {when} (MPS {state}); "
+                "CUDA calls through MPS may fail")
+        for job_id, run in list(self.jobs.running.items()):
+            if run.mps_lost is None:
+                self._note(job_id, note)
+
+    async def _watch_job_servers(self) -> None:
+        """Link running jobs to the MPS servers their processes are clients of; tell a job whose
+        server died (its CUDA calls fail from then on), and stop it if it has not ended
+        ``[mps] dead_server_grace_s`` later: a program stuck on a dead server would otherwise hang
+        for ever.  A job that exits by itself first ends `failed` with the same reason."""
+        running = self.jobs.running
+        now = time.monotonic()
+        if self.mps.usable and any(not run.mps_servers for run in running.values()):
+            by_session = {run.pid: run for run in running.values()}
+            by_client = {c.pid: running.get(int(c.job))
+                         for c in self.clients.by_key.values() if c.job is not None}
+            for server, pids in (await self.mps.client_lists()).items():
+                for pid in pids:
+                    run = by_client.get(pid) or by_session.get(proc_session(pid) or -1)
+                    if run is not None and server not in run.mps_servers:
+                        run.mps_servers[server] = self.mps.server_start(server)
+                        LOG.info("job %d: pid %d is a client of MPS server %d", run.job_id, pid, server)
+        self.mps.link_jobs({job_id: list(run.mps_servers) for job_id, run in running.items()}, now,
+                           lambda job_id: (self.store.job(job_id) or {}).get("state") == "failed")
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        for server, job_ids in self.mps.take_dead_servers().items():
+            for job_id in job_ids:
+                run = running.get(job_id)
+                if run is None or run.mps_lost is not None:
+                    continue
+                run.mps_lost = f"its MPS server (pid {server}) died at {when}; CUDA calls through it fail"
+                run.mps_lost_at = now
+                self._note(job_id, run.mps_lost)
+        grace = self.cfg.mps.dead_server_grace_s
+        for run in list(running.values()):
+            if grace and run.mps_lost_at is not None and now - run.mps_lost_at >= grace:
+                self.jobs.stop(run.job_id, f"it had not ended {grace} s after that, so fikitd stopped it")
 
     def reload(self) -> None:
         """SIGHUP: take what can change live; a bad file keeps the running configuration."""

@@ -9,18 +9,19 @@ longer its child, so ``waitpid`` cannot tell it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import log
-from .store import Store
+from .store import Store, StoreWriteError
 
 LOG = log.get("jobs")
 
@@ -59,6 +60,16 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+def proc_session(pid: int) -> int | None:
+    """The session id of a process (a job's processes share its wrapper's), or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    return int(rest[3]) if len(rest) > 3 else None
+
+
 @dataclass
 class _Running:
     job_id: int
@@ -68,6 +79,12 @@ class _Running:
     exit_file: Path
     kill_at: float | None = None
     cancelled: bool = False
+    stopped: str | None = None  # why fikitd stopped it (it then ends failed, not cancelled)
+    # MPS servers the job's processes are clients of: server pid -> its start time (pid reuse guard)
+    mps_servers: dict[int, int | None] = field(default_factory=dict)
+    mps_lost: str | None = None  # what happened to its MPS server, once it died
+    mps_lost_at: float | None = None  # time.monotonic() when fikitd noticed
+    finish_failed: bool = False  # its end could not be written to the store (disk full); retried
 
 
 class JobManager:
@@ -98,13 +115,13 @@ class JobManager:
         if os.geteuid() != 0 and uid != os.geteuid():
             raise JobError("not_permitted", "this fikitd is not root: it cannot run jobs for other users")
         now = time.time()
-        job_id = self.store.add_job(
-            name=name or os.path.basename(argv[0])[:128], user=pw.pw_name, uid=uid, gid=pw.pw_gid, argv=argv,
-            cwd=cwd or pw.pw_dir or "/", prio=prio, gpu=gpu, state="queued", submitted_at=now,
-            log_dir="", reason=None,
-        )
-        log_dir = self.jobs_dir / str(job_id)
-        self.store.update_job(job_id, log_dir=str(log_dir))
+        with self.store.transaction("cannot record the job"):  # a record with its log_dir, or none
+            job_id = self.store.add_job(
+                name=name or os.path.basename(argv[0])[:128], user=pw.pw_name, uid=uid, gid=pw.pw_gid,
+                argv=argv, cwd=cwd or pw.pw_dir or "/", prio=prio, gpu=gpu, state="queued", submitted_at=now,
+                log_dir="", reason=None,
+            )
+            self.store.update_job(job_id, log_dir=str(self.jobs_dir / str(job_id)))
         self._start(job_id, pw, env)
         job = self.store.job(job_id)
         assert job is not None
@@ -145,8 +162,16 @@ class JobManager:
             self.store.update_job(job_id, state="failed", ended_at=time.time(), reason=f"cannot start: {exc}")
             return
         start = proc_start_time(popen.pid)
-        self.store.update_job(job_id, state="running", pid=popen.pid, pid_start=start, started_at=time.time(),
-                              reason=reason)
+        try:
+            self.store.update_job(job_id, state="running", pid=popen.pid, pid_start=start,
+                                  started_at=time.time(), reason=reason)
+        except StoreWriteError:
+            # a job fikitd cannot keep a record of must not run: it has only just started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(5)
+            raise
         self.running[job_id] = _Running(job_id, popen.pid, start, popen, files["exit"])
         LOG.info("job %d started: pid %d, user %s, %s", job_id, popen.pid, pw.pw_name, job["argv"][0])
 
@@ -189,7 +214,15 @@ class JobManager:
                 if proc_start_time(run.pid) == run.start and run.start is not None:
                     continue
                 rc = self._read_exit(run.exit_file)
-            self._finish(run, rc)
+            try:
+                self._finish(run, rc)
+            except StoreWriteError as exc:
+                # kept in `running`: the next poll records it once the store can be written again
+                if not run.finish_failed:
+                    LOG.error("job %d ended (exit %s); its end cannot be recorded yet: %s", run.job_id, rc,
+                              exc)
+                run.finish_failed = True
+                continue
             ended.append(run.job_id)
         return ended
 
@@ -201,25 +234,31 @@ class JobManager:
         return int(text) if text.isdigit() and len(text) < 6 else None
 
     def _finish(self, run: _Running, rc: int | None) -> None:
-        del self.running[run.job_id]
         reason = None
         if run.cancelled:
             state = "cancelled"
         elif rc is None:
             state, reason = "lost", "ended while fikitd was down; its exit status was not recorded"
         else:
-            state = "done" if rc == 0 else "failed"
+            state = "done" if rc == 0 and run.stopped is None else "failed"
             if rc == 126 and run.popen is not None:
                 reason = "could not enter the working directory or run the command"
             elif rc == 127:
                 reason = "command not found"
             elif rc > 128:
                 reason = f"killed by signal {rc - 128}"
+        if state == "failed" and run.mps_lost is None:
+            # it may have failed on its own before fikitd's next look at its MPS server
+            dead = sorted(s for s, start in run.mps_servers.items() if proc_start_time(s) != start)
+            if dead:
+                run.mps_lost = f"its MPS server (pid {dead[0]}) died while it ran; CUDA calls through it fail"
+        notes = [n for n in (run.mps_lost if state != "cancelled" else None, run.stopped, reason) if n]
         fields: dict[str, Any] = {"state": state, "exit_code": rc, "ended_at": time.time()}
-        if reason:
-            fields["reason"] = reason
+        if notes:
+            fields["reason"] = "; ".join(notes)
         self.store.update_job(run.job_id, **fields)
-        LOG.info("job %d %s (exit %s)", run.job_id, state, rc)
+        del self.running[run.job_id]
+        LOG.info("job %d %s (exit %s)%s", run.job_id, state, rc, f": {fields['reason']}" if notes else "")
 
     def recover(self) -> None:
         """After a restart: re-attach jobs still alive, settle the rest with a reason."""
@@ -258,6 +297,17 @@ class JobManager:
             return
         run.cancelled = True
         self.store.update_job(job_id, reason="cancel requested")
+        self._signal(run, signal.SIGTERM)
+        run.kill_at = time.monotonic() + self.grace_s
+
+    def stop(self, job_id: int, why: str) -> None:
+        """End a job that cannot go on (its MPS server died): SIGTERM, SIGKILL after the grace
+        period, as a cancel does, but it ends ``failed`` with ``why`` in its reason."""
+        run = self.running.get(job_id)
+        if run is None or run.cancelled or run.stopped is not None:
+            return
+        run.stopped = why
+        LOG.warning("job %d: stopping it: %s", job_id, why)
         self._signal(run, signal.SIGTERM)
         run.kill_at = time.monotonic() + self.grace_s
 

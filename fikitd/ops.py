@@ -17,6 +17,7 @@ from . import gpus as gpus_mod
 from .jobs import ACTIVE, JobError
 from .protocol import ProtocolError, Request
 from .server import Connection
+from .store import StoreWriteError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -29,7 +30,11 @@ LOG = log.get("ops")
 
 def dispatch(d: Daemon, req: Request, conn: Connection) -> dict[str, Any]:
     handler = HANDLERS[req.op]
-    return handler(d, req.args, conn)
+    try:
+        return handler(d, req.args, conn)
+    except StoreWriteError as exc:  # a full or read-only state directory: the operator's to fix
+        LOG.error("%s: %s", req.op, exc.message)
+        raise ProtocolError("unavailable", exc.message) from None
 
 
 def _hello(d: Daemon, a: dict[str, Any], c: Connection) -> dict[str, Any]:

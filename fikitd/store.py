@@ -9,8 +9,11 @@ the daemon must start either way.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import resource
 import shutil
 import sqlite3
 import time
@@ -39,6 +42,74 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     text = str(exc)
     return "not a database" in text or "malformed" in text
 
+
+# SQLite primary result codes that mean "the disk said no": full, I/O error, read-only, cannot open.
+_FULL, _IOERR, _READONLY, _CANTOPEN = 13, 10, 8, 14
+_WRITE_ERRORS = {
+    _FULL: "database or disk is full", _IOERR: "disk I/O error",
+    _READONLY: "attempt to write a readonly database", _CANTOPEN: "unable to open database file",
+}
+
+
+def _write_error_code(exc: BaseException) -> int | None:
+    """The SQLite code of a failed write the operator can fix (room, permissions), else None."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return _FULL
+        return _READONLY if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else _IOERR
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF if int(code) & 0xFF in _WRITE_ERRORS else None
+    text = str(exc)
+    return next((c for c, t in _WRITE_ERRORS.items() if t in text), None)
+
+
+class StoreWriteError(Exception):
+    """The state directory refused a write (full, a file size limit, read-only): said in words.
+
+    The message names the path, what failed and what the operator can do; SQLite's transaction
+    was rolled back, so nothing half-written is left and what was committed before is kept.
+    """
+
+    def __init__(self, path: Path, doing: str, exc: BaseException,
+                 outcome: str = "Nothing of this was recorded; what the store held before is kept") -> None:
+        self.path = path
+        self.code = _write_error_code(exc)
+        where = path.parent
+        facts = []
+        try:
+            st = os.statvfs(where)
+            facts.append(f"{_size(st.f_bavail * st.f_frsize)} free on the file system of {where}")
+        except OSError:
+            pass
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limited = soft != resource.RLIM_INFINITY
+        if limited:
+            facts.append(f"fikitd's file size limit (RLIMIT_FSIZE) is {_size(soft)}")
+        if self.code in (_READONLY, _CANTOPEN):
+            fix = f"make {where} and its files writable by fikitd (uid {os.geteuid()}), and check it has room"
+        else:
+            also = ", or raise fikitd's file size limit" if limited else ""
+            fix = f"free space in {where}{also}, or point [paths] state_dir at a file system with room"
+        detail = "; ".join([getattr(exc, "strerror", None) or str(exc), *facts])
+        self.message = f"{doing}: writing {path} failed ({detail}). {outcome}. To fix: {fix}"
+        super().__init__(self.message)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+_OPEN_OUTCOME = "What the store already holds is kept"
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -112,27 +183,52 @@ class Store:
         self.events: list[str] = []  # what happened at open (moved aside, migrated), for status
         # Told the seconds each write took: the metrics' latency histogram (a slow disk stalls the loop).
         self.write_observer: Callable[[float], None] | None = None
+        self._writing = 0  # nesting of _timed: a transaction's statements are observed as one write
         self.db = self._open()
 
     @contextmanager
-    def _timed(self) -> Iterator[None]:
-        """Time one write (a statement or a transaction) for ``write_observer``, failed ones included."""
+    def _timed(self, doing: str = "writing the store") -> Iterator[None]:
+        """Time one write (a statement or a transaction) for ``write_observer``, failed ones included;
+        a write the disk refused becomes a StoreWriteError that says so."""
         t0 = time.perf_counter()
+        self._writing += 1
         try:
             yield
+        except sqlite3.OperationalError as exc:
+            if _write_error_code(exc) is None:
+                raise
+            raise StoreWriteError(self.path, doing, exc) from None
         finally:
-            if self.write_observer is not None:
+            self._writing -= 1
+            if self.write_observer is not None and not self._writing:
                 self.write_observer(time.perf_counter() - t0)
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[None]:
+        """Several writes that stand or fall together (a job's record and its log directory)."""
+        with self._timed(doing):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     # --- opening, corruption, migration ---------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._connect()
             self._migrate(db)
             return db
+        except OSError as exc:
+            raise StoreWriteError(self.path, "cannot open the store", exc, _OPEN_OUTCOME) from None
         except sqlite3.DatabaseError as exc:
+            if _write_error_code(exc) is not None and not _is_corrupt(exc):
+                raise StoreWriteError(self.path, "cannot open the store", exc, _OPEN_OUTCOME) from None
             if not _is_corrupt(exc):
                 raise
             aside = self._move_aside(str(exc))
@@ -204,7 +300,8 @@ class Store:
                 db.execute("INSERT INTO schema_version VALUES (?)", (v + 1,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         if current > 0:
             self.events.append(f"migrated schema v{current} to v{target}")
@@ -220,7 +317,7 @@ class Store:
         fields["argv"] = json.dumps(fields["argv"])
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        with self._timed():
+        with self._timed("cannot record the job"):
             cur = self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(fields.values()))
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -230,7 +327,7 @@ class Store:
             if key not in JOB_COLUMNS or key == "id":
                 raise KeyError(key)
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._timed():
+        with self._timed(f"cannot update job {job_id}"):
             self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
     def job(self, job_id: int) -> dict[str, Any] | None:
@@ -264,7 +361,7 @@ class Store:
         Means are weighted by launches; quantiles take the newest run's values, which reflect
         the current input sizes better than an average of quantiles would.
         """
-        with self._timed():
+        with self._timed(f"cannot store the measurements of {prog}"):
             return self._merge_kernels(prog, kernels)
 
     def _merge_kernels(self, prog: str, kernels: list[dict[str, Any]]) -> int:
@@ -305,7 +402,8 @@ class Store:
                 n += 1
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                self.db.execute("ROLLBACK")
             raise
         return n
 
@@ -334,7 +432,7 @@ class Store:
         return [dict(r) for r in rows]
 
     def remove_profile(self, prog: str) -> int:
-        with self._timed():
+        with self._timed(f"cannot remove the profile of {prog}"):
             return self.db.execute("DELETE FROM profiles WHERE prog = ?", (prog,)).rowcount
 
 

@@ -35,6 +35,13 @@
  *   FAKECUDA_GRAPH_KERNEL  name of the one kernel inside every graph (shape:
  *                       grid 1, block 32, no shared memory), reported to the
  *                       fake CUPTI for each replay (default: none reported)
+ *   CUDA_MPS_PIPE_DIRECTORY  as with the real driver: if a control daemon
+ *                       listens there (the stand-in of tests/fakebin), cuInit
+ *                       joins its MPS server, and once that server is gone
+ *                       every launch and synchronisation fails with
+ *                       CUDA_ERROR_MPS_CONNECTION_FAILED
+ *   FAKECUDA_MPS_LOST   "hang": such calls block for ever instead of failing
+ *                       (a client stuck on a dead server)
  *
  * The kernels run are handed to the fake CUPTI (fakecupti.c) through the
  * private export declared in fakecuda_runs.h.
@@ -49,6 +56,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -56,7 +64,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +81,7 @@ enum {
     FAKE_ERROR_INVALID_DEVICE = 101,
     FAKE_ERROR_INVALID_IMAGE = 200,
     FAKE_ERROR_ILLEGAL_ADDRESS = 700,
+    FAKE_ERROR_MPS_CONNECTION_FAILED = 805,
     FAKE_PROC_VERSION_NOT_SUFFICIENT = 2,
 };
 
@@ -458,11 +469,105 @@ static void atfork_parent(void)
     pthread_mutex_unlock(&g_lock);
 }
 
+/* ------------------------------------------------------------------ */
+/* MPS, as the stand-in control daemon of tests/fakebin serves it. */
+
+static int g_mps_fd = -1; /* connection to our MPS server; EOF on it = the server is gone */
+static atomic_int g_mps_lost;
+static int g_mps_hang;
+static CUresult g_mps_rc = CUDA_SUCCESS;
+static pthread_once_t g_mps_once = PTHREAD_ONCE_INIT;
+
+static int unix_connect(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return -1;
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *s)
+{
+    for (size_t n = strlen(s); n;) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* No control daemon: run without MPS, as the driver does.  One that answers: its server or fail. */
+static void mps_join(void)
+{
+    const char *dir = getenv("CUDA_MPS_PIPE_DIRECTORY");
+    char path[512], msg[64], reply[600] = {0};
+    if (!dir || !*dir || snprintf(path, sizeof path, "%s/control", dir) >= (int)sizeof path)
+        return;
+    int fd = unix_connect(path);
+    if (fd < 0)
+        return;
+    snprintf(msg, sizeof msg, "client %d\n", (int)getpid());
+    size_t got = 0;
+    if (send_all(fd, msg) == 0) {
+        ssize_t r;
+        while (got < sizeof reply - 1 && (r = recv(fd, reply + got, sizeof reply - 1 - got, 0)) > 0)
+            got += (size_t)r;
+    }
+    close(fd);
+    reply[strcspn(reply, "\n")] = 0;
+    g_mps_rc = FAKE_ERROR_MPS_CONNECTION_FAILED;
+    if (strncmp(reply, "server ", 7) != 0)
+        return;
+    fd = unix_connect(reply + 7);
+    if (fd < 0)
+        return;
+    if (send_all(fd, "hello\n") != 0) {
+        close(fd);
+        return;
+    }
+    const char *lost = getenv("FAKECUDA_MPS_LOST");
+    g_mps_hang = lost && strcmp(lost, "hang") == 0;
+    g_mps_fd = fd;
+    g_mps_rc = CUDA_SUCCESS;
+}
+
+/* Every launch and synchronisation asks: has our server gone (sticky)? */
+static CUresult mps_check(void)
+{
+    if (g_mps_fd < 0)
+        return CUDA_SUCCESS;
+    if (!atomic_load(&g_mps_lost)) {
+        struct pollfd p = {.fd = g_mps_fd, .events = POLLIN};
+        char c;
+        if (poll(&p, 1, 0) > 0 && recv(g_mps_fd, &c, 1, MSG_PEEK) <= 0)
+            atomic_store(&g_mps_lost, 1);
+    }
+    if (!atomic_load(&g_mps_lost))
+        return CUDA_SUCCESS;
+    while (g_mps_hang)
+        pause();
+    return FAKE_ERROR_MPS_CONNECTION_FAILED;
+}
+
 /* A forked child reports the launches it makes itself, as a new process would. */
 static void atfork_child(void)
 {
     pthread_mutex_init(&g_runs_lock, NULL);
     reset_counts();
+    if (g_mps_fd >= 0) { /* the parent's MPS connection is the parent's */
+        close(g_mps_fd);
+        g_mps_fd = -1;
+    }
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -741,6 +846,8 @@ static CUresult launch(enum launch_api api, CUfunction hf, const unsigned int gr
                        void **extra)
 {
     CUresult rc = need_init();
+    if (rc == CUDA_SUCCESS)
+        rc = mps_check();
     if (rc != CUDA_SUCCESS)
         return rc;
     struct CUfunc_st *fn = get_func(hf);
@@ -873,6 +980,9 @@ EXPORT CUresult cuInit(unsigned int flags)
 {
     if (flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
+    pthread_once(&g_mps_once, mps_join);
+    if (g_mps_rc != CUDA_SUCCESS)
+        return g_mps_rc;
     atomic_store(&g_initialized, 1);
     return CUDA_SUCCESS;
 }
@@ -1047,6 +1157,8 @@ EXPORT CUresult cuCtxGetDevice(CUdevice *d)
 EXPORT CUresult cuCtxSynchronize(void)
 {
     CUresult rc = need_init();
+    if (rc == CUDA_SUCCESS)
+        rc = mps_check();
     if (rc != CUDA_SUCCESS)
         return rc;
     struct CUctx_st *c = current_ctx();
@@ -1347,6 +1459,8 @@ static CUresult stream_sync(CUstream h, int ptsz)
 {
     CUresult rc = need_init();
     struct CUstream_st *s;
+    if (rc == CUDA_SUCCESS)
+        rc = mps_check();
     if (rc == CUDA_SUCCESS)
         rc = get_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
@@ -1785,6 +1899,7 @@ static const struct error_name error_names[] = {
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND"},
     {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY"},
     {FAKE_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS"},
+    {FAKE_ERROR_MPS_CONNECTION_FAILED, "CUDA_ERROR_MPS_CONNECTION_FAILED"},
     {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED"},
 };
 

@@ -9,6 +9,9 @@ written to build/faults/figures.json, from which docs/reliability.md is updated 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +49,19 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, figs in sorted(FIGURES.items()):
         if figs:
             terminalreporter.write_line(f"{name}: {json.dumps(figs, sort_keys=True)}")
+
+
+@pytest.fixture(scope="session")
+def enospc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/faults/enospc.c built: LD_PRELOAD it to make writes under ENOSPC_DIR fail with ENOSPC
+    while the file ENOSPC_FLAG exists (a full disk, without mounts)."""
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.fail("no C compiler to build tests/faults/enospc.c")
+    out = tmp_path_factory.mktemp("enospc") / "enospc.so"
+    subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared", "-o", str(out),
+                    str(HERE / "enospc.c"), "-ldl"], check=True)
+    return out
 
 
 @pytest.fixture

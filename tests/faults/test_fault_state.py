@@ -1,10 +1,14 @@
 """Faults of the daemon's files: full disk, read-only state directory, corrupt store, truncated WAL,
 wrong permissions on the runtime directory, stale or bogus socket path, a second daemon.
 
-Full disk is simulated without mounts: RLIMIT_FSIZE set on the running daemon (prlimit) makes every
-write past the limit fail with EFBIG, as a full file system fails with ENOSPC.  Read-only state
-directory: the daemon runs as nobody (forked, then setuid, since the interpreter lives under /root)
-against a root-owned 0755 state directory; root itself cannot be kept out of a directory without a mount.
+Full disk is simulated without mounts, two ways: RLIMIT_FSIZE set on the running daemon (prlimit)
+makes every write past the limit fail with EFBIG; tests/faults/enospc.c (LD_PRELOAD) makes writes
+under the state directory fail with ENOSPC, as a full file system does, while a flag file exists, so
+that the disk can be full at start-up and fill up or free itself under a running daemon.  In every
+case the refusal says which path, what failed and what to do, and no committed record is lost.
+Read-only state directory: the daemon runs as nobody (forked, then setuid, since the interpreter lives
+under /root) against a root-owned 0755 state directory; root itself cannot be kept out of a directory
+without a mount.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon_fixture import REPO, DaemonProc, config_text, start_daemon
-from helpers import NOBODY
+from helpers import NOBODY, wait_until
 
 from fikitd.protocol import Client, DaemonError
 
@@ -51,7 +55,11 @@ def test_disk_full_refuses_with_a_reason_and_recovers(
                 if len(refused) >= 5:
                     break
     assert refused, "the size limit never bit"
-    assert all("full" in r or "File too large" in r or "disk" in r for r in refused), refused
+    store = d.root / "state" / "fikit.db"
+    for r in refused:
+        assert r.startswith(f"unavailable: cannot record the job: writing {store} failed (disk I/O error"), r
+        assert "fikitd's file size limit (RLIMIT_FSIZE) is" in r and "Nothing of this was recorded" in r, r
+        assert f"To fix: free space in {store.parent}, or raise fikitd's file size limit" in r, r
     assert d.proc is not None and d.proc.poll() is None, "daemon died on a full disk"
     assert d.call("hello")["protocol"] == 1
     listed = ids(d)
@@ -257,3 +265,93 @@ def test_second_daemon_refused_first_unharmed(daemon: Callable[..., DaemonProc],
     assert d.call("hello")["protocol"] == 1
     assert d.stop() == 0
     d.close()
+
+
+def _full_disk(fk_root: Path, enospc: Path) -> tuple[Path, dict[str, str]]:
+    """The flag that fills the state directory's "disk" (tests/faults/enospc.c), and the daemon's env."""
+    flag = fk_root / "disk-full"
+    return flag, {"LD_PRELOAD": str(enospc), "ENOSPC_DIR": str(fk_root / "state"), "ENOSPC_FLAG": str(flag)}
+
+
+def test_disk_full_at_start_refused_clearly(fk_root: Path, enospc: Path, figures: dict[str, Any]) -> None:
+    flag, env = _full_disk(fk_root, enospc)
+    flag.touch()
+    d = start_daemon(fk_root, env=env, wait=False)
+    try:
+        assert d.proc is not None and d.proc.wait(20) == 1
+        state = fk_root / "state"
+        log = d.log()
+        line = next(ln for ln in log.splitlines() if "cannot start" in ln)
+        db = state / "fikit.db"
+        assert f"cannot start: cannot open the store: writing {db} failed (database or disk is full;" in line
+        assert f"free on the file system of {state}" in line
+        assert "What the store already holds is kept" in line
+        assert f"To fix: free space in {state}, or point [paths] state_dir at a file system with room" in line
+        assert "Traceback" not in log, log
+        assert any(m.startswith("STATUS=failed to start: cannot open the store") for m in d.notify.lines())
+        d.proc = None
+        flag.unlink()  # space again: the same daemon starts, and works
+        d.start()
+        jobs = [d.call("submit", argv=["true"], cwd="/", env=ENV)["job"]["id"] for _ in range(3)]
+        wait_until(lambda: not d.call("jobs")["jobs"], timeout=5, what="the jobs end")
+        assert d.stop() == 0
+        # full again, now with a store that holds records: SQLite cannot even size its -shm file
+        flag.touch()
+        d.start(wait=False)
+        assert d.proc is not None and d.proc.wait(20) == 1
+        again = [ln for ln in d.log().splitlines() if "cannot start" in ln][-1]
+        assert f"cannot start: cannot open the store: writing {db} failed (" in again, again
+        assert "What the store already holds is kept" in again and "To fix: free space in" in again
+        assert "Traceback" not in d.log()
+        d.proc = None
+        flag.unlink()
+        d.start()
+        assert ids(d) == jobs  # nothing committed was lost
+        assert d.stop() == 0
+        figures.update(message=line.split("fikitd.daemon: ", 1)[-1],
+                       with_records=again.split("fikitd.daemon: ", 1)[-1])
+    finally:
+        d.close()
+
+
+def test_disk_full_under_a_running_daemon(fk_root: Path, enospc: Path, figures: dict[str, Any]) -> None:
+    flag, env = _full_disk(fk_root, enospc)
+    d = start_daemon(fk_root, env=env)
+    try:
+        for _ in range(3):
+            d.call("submit", argv=["true"], cwd="/", env=ENV)
+        wait_until(lambda: not d.call("jobs")["jobs"], timeout=5, what="three quick jobs end")
+        go = fk_root / "go"
+        slow = d.call("submit", argv=["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done"], cwd="/",
+                      env=ENV)["job"]
+        before = ids(d)
+        flag.touch()
+        try:
+            d.call("submit", argv=["true"], cwd="/", env=ENV)
+            raise AssertionError("a submit on a full disk was accepted")
+        except DaemonError as e:
+            refused = e
+        store = fk_root / "state" / "fikit.db"
+        assert refused.code == "unavailable", refused
+        msg = refused.message
+        assert msg.startswith(f"cannot record the job: writing {store} failed (database or disk is full"), msg
+        assert "Nothing of this was recorded; what the store held before is kept" in msg, msg
+        assert f"To fix: free space in {store.parent}" in msg, msg
+        assert ids(d) == before and d.call("status")["daemon"]["jobs_running"] == 1
+        # a job that ends while the disk is full: its end waits in memory, recorded once there is room
+        go.touch()
+        wait_until(lambda: "its end cannot be recorded yet" in d.log(), timeout=5, what="a failed write")
+        assert d.call("show", job=slow["id"])["job"]["state"] == "running"
+        flag.unlink()
+        ended = wait_until(lambda: (lambda j: j if j["state"] == "done" else None)(
+            d.call("show", job=slow["id"])["job"]), timeout=5, what="the end recorded")
+        assert ended["exit_code"] == 0
+        after = d.call("submit", argv=["true"], cwd="/", env=ENV)["job"]["id"]
+        final = ids(d)
+        assert final == [*before, after], (before, final)
+        assert d.log().count("its end cannot be recorded yet") == 1  # said once, not every 0.25 s
+        assert "Traceback" not in d.log()
+        figures.update(refusal=f"{refused.code}: {msg}")
+        assert d.stop() == 0
+    finally:
+        d.close()

@@ -92,3 +92,25 @@ def test_daemon_starts_on_a_corrupt_store(fk_root: Path) -> None:
     finally:
         assert d.stop() == 0
         d.close()
+
+
+def test_refused_write_says_where_what_and_how_to_fix(tmp_path: Path) -> None:
+    """A write the disk refuses is a StoreWriteError naming the file and the fix; nothing half-written."""
+    path = tmp_path / "fikit.db"
+    s = Store(path)
+    job = dict(name="a", user="root", uid=0, gid=0, argv=["x"], cwd="/", prio=1, gpu=0, state="done",
+               submitted_at=1.0, log_dir="")
+    s.add_job(**job)
+    s.db.close()
+    s.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)  # as if read-only
+    try:
+        with s.transaction("cannot record the job"):
+            s.add_job(**job)
+        raise AssertionError("a write to a read-only store went through")
+    except store_mod.StoreWriteError as exc:
+        assert exc.message.startswith(f"cannot record the job: writing {path} failed (attempt to write a "
+                                      "readonly database"), exc.message
+        assert f"To fix: make {tmp_path} and its files writable by fikitd" in exc.message
+    assert not s.db.in_transaction
+    s.close()
+    assert [j["id"] for j in Store(path).jobs()] == [1]
