@@ -61,6 +61,7 @@
     X(cuCtxSetCurrent)         \
     X(cuCtxGetDevice)          \
     X(cuStreamGetCtx)          \
+    X(cuDeviceGetUuid_v2)      \
     X(cuStreamIsCapturing)     \
     X(cuStreamQuery)           \
     X(cuMemHostAlloc)          \
@@ -98,6 +99,9 @@ FIKIT_CU_CONSTANTS(CHECK_CONSTANT)
 /* CUdevResource: fikit allocates them and reads sm.smCount. */
 _Static_assert(sizeof(CUdevResource) == 144, "CUdevResource size differs from fikit_cuda.h's 144 bytes");
 _Static_assert(offsetof(CUdevResource, sm.smCount) == 96, "CUdevResource.sm.smCount offset differs");
+
+/* CUuuid: fikit formats its 16 bytes as the GPU's uuid. */
+_Static_assert(sizeof(CUuuid) == 16 && offsetof(CUuuid, bytes) == 0, "CUuuid differs from 16 bytes");
 
 /* Host-allocation flags (#defines in <cuda.h>). */
 _Static_assert(FIKIT_CU_MEMHOSTALLOC_PORTABLE == CU_MEMHOSTALLOC_PORTABLE, "CU_MEMHOSTALLOC_PORTABLE differs");
@@ -155,6 +159,7 @@ CHECK_SIZE(sizeof(CUlaunchAttribute), REAL_ATTR)
 CHECK_SIZE(offsetof(CUlaunchAttribute, value), REAL_ATTR_VALUE_OFF)
 CHECK_SIZE(_Alignof(CUlaunchAttribute), REAL_ATTR_ALIGN)
 CHECK_SIZE(sizeof(CUlaunchConfig), REAL_CONFIG)
+CHECK_SIZE(sizeof(CUuuid), 16)
 
 int main(void)
 {
