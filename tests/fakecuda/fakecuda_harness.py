@@ -25,6 +25,11 @@ CFLAGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"]
 API_NAMES = ("cuLaunchKernel", "cuLaunchKernelEx", "cuLaunchCooperativeKernel", "cuGraphLaunch")
 
 
+def fake_uuid(device: int) -> str:
+    """The uuid the fake driver gives host device N (fakecuda.c, host_uuid), as NVML would print it."""
+    return f"GPU-facec0da-0000-4000-8000-{device:012x}"
+
+
 def compiler() -> str:
     """Honour $CC as a build would, falling back to whatever C compiler the machine has."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
