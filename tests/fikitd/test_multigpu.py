@@ -299,6 +299,21 @@ def test_status_and_top_show_every_gpu(four: DaemonProc) -> None:
         client.close()
 
 
+@needs_lib
+def test_set_prio_reaches_every_domain_of_a_process(two: DaemonProc) -> None:
+    """A process launching on both GPUs is a client of both domains: its priority changes in both."""
+    d = two
+    clients = [Registered(d, 0, 0), Registered(d, 1, 0)]
+    try:
+        assert d.call("set_prio", pid=os.getpid(), prio=2)["client"]["gpu"] == 0
+        grants = [shm.Domain.open(d.root / "run" / f"gpu{i}").grants() for i in (0, 1)]
+        assert [(g.pid, g.prio) for gs in grants for g in gs] == [(os.getpid(), 2)] * 2
+        assert [c["prio"] for c in d.call("status")["clients"]] == [2, 2]
+    finally:
+        for c in clients:
+            c.close()
+
+
 # --- the library: each launch in the domain of its device -----------------------------------------
 
 # idle_us long: a 2-core CI machine that stalls the busy HP for a few ms must not look like HP idling.
