@@ -8,8 +8,8 @@
  *      names no uuid (a domain made without a driver) serves device 0;
  *   2. else <root>/by-uuid/<uuid> (the daemon's links), or, when the driver
  *      gives no uuid and CUDA_VISIBLE_DEVICES does not renumber the devices,
- *      <root>/gpu<ordinal>; root is FIKIT_DOMAIN_ROOT, else FIKIT_DOMAIN's
- *      parent directory, else /run/fikit;
+ *      <root>/gpu<ordinal>; root is FIKIT_DOMAIN_ROOT, else the directory
+ *      FIKIT_DOMAIN is in (above by-uuid/ for a link), else /run/fikit;
  *   3. else, for device 0 only, FIKIT_DOMAIN whatever uuid it names (as
  *      before several GPUs were known: a uuid we cannot match must not leave
  *      the one GPU of a job unscheduled).
@@ -44,7 +44,7 @@ int fikit_req_prio = FIKIT_PRIO_NORMAL;
 
 /* Where domains are looked for, read once at start. */
 static char env_domain[256]; /* FIKIT_DOMAIN, "" when unset */
-static char env_root[256];   /* FIKIT_DOMAIN_ROOT, else FIKIT_DOMAIN's parent, else /run/fikit */
+static char env_root[256];   /* FIKIT_DOMAIN_ROOT, else the directory FIKIT_DOMAIN is in, else /run/fikit */
 static bool env_renumbered;  /* CUDA_VISIBLE_DEVICES set: an ordinal is not an NVML index */
 
 /* Attached devices, in the order of their first launch; published by n_devs. */
@@ -687,13 +687,19 @@ void fikit_client_start(void)
         size_t n = strlen(env_root);
         while (n > 1 && env_root[n - 1] == '/') /* ".../gpu1/" names .../gpu1 */
             env_root[--n] = 0;
-        char *slash = strrchr(env_root, '/');
-        if (slash == env_root)
-            env_root[1] = 0;
-        else if (slash)
-            *slash = 0;
-        else
-            snprintf(env_root, sizeof env_root, ".");
+        /* The runtime dir is the parent of gpu<N>, and the grandparent of by-uuid/<uuid>. */
+        for (int up = 0; up < 2; up++) {
+            char *slash = strrchr(env_root, '/');
+            if (slash == env_root)
+                env_root[1] = 0;
+            else if (slash)
+                *slash = 0;
+            else
+                snprintf(env_root, sizeof env_root, ".");
+            const char *last = strrchr(env_root, '/');
+            if (strcmp(last ? last + 1 : env_root, "by-uuid") != 0)
+                break;
+        }
     } else {
         snprintf(env_root, sizeof env_root, "/run/fikit");
     }

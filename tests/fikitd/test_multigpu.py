@@ -359,13 +359,16 @@ def _clients(d: DaemonProc) -> list[tuple[int, int]]:
 
 
 @needs_lib
-@pytest.mark.parametrize(("n", "found_by"), [(2, "DOMAIN"), (4, "DOMAIN"), (2, "DOMAIN_ROOT")])
+@pytest.mark.parametrize(("n", "found_by"), [(2, "DOMAIN"), (4, "DOMAIN"), (2, "DOMAIN_ROOT"), (2, "link")])
 def test_a_process_on_every_gpu_is_a_client_of_every_domain(gpu_host: GpuHost, n: int, found_by: str) -> None:
-    """FIKIT_DOMAIN (gpu0, as jobs get it) or FIKIT_DOMAIN_ROOT alone: every GPU's domain is found."""
+    """FIKIT_DOMAIN (gpu0, as jobs get it; or its by-uuid/ link, as pods set it) or FIKIT_DOMAIN_ROOT
+    alone: every GPU's domain is found."""
     d, procs = gpu_host(n)
     stop = d.root / "stop"
     devices = ",".join(str(i) for i in range(n))
-    env = {"FIKIT_DOMAIN": "", "FIKIT_DOMAIN_ROOT": str(d.root / "run")} if found_by.endswith("ROOT") else {}
+    run = d.root / "run"
+    env = {"DOMAIN": {}, "DOMAIN_ROOT": {"FIKIT_DOMAIN": "", "FIKIT_DOMAIN_ROOT": str(run)},
+           "link": {"FIKIT_DOMAIN": str(run / "by-uuid" / fake_uuid(0))}}[found_by]
     lp, _ = procs.start("lp_small:0", "low", *UNTIL, str(stop), "--devices", devices, env=env)
     wait_until(lambda: _clients(d) == [(i, lp.pid) for i in range(n)], what="registered in every domain")
     for i in range(n):
