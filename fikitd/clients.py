@@ -168,6 +168,7 @@ class Clients:
         if any(dom is None for dom in doms):
             raise ProtocolError("unavailable", "a domain of the client is gone")
         for client, dom in zip(mine, doms, strict=True):
+            assert dom is not None
             dom.grant(client.slot, client.pid, prio, client.uid)
             client.prio = prio
         return mine[0]
