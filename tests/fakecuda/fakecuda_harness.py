@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from workload import fake_uuid  # noqa: F401 - the fake driver's uuids, for the tests
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FAKE_SRC = REPO / "tests" / "fakecuda"
 INCLUDE = REPO / "interpose" / "include"
 CFLAGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"]
 API_NAMES = ("cuLaunchKernel", "cuLaunchKernelEx", "cuLaunchCooperativeKernel", "cuGraphLaunch")
-
-
-def fake_uuid(device: int) -> str:
-    """The uuid the fake driver gives host device N (fakecuda.c, host_uuid), as NVML would print it."""
-    return f"GPU-facec0da-0000-4000-8000-{device:012x}"
 
 
 def compiler() -> str:

@@ -28,6 +28,11 @@ import threading
 import time
 
 
+def fake_uuid(device: int) -> str:
+    """The uuid the fake driver gives host device N (fakecuda.c, host_uuid), as NVML would print it."""
+    return f"GPU-facec0da-0000-4000-8000-{device:012x}"
+
+
 def check(r: int, what: str) -> None:
     if r != 0:
         print(f"workload: {what} failed with CUresult {r}", file=sys.stderr)
