@@ -256,8 +256,12 @@ class Daemon:
         budget_us: int | None,
         template: str | None,
         fikitd_cmd: list[str],
+        extra_env: dict[str, str] | None = None,
+        high_users: tuple[str, ...] = ("root",),
     ) -> None:
         self.base = base
+        self.extra_env = extra_env or {}  # e.g. FIKIT_FAKE_GPUS for a CPU rehearsal
+        self.high_users = high_users
         self.lib = lib
         self.rt = base / "run"
         self.state = base / "state"
@@ -303,7 +307,7 @@ class Daemon:
             "corun_sm_pct = 0\n"  # the fikit modes are gap filling alone; co-running is fikit_corunNN
             f"{vals['budget_line']}\n\n"
             "[access]\n"
-            'high_users = ["root"]\n\n'
+            f"high_users = {json.dumps(list(self.high_users))}\n\n"
             "[metrics]\n"
             "enabled = false\n"
         )
@@ -318,6 +322,7 @@ class Daemon:
         env["PYTHONPATH"] = str(benchlib.REPO_ROOT) + (
             ":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60.0) -> bool:
