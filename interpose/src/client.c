@@ -671,9 +671,13 @@ struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
     return cached(ctx);
 }
 
-int fikit_dev_count(void) { return atomic_load_explicit(&n_devs, memory_order_acquire); }
+int fikit_dev_count(void)
+{
+    int n = atomic_load_explicit(&n_devs, memory_order_acquire);
+    return n + (n == FIKIT_MAX_DEVS && spill.me ? 1 : 0);
+}
 
-struct fikit_dev *fikit_dev_at(int i) { return &devs[i]; }
+struct fikit_dev *fikit_dev_at(int i) { return i < FIKIT_MAX_DEVS ? &devs[i] : &spill; }
 
 void fikit_client_start(void)
 {

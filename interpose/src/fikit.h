@@ -131,8 +131,8 @@ void fikit_client_stop(void);
 struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx);
 /* The device already attached for ctx (NULL: the current one); NULL if none: never attaches. */
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx);
-int fikit_dev_count(void);                /* attached devices (the spill one not counted) */
-struct fikit_dev *fikit_dev_at(int i);    /* 0 <= i < fikit_dev_count() */
+int fikit_dev_count(void);             /* attached devices, the one of those beyond the table included */
+struct fikit_dev *fikit_dev_at(int i); /* 0 <= i < fikit_dev_count() */
 void fikit_peer_dead(struct fikit_dev *d, int32_t pid);
 int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids);
 int fikit_effective_prio(const struct fikit_dev *d); /* d NULL: the requested level */
