@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_fixture import REPO, DaemonProc, Procs, find_libfikit, start_daemon, times
+from daemon_fixture import REPO, DaemonProc, Procs, client_env, find_libfikit, start_daemon, times, wait_file
 from fake_client import slot_bytes
 from fakecuda_harness import FakeBuild, fake_uuid
 from helpers import wait_until
@@ -460,3 +460,61 @@ def test_a_gpu_without_a_domain_runs_free(gpu_host: GpuHost) -> None:
     assert st["slot"] == doms[0]["slot"]
     assert not (d.root / "run" / "gpu1").exists()
 
+
+
+@needs_lib
+def test_a_two_gpu_client_registers_again_in_both_domains_after_a_daemon_restart(gpu_host: GpuHost) -> None:
+    """Each domain's registration has its own connection and watcher: after kill -9 of fikitd, a new
+    daemon knows the process in both domains again, with the same slots."""
+    d, procs = gpu_host(2)
+    stop = d.root / "stop"
+    lp, _ = procs.start("lp_small:1000", "low", *UNTIL, str(stop), "--devices", "0,1")
+    wait_until(lambda: _clients(d) == [(0, lp.pid), (1, lp.pid)], what="registered in both domains")
+    slots = sorted((c["gpu"], c["slot"]) for c in d.call("status")["clients"])
+    d.kill9()
+    d.start()
+    wait_until(lambda: _clients(d) == [(0, lp.pid), (1, lp.pid)], timeout=10, what="registered again in both")
+    assert sorted((c["gpu"], c["slot"]) for c in d.call("status")["clients"]) == slots
+    stop.touch()
+    doms = _stats(procs, lp)["domains"]
+    assert sorted(x["gpu"] for x in doms) == [0, 1]
+
+
+FORK_ON_TWO = r"""
+import ctypes, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from workload import Device
+cu = ctypes.CDLL("libcuda.so.1")
+assert cu.cuInit(0) == 0
+launch = cu.cuLaunchKernel
+launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+def run_on(ordinal):
+    d = Device(cu, ordinal, [(b"lp_small", 0.0)])
+    assert launch(d.funcs[0][0], 1, 1, 1, 32, 1, 1, 0, d.stream, None, None) == 0
+    assert cu.cuStreamSynchronize(d.stream) == 0
+run_on(0)
+child = os.fork()
+if child == 0:   # the child launches on device 1 only: a client of GPU 1's domain, not of GPU 0's
+    run_on(1)
+    open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)
+"""
+
+
+@needs_lib
+def test_a_forked_child_is_a_client_of_the_gpus_it_launches_on_only(gpu_host: GpuHost) -> None:
+    d, procs = gpu_host(2)
+    ready, stop = d.root / "child-ready", d.root / "stop"
+    env = client_env(d, procs.fake_dir, procs.lib, "low", FAKECUDA_DEVICES="2")
+    argv = [sys.executable, "-c", FORK_ON_TWO, str(REPO / "tests" / "fakecuda"), str(ready), str(stop)]
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.all.append(p)
+    wait_file(ready, proc=p)
+    wait_until(lambda: len(_clients(d)) == 2, what="parent and child registered")
+    clients = _clients(d)
+    stop.touch()
+    assert clients[0] == (0, p.pid) and clients[1][0] == 1 and clients[1][1] != p.pid, clients
+    _out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and "fikit:" not in err, err
+    wait_until(lambda: _clients(d) == [], what="both gone")
