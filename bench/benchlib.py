@@ -123,6 +123,29 @@ def nvidia_smi_query() -> dict[str, str | None]:
     return out
 
 
+def gpus_smi() -> list[dict[str, Any]]:
+    """Every GPU as nvidia-smi lists it: index (NVML's), name, uuid; [] without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        res = subprocess.run(
+            [exe, "--query-gpu=index,name,uuid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    out: list[dict[str, Any]] = []
+    for line in res.stdout.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            out.append({"index": int(parts[0]), "name": parts[1], "uuid": parts[2]})
+    return out
+
+
 def gpu_name_via_child(device: str) -> str | None:
     """torch.cuda.get_device_name(0), asked of a child so the runner never holds a CUDA context."""
     if device != "cuda":

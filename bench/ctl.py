@@ -207,6 +207,7 @@ def worker_argv(
     release_mem: bool = False,
     seed: int = 0,
     batch: int | None = None,
+    devices: str = "",
 ) -> list[str]:
     argv = [
         python,
@@ -234,6 +235,8 @@ def worker_argv(
         argv.append("--release-mem")
     if batch is not None:
         argv += ["--batch", str(batch)]
+    if devices:
+        argv += ["--devices", devices]
     return argv
 
 

@@ -9,6 +9,7 @@ packed before the 10-minute limit), and tars the results folder into $OUT/result
     python3 bench/device_cmd.py --list          # the calls, what each runs, estimated seconds
     python3 bench/device_cmd.py 1               # call 1's command (paste it as run's command)
     python3 bench/device_cmd.py 1 --date 2026-11-26
+    python3 bench/device_cmd.py 4               # issue 8's two-GPU proof: run's kind nvidia-h100-x2
 """
 
 from __future__ import annotations
@@ -66,14 +67,32 @@ CALLS: dict[int, tuple[str, int, list[str]]] = {
             + " --budget-s $B 2>&1 | tee -a $R/run_pairs.log | tail -60",
         ],
     ),
+    4: (
+        "issue 8 on two GPUs (run's kind nvidia-h100-x2): verify_multigpu, a pair per GPU and a two-GPU "
+        "job through fikitd, solo / mps_prio / fikit windows, up to 5 interleaved reps within the deadline",
+        40 + 260,
+        [
+            "B=$((DL-SECONDS)); timeout $((B+40)) python3 bench/verify_multigpu.py --lib $L --out $R"
+            " --budget-s $B 2>&1 | tee $R/verify.log"
+            " | grep -E 'PASS|FAIL|n/a|GPU [01] |two-GPU|verify_multigpu'",
+        ],
+    ),
 }
+# Calls other than the one-GPU H100 ones: their results folder and their own deadline.
+SUFFIX = {4: "2xh100"}
+DEADLINES = {4: 330}  # the whole call within ~6 minutes, the results packed before it
 
 
-def command(n: int, date: str, commit: str, deadline_s: int = DEADLINE_S) -> str:
+def results_dir(n: int, date: str) -> str:
+    return f"bench/results/{date}-{SUFFIX.get(n, 'h100')}"
+
+
+def command(n: int, date: str, commit: str, deadline_s: int | None = None) -> str:
     steps = CALLS[n][2]
+    dl = deadline_s if deadline_s is not None else DEADLINES.get(n, DEADLINE_S)
     head = [
-        f"export FIKIT_COMMIT={commit} PYTHONUNBUFFERED=1 DL={deadline_s}",
-        f"R=bench/results/{date}-h100",
+        f"export FIKIT_COMMIT={commit} PYTHONUNBUFFERED=1 DL={dl}",
+        f"R={results_dir(n, date)}",
         "mkdir -p $R",
         "nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader"
         f" | tee -a $R/gpu-call{n}.txt",
@@ -94,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--deadline",
         type=int,
-        default=DEADLINE_S,
-        help="seconds after which steps start no new work (less device time left: pass less)",
+        default=None,
+        help=f"seconds after which steps start no new work (default {DEADLINE_S}, call 4: {DEADLINES[4]}; "
+        "less device time left: pass less)",
     )
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
@@ -105,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, (what, est, _) in CALLS.items():
             total += est + 90
             print(f"call {n}: ~{est}s + ~90s machine start (cumulative ~{total / 60:.1f} min): {what}")
-        print("call 3 is repeatable: each run resumes where raw.jsonl stops")
+        print("call 3 is repeatable: each run resumes where raw.jsonl stops; call 4 needs two GPUs")
         return 0
     cmd = command(a.call, a.date, commit, a.deadline)
     if len(cmd) > LIMIT:

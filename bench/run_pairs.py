@@ -264,8 +264,12 @@ class Daemon:
         budget_us: int | None,
         template: str | None,
         fikitd_cmd: list[str],
+        extra_env: dict[str, str] | None = None,
+        high_users: tuple[str, ...] = ("root",),
     ) -> None:
         self.base = base
+        self.extra_env = extra_env or {}  # e.g. FIKIT_FAKE_GPUS for a CPU rehearsal
+        self.high_users = high_users
         self.lib = lib
         self.rt = base / "run"
         self.state = base / "state"
@@ -311,7 +315,7 @@ class Daemon:
             # no corun_sm_pct: the fikit modes run fikitd's default ("auto" co-running share)
             f"{vals['budget_line']}\n\n"
             "[access]\n"
-            'high_users = ["root"]\n\n'
+            f"high_users = {json.dumps(list(self.high_users))}\n\n"
             "[metrics]\n"
             "enabled = false\n"
         )
@@ -326,6 +330,7 @@ class Daemon:
         env["PYTHONPATH"] = str(benchlib.REPO_ROOT) + (
             ":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60.0) -> bool:

@@ -2,7 +2,10 @@
 """An unmodified-program stand-in: plain PyTorch, it never imports fikit.
 
 HP models serve batch-1 requests (back to back, or Poisson arrivals with --rate); LP models train
-or run batch inference. The worker builds its model, then obeys a runner over a Unix socket
+or run batch inference. With --devices 0,1 the model is on each of those GPUs (cuda:0, cuda:1) and a
+step is a step on each, queued one after the other (a process scheduled on several GPUs). With
+--device fake it runs tests/fakecuda kernels instead of a model (bench/fake_workloads.py: CPU
+rehearsals, no torch). The worker builds its model, then obeys a runner over a Unix socket
 (--ctl PATH), one JSON object a line:
 
   worker -> {"ev": "built", ...}      model built (import/build times, whether libfikit.so is mapped)
@@ -59,16 +62,21 @@ class Worker:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         t0 = time.monotonic()
-        import torch
-        import workloads
+        self.torch: Any = None
+        if args.device == "fake":
+            import fake_workloads as wl_mod
+        else:
+            import torch
+            import workloads as wl_mod  # type: ignore[no-redef]
 
-        self.torch = torch
-        self.wl_mod = workloads
+            self.torch = torch
+        self.wl_mod: Any = wl_mod
         self.import_s = time.monotonic() - T_PROCESS
         self.device = args.device
-        workloads.setup_determinism(args.seed)
+        self.ordinals = [int(d) for d in args.devices.split(",")] if args.devices else None
+        wl_mod.setup_determinism(args.seed)
         t1 = time.monotonic()
-        self.wl = workloads.build(args.model, self.device, tiny=args.tiny, batch=args.batch)
+        self.wl = wl_mod.build_devices(args.model, args.device, self.ordinals, args.tiny, args.batch)
         self.sync()
         self.build_s = time.monotonic() - t1
         self.pinned: list[int] = []
@@ -79,18 +87,19 @@ class Worker:
                 self.pinned = sorted(os.sched_getaffinity(0))
             except OSError as e:
                 print(f"worker: cannot pin to {args.cpus}: {e}", file=sys.stderr)
-        self.threads = workloads.set_threads_from_affinity()
+        self.threads = wl_mod.set_threads_from_affinity()
         self.iters_total = 0
         del t0
 
     def sync(self) -> None:
-        self.wl_mod.sync(self.device)
+        self.wl.sync()
 
     def built_info(self) -> dict[str, Any]:
-        gpu = None
+        gpu: Any = None
         if self.device == "cuda":
             with contextlib.suppress(Exception):
-                gpu = self.torch.cuda.get_device_name(0)
+                names = [self.torch.cuda.get_device_name(i) for i in self.ordinals or [0]]
+                gpu = names[0] if self.ordinals is None else names
         return {
             "ev": "built",
             "pid": os.getpid(),
@@ -101,6 +110,7 @@ class Worker:
             "build_s": round(self.build_s, 3),
             "preloaded": lib_mapped(),
             "gpu": gpu,
+            "devices": self.ordinals,
             "pinned": self.pinned,
             "threads": self.threads,
             "info": self.wl.info,
@@ -110,6 +120,7 @@ class Worker:
                     "LD_PRELOAD",
                     "FIKIT_PRIO",
                     "FIKIT_DOMAIN",
+                    "CUDA_VISIBLE_DEVICES",
                     "FIKIT_PASSTHROUGH",
                     "CUDA_MPS_PIPE_DIRECTORY",
                     "CUDA_MPS_CLIENT_PRIORITY",
@@ -135,7 +146,7 @@ class Worker:
         self.release()
         mem = None
         if self.device == "cuda":
-            mem = int(self.torch.cuda.max_memory_allocated())
+            mem = sum(int(self.torch.cuda.max_memory_allocated(i)) for i in self.ordinals or [0])
         return {"ev": "ready", "warmup_s": round(dt, 3), "warmup_iters": n, "max_mem_bytes": mem}
 
     def run_window(self, start_at: float, duration_s: float, wid: str) -> list[list[float]]:
@@ -243,7 +254,8 @@ def standalone(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu", "fake"])
+    p.add_argument("--devices", default="", help="GPU ordinals, e.g. 0,1: the model on each (a step on each)")
     p.add_argument("--tiny", action="store_true", help="small inputs (CPU self-checks)")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--rate", type=float, default=0.0, help="HP Poisson arrival rate, req/s (0: back to back)")

@@ -1,8 +1,9 @@
 """The models the bench runs: plain PyTorch, no fikit import, nothing downloaded.
 
 `build(name, device, tiny)` returns a Workload whose `step()` issues one request (HP) or one
-training / batch-inference iteration (LP) without synchronising; the caller synchronises.
-`tiny=True` shrinks batch and input sizes so the whole harness can be exercised on a CPU.
+training / batch-inference iteration (LP) without synchronising; the caller synchronises
+(`Workload.sync`). `build_devices` puts one copy of the model on each of several GPUs: a step is a
+step on each. `tiny=True` shrinks batch and input sizes so the whole harness can be exercised on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Workload:
     step: Callable[[], Any]
     description: str
     info: dict[str, Any] = field(default_factory=dict)
+    sync: Callable[[], None] = lambda: None  # waits for what step() queued (set by build_devices)
 
 
 def setup_determinism(seed: int = 0) -> None:
@@ -100,7 +102,7 @@ def _graph_step(
             return model(**inputs)
         return model(inputs)
 
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return _infer_step(model, inputs), {"graph": False, "why": "CUDA graphs need a GPU: eager on CPU"}
     with torch.inference_mode():
         side = torch.cuda.Stream()
@@ -217,7 +219,7 @@ def build(name: str, device: str = "cuda", tiny: bool = False, batch: int | None
         a = torch.randn(n, device=dev)
         b = torch.randn(n, device=dev)
         out = torch.empty_like(a)
-        if dev == "cuda":
+        if dev.startswith("cuda"):
             import tri_kernels
 
             def tstep() -> Any:
@@ -247,8 +249,35 @@ def build(name: str, device: str = "cuda", tiny: bool = False, batch: int | None
 
 
 def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+    """Wait for a device's queued work ("cuda": the current GPU, "cuda:N": GPU N)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def build_devices(
+    name: str, device: str, ordinals: list[int] | None, tiny: bool = False, batch: int | None = None
+) -> Workload:
+    """The model on `device`, or with ordinals (device "cuda") one copy on each cuda:N: a step queues
+    a step on each GPU in turn (no wait between them, as a data-parallel program does), sync waits
+    for all of them, and the batch is the sum."""
+    if not ordinals:
+        wl = build(name, device, tiny=tiny, batch=batch)
+        wl.sync = lambda: sync(device)
+        return wl
+    devs = [f"{device}:{i}" if device == "cuda" else device for i in ordinals]
+    parts = [build(name, d, tiny=tiny, batch=batch) for d in devs]
+
+    def step() -> Any:
+        return [p.step() for p in parts]
+
+    def sync_all() -> None:
+        for d in devs:
+            sync(d)
+
+    first = parts[0]
+    desc = f"{first.description}, on {', '.join(devs)}"
+    info = {**first.info, "devices": devs}
+    return Workload(name, first.role, first.batch * len(parts), step, desc, info, sync_all)
 
 
 def set_threads_from_affinity() -> int:

@@ -156,19 +156,22 @@ class Clients:
         LOG.info("gpu%d slot %d: %s (pid %d) gone: %s", client.gpu, client.slot, client.prog, client.pid, why)
 
     def set_prio(self, peer: Peer, pid: int, prio: int) -> Client:
-        client = next((c for c in self.by_key.values() if c.pid == pid), None)
-        if client is None:
+        """A process's priority in every domain it is a client of (one per GPU it launches on)."""
+        mine = sorted((c for c in self.by_key.values() if c.pid == pid), key=lambda c: (c.gpu, c.slot))
+        if not mine:
             raise ProtocolError("not_found", f"no registered client with pid {pid}")
-        if peer.uid != 0 and peer.uid != client.uid:
+        if peer.uid != 0 and peer.uid != mine[0].uid:
             raise ProtocolError("not_permitted", f"client {pid} belongs to another user")
         if access.granted_prio(self.access_cfg(), peer.uid, prio) != prio:
             raise ProtocolError("not_permitted", "high priority is not granted to you in [access]")
-        dom = self.domains.get(client.gpu)
-        if dom is None:
-            raise ProtocolError("unavailable", "the client's domain is gone")
-        dom.grant(client.slot, client.pid, prio, client.uid)
-        client.prio = prio
-        return client
+        doms = [self.domains.get(c.gpu) for c in mine]
+        if any(dom is None for dom in doms):
+            raise ProtocolError("unavailable", "a domain of the client is gone")
+        for client, dom in zip(mine, doms, strict=True):
+            assert dom is not None
+            dom.grant(client.slot, client.pid, prio, client.uid)
+            client.prio = prio
+        return mine[0]
 
     def sweep(self) -> None:
         """Free slots of clients that died without an EOF reaching us."""

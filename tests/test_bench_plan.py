@@ -83,9 +83,13 @@ def test_device_commands_fit_the_tool() -> None:
         assert len(cmd) <= device_cmd.LIMIT, (n, len(cmd))
         assert "FIKIT_COMMIT=0123456789abcdef0123456789abcdef01234567" in cmd
         assert cmd.rstrip().endswith("s") and "tar czf $OUT/results.tgz $R" in cmd
-        assert "bench/results/2026-11-26-h100" in cmd
+        assert f"R={device_cmd.results_dir(n, '2026-11-26')};" in cmd
         assert device_cmd.CALLS[n][1] <= device_cmd.DEADLINE_S  # inside the 10-minute command limit
     assert "DL=300" in device_cmd.command(3, "2026-11-26", "x", 300)
+    assert device_cmd.results_dir(1, "D") == "bench/results/D-h100"
+    assert device_cmd.results_dir(4, "D") == "bench/results/D-2xh100"  # issue 8: <date>-<gpus>
+    multi = device_cmd.command(4, "D", "x")
+    assert "verify_multigpu.py" in multi and "DL=330" in multi
     r = subprocess.run([sys.executable, str(REPO / "bench" / "device_cmd.py"), "1"], capture_output=True,
                        text=True, timeout=60, check=True)  # fmt: skip
     assert "FIKIT_COMMIT=" in r.stdout and "unknown" not in r.stdout.split(";")[0]

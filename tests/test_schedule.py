@@ -84,7 +84,8 @@ class Cluster:
         return env
 
     def start(self, kernels: str, prio: str | None, repeat: int = 0, seconds: float = 30.0,
-              until: Path | None = None, wait_ready: bool = True, extra: tuple[str, ...] = ()) -> Proc:
+              until: Path | None = None, wait_ready: bool = True, extra: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> Proc:
         self.n += 1
         stats = self.root / f"stats{self.n}.%p.json"
         progress = self.root / f"progress{self.n}"
@@ -94,9 +95,8 @@ class Cluster:
         if until:
             args += ["--until", str(until)]
         args += list(extra)
-        env = self.env(prio)
-        env["FIKIT_STATS"] = str(stats)
-        p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        full = {**self.env(prio), **(env or {}), "FIKIT_STATS": str(stats)}
+        p = subprocess.Popen(args, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc = Proc(p, stats, progress)
         self.procs.append(proc)
         if wait_ready:
@@ -297,6 +297,27 @@ def test_no_hp_lp_runs_free(cluster: Any) -> None:
     res = under.result()
     assert under.lib_stats()["held_launches"] == 0
     assert res["elapsed_s"] <= plain["elapsed_s"] * 1.25 + 0.05
+
+
+def test_a_domain_without_a_gpu_uuid_serves_device_zero_only(cluster: Any) -> None:
+    """FIKIT_DOMAIN made without a driver (its header names no GPU) is device 0's: on a host of two
+    devices, a busy HP on device 0 holds an LP there, and the LP's launches on device 1, which no
+    domain serves, run free (measured, never held)."""
+    c = cluster("fikit", idle_us=8000)
+    two = {"FAKECUDA_DEVICES": "2"}
+    stop = c.root / "stop"
+    hp = c.start("hp_conv:200", "high", until=stop, env=two)
+    time.sleep(0.3)
+    lp = c.start("lp_long:0", "low", until=stop, env=two, extra=("--devices", "0,1"))
+    time.sleep(1.0)
+    stop.touch()
+    res = lp.result()
+    hp.result()
+    doms = {x["device"]: x for x in lp.lib_stats()["domains"]}
+    assert doms[0]["gpu"] == 0 and doms[0]["slot"] >= 0 and doms[0]["held_launches"] >= 1, doms
+    assert doms[1]["gpu"] is None and doms[1]["slot"] == -1 and doms[1]["held_launches"] == 0, doms
+    ran = {d: r["kernels"] for d, r in res["by_device"].items()}
+    assert ran["1"] >= 20 and ran["0"] <= max(3, ran["1"] // 5), ran
 
 
 def test_lp_runs_free_beside_an_idle_hp(cluster: Any) -> None:

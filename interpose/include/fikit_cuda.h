@@ -78,6 +78,11 @@ typedef int CUdevice_attribute;
 typedef struct CUgreenCtx_st *CUgreenCtx;
 typedef struct CUdevResourceDesc_st *CUdevResourceDesc;
 
+/* A device's uuid: the 16 bytes NVML prints as GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx. */
+typedef struct CUuuid_st {
+    char bytes[16];
+} CUuuid;
+
 typedef struct CUdevSmResource_st {
     unsigned int smCount;
     unsigned int minSmPartitionSize;
@@ -148,6 +153,7 @@ typedef CUresult (*fikit_pfn_cuCtxGetCurrent)(CUcontext *);
 typedef CUresult (*fikit_pfn_cuCtxSetCurrent)(CUcontext);
 typedef CUresult (*fikit_pfn_cuCtxGetDevice)(CUdevice *);
 typedef CUresult (*fikit_pfn_cuStreamGetCtx)(CUstream, CUcontext *);
+typedef CUresult (*fikit_pfn_cuDeviceGetUuid_v2)(CUuuid *, CUdevice);
 typedef CUresult (*fikit_pfn_cuStreamIsCapturing)(CUstream, CUstreamCaptureStatus *);
 typedef CUresult (*fikit_pfn_cuStreamQuery)(CUstream);
 typedef CUresult (*fikit_pfn_cuMemHostAlloc)(void **, size_t, unsigned int);

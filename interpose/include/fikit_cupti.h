@@ -72,6 +72,7 @@ enum { FIKIT_CUPTI_CONSTANTS(FIKIT_CUPTI_ENUM_DECL) };
     X(CUpti_ActivityKind, kind, 0)        \
     X(uint64_t, start, 16)                \
     X(uint64_t, end, 24)                  \
+    X(uint32_t, deviceId, 40)             \
     X(uint32_t, streamId, 48)             \
     X(int32_t, gridX, 52)                 \
     X(int32_t, gridY, 56)                 \
@@ -90,7 +91,9 @@ struct fikit_cupti_kernel {
     uint8_t _pad0[12];           /* cacheConfig ... partitionedGlobalCacheExecuted */
     uint64_t start;              /* 16 */
     uint64_t end;                /* 24 */
-    uint8_t _pad1[16];           /* completed, deviceId, contextId */
+    uint8_t _pad1[8];            /* completed */
+    uint32_t deviceId;           /* 40: the CUdevice, as the process numbers them */
+    uint8_t _pad1b[4];           /* contextId */
     uint32_t streamId;           /* 48 */
     int32_t gridX, gridY, gridZ; /* 52 */
     int32_t blockX, blockY, blockZ; /* 64 */

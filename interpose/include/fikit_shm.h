@@ -2,7 +2,8 @@
  * fikit shared-memory layout: the one statement of it.
  *
  * A scheduling domain is one GPU.  Its state lives in a directory
- * (default /run/fikit/gpu<N>, or $FIKIT_DOMAIN) holding
+ * (<runtime_dir>/gpu<N>, linked from <runtime_dir>/by-uuid/<uuid>; a process
+ * joins the domain of each GPU it launches on, docs/design.md) holding
  *
  *   domain        struct fikit_domain, written only by fikitd (root, 0644):
  *                 mode, budgets, and the priority *granted* to every slot.

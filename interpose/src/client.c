@@ -1,10 +1,25 @@
 /*
- * This process as a fikit client: its slot in the GPU's domain, its
- * registration with fikitd, and its view of the more urgent clients.
+ * This process as a fikit client of each GPU it launches on: its slot in that
+ * GPU's domain, its registration with fikitd, and its view of the more urgent
+ * clients there.
  *
- * Everything here runs at start, after fork, or when the domain's generation
- * moves; the per-launch path only reads what it prepared.  Anything that goes
- * wrong leaves the process with a private slot: measured, never held.
+ * Which domain serves a device (docs/design.md, "Several GPUs"):
+ *   1. FIKIT_DOMAIN, when its header names the device's uuid; a header that
+ *      names no uuid (a domain made without a driver) serves device 0;
+ *   2. else <root>/by-uuid/<uuid> (the daemon's links), or, when the driver
+ *      gives no uuid and CUDA_VISIBLE_DEVICES does not renumber the devices,
+ *      <root>/gpu<ordinal>; root is FIKIT_DOMAIN_ROOT, else the directory
+ *      FIKIT_DOMAIN is in (above by-uuid/ for a link), else /run/fikit;
+ *   3. else, for device 0 only, FIKIT_DOMAIN whatever uuid it names (as
+ *      before several GPUs were known: a uuid we cannot match must not leave
+ *      the one GPU of a job unscheduled).
+ * A device no domain serves runs free (measured, never held).
+ *
+ * Everything here runs at a device's first launch, after fork, or when a
+ * domain's generation moves; the per-launch path only reads what it prepared
+ * (fikit_dev_for_launch: one driver call for the current context and a scan
+ * of a short table).  Anything that goes wrong leaves that device with a
+ * private slot: measured, never held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,24 +40,30 @@
 
 #include "fikit.h"
 
-struct fikit_client fikit_cl = {.slot_index = -1, .sock = -1, .prio = FIKIT_PRIO_NORMAL};
+int fikit_req_prio = FIKIT_PRIO_NORMAL;
 
-static char domain_dir[256];
-static uint32_t n_slots;
+/* Where domains are looked for, read once at start. */
+static char env_domain[256]; /* FIKIT_DOMAIN, "" when unset */
+static char env_root[256];   /* FIKIT_DOMAIN_ROOT, else the directory FIKIT_DOMAIN is in, else /run/fikit */
+static bool env_renumbered;  /* CUDA_VISIBLE_DEVICES set: an ordinal is not an NVML index */
+
+/* Attached devices, in the order of their first launch; published by n_devs. */
+static struct fikit_dev devs[FIKIT_MAX_DEVS];
+static _Atomic int n_devs;
+static struct fikit_dev spill; /* devices beyond FIKIT_MAX_DEVS: one private slot, never held */
+static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Context -> device, filled under attach_lock and published by n_ctx. */
+#define CTX_CACHE 64
+static struct {
+    CUcontext ctx;
+    struct fikit_dev *dev;
+} ctx_cache[CTX_CACHE];
+static _Atomic int n_ctx;
+
 /* Peer slots are mapped one page each: the timing fields are all we read. */
 #define PEER_MAP 4096
 _Static_assert(offsetof(struct fikit_slot, ktab) <= PEER_MAP, "slot header must fit one page");
-
-struct peer_map {
-    struct fikit_slot *s; /* mapped header, or NULL */
-    uint32_t gen;         /* grant generation it was mapped for */
-    int32_t pid;
-};
-static struct peer_map peer_maps[FIKIT_MAX_SLOTS];
-static pthread_mutex_t peer_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic uint64_t peers_gen = UINT64_MAX;
-static int peer_idx[FIKIT_MAX_SLOTS];
-static _Atomic int n_peer_idx;
 
 static int parse_prio(const char *s)
 {
@@ -61,7 +83,7 @@ static int parse_prio(const char *s)
 }
 
 /* The profile key: FIKIT_PROG, else the script a python runs, else argv[0]. */
-static void program_name(char *out, size_t n)
+void fikit_program_name(char *out, size_t n)
 {
     const char *env = getenv("FIKIT_PROG");
     char buf[4096] = {0};
@@ -106,55 +128,127 @@ static void *map_file(int fd, size_t size, int prot)
     return p == MAP_FAILED ? NULL : p;
 }
 
-static bool attach_domain(void)
+/* ---- finding a device's domain ------------------------------------------ */
+
+static void close_domain(struct fikit_dev *d)
+{
+    if (d->dom)
+        munmap(d->dom, sizeof(struct fikit_domain));
+    d->dom = NULL;
+    d->n_slots = 0;
+    d->dir[0] = 0;
+}
+
+/* Map dir/domain (read-write when we may: a self-granting domain); warn says whether a
+ * failure is worth a line on stderr (a directory named by the user) or only a debug one. */
+static bool open_domain(struct fikit_dev *d, const char *dir, bool warn)
 {
     static _Atomic int warned;
-    const char *dir = getenv("FIKIT_DOMAIN");
-    if (!dir || !*dir)
-        dir = "/run/fikit/gpu0";
-    snprintf(domain_dir, sizeof domain_dir, "%s", dir);
     char path[300];
-    snprintf(path, sizeof path, "%s/domain", domain_dir);
+    if (snprintf(path, sizeof path, "%s/domain", dir) >= (int)sizeof path)
+        return false;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     bool writable = fd >= 0;
     if (fd < 0)
         fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (getenv("FIKIT_DOMAIN"))
-            fikit_log_once(&warned, "no scheduling domain at %s (%s); measuring only", path, strerror(errno));
-        return false;
-    }
+    const char *why = NULL;
+    char buf[160];
+    struct fikit_domain *m = NULL;
     struct stat st;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct fikit_domain)) {
-        fikit_log_once(&warned, "%s is too short to be a fikit domain; measuring only", path);
+    if (fd < 0) {
+        snprintf(buf, sizeof buf, "no scheduling domain at %.100s (%s)", path, strerror(errno));
+        why = buf;
+    } else if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct fikit_domain)) {
+        why = "too short to be a fikit domain";
+    } else if (!(m = map_file(fd, sizeof(struct fikit_domain), writable ? PROT_READ | PROT_WRITE : PROT_READ))) {
+        why = "cannot be mapped";
+    } else if (m->magic != FIKIT_DOMAIN_MAGIC || m->version != FIKIT_SHM_VERSION ||
+               m->domain_size != sizeof(struct fikit_domain) || m->slot_size != sizeof(struct fikit_slot) ||
+               m->n_slots == 0 || m->n_slots > FIKIT_MAX_SLOTS || m->mode > FIKIT_MODE_OFF) {
+        why = "not a fikit domain of this layout version";
+    } else if ((atomic_load(&m->flags) & FIKIT_DOMAIN_SELF_GRANT) && !writable) {
+        /* A self-granting domain must be writable, or we could never appear in it. */
+        why = "self-granting but not writable";
+    }
+    if (fd >= 0)
         close(fd);
+    if (why) {
+        if (m)
+            munmap(m, sizeof(struct fikit_domain));
+        if (warn && fd < 0)
+            fikit_log_once(&warned, "%s; measuring only", why);
+        else if (warn)
+            fikit_log_once(&warned, "%.200s is %s; measuring only", path, why);
+        else if (fikit_debug)
+            fikit_log("device %d: %.200s: %s", d->ordinal, path, why);
         return false;
     }
-    struct fikit_domain *d =
-        map_file(fd, sizeof(struct fikit_domain), writable ? PROT_READ | PROT_WRITE : PROT_READ);
-    close(fd);
-    if (!d) {
-        fikit_log_once(&warned, "cannot map %s; measuring only", path);
-        return false;
-    }
-    if (d->magic != FIKIT_DOMAIN_MAGIC || d->version != FIKIT_SHM_VERSION ||
-        d->domain_size != sizeof(struct fikit_domain) || d->slot_size != sizeof(struct fikit_slot) ||
-        d->n_slots == 0 || d->n_slots > FIKIT_MAX_SLOTS || d->mode > FIKIT_MODE_OFF) {
-        fikit_log_once(&warned, "%s is not a fikit domain of layout version %u; measuring only", path,
-                       FIKIT_SHM_VERSION);
-        munmap(d, sizeof(struct fikit_domain));
-        return false;
-    }
-    /* A self-granting domain must be writable, or we could never appear in it. */
-    if ((atomic_load(&d->flags) & FIKIT_DOMAIN_SELF_GRANT) && !writable) {
-        fikit_log_once(&warned, "%s is self-granting but not writable; measuring only", path);
-        munmap(d, sizeof(struct fikit_domain));
-        return false;
-    }
-    n_slots = d->n_slots;
-    fikit_cl.dom = d;
+    d->dom = m;
+    d->n_slots = m->n_slots;
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
     return true;
 }
+
+/* The GPU uuid a domain header names, "" for none. */
+static void header_uuid(const struct fikit_domain *m, char *out, size_t n)
+{
+    size_t j = 0;
+    for (; j + 1 < n && j < sizeof m->gpu_uuid && m->gpu_uuid[j]; j++)
+        out[j] = m->gpu_uuid[j];
+    out[j] = 0;
+}
+
+/* The device's uuid as NVML prints it (GPU-8-4-4-4-12 hex digits), "" when the driver will not say. */
+static void device_uuid(int ordinal, char *out, size_t n)
+{
+    out[0] = 0;
+    CUuuid u;
+    if (!fikit_drv.cuDeviceGetUuid || fikit_drv.cuDeviceGetUuid(&u, ordinal) != CUDA_SUCCESS)
+        return;
+    const unsigned char *b = (const unsigned char *)u.bytes;
+    snprintf(out, n, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+static bool find_domain(struct fikit_dev *d)
+{
+    char hu[sizeof d->dom->gpu_uuid + 1];
+    /* 1. FIKIT_DOMAIN serves the GPU its header names, or device 0 when it names none. */
+    if (env_domain[0] && open_domain(d, env_domain, true)) {
+        header_uuid(d->dom, hu, sizeof hu);
+        if (d->uuid[0] && hu[0] ? strcasecmp(d->uuid, hu) == 0 : d->ordinal == 0)
+            return true;
+        close_domain(d);
+    }
+    /* 2. The daemon's layout: by uuid, or by index where the ordinal is one. */
+    char path[sizeof env_root + 64];
+    if (d->uuid[0]) {
+        snprintf(path, sizeof path, "%s/by-uuid/%s", env_root, d->uuid);
+        if (open_domain(d, path, false)) {
+            header_uuid(d->dom, hu, sizeof hu);
+            if (!hu[0] || strcasecmp(d->uuid, hu) == 0)
+                return true;
+            close_domain(d);
+        }
+    } else if (!env_renumbered) {
+        snprintf(path, sizeof path, "%s/gpu%d", env_root, d->ordinal);
+        if (open_domain(d, path, false))
+            return true;
+    }
+    /* 3. Device 0 that no domain knows by its uuid: the one FIKIT_DOMAIN names. */
+    if (env_domain[0] && d->ordinal == 0 && open_domain(d, env_domain, false)) {
+        static _Atomic int warned;
+        header_uuid(d->dom, hu, sizeof hu);
+        fikit_log_once(&warned, "device 0 (%s) matches no domain under %.100s; scheduled in %.100s (%s)",
+                       d->uuid[0] ? d->uuid : "uuid unknown", env_root, env_domain, hu);
+        return true;
+    }
+    if (fikit_debug)
+        fikit_log("device %d (%s): no scheduling domain; it runs free", d->ordinal, d->uuid[0] ? d->uuid : "?");
+    return false;
+}
+
+/* ---- the slot ----------------------------------------------------------- */
 
 /* The owner pid written in a slot file, and the file's age: a client fills its
  * slot (pid last) just after creating it, so a pid of 0 is a slot being born. */
@@ -173,14 +267,13 @@ static int32_t file_pid(const char *path, time_t *mtime)
 
 static bool pid_dead(int32_t pid) { return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH); }
 
-static ino_t slot_ino; /* our slot file, to tell whether it is still there */
-
-/* Create slot.<i> exclusively; a stale file of a dead owner (ours to remove) is replaced. */
-static int claim_slot_file(void)
+/* Create slot.<i> exclusively; a stale file of a dead owner (ours to remove) is replaced.
+ * Sets d->me to the new mapping. */
+static int claim_slot_file(struct fikit_dev *d)
 {
-    for (uint32_t i = 0; i < n_slots; i++) {
+    for (uint32_t i = 0; i < d->n_slots; i++) {
         char path[300];
-        snprintf(path, sizeof path, "%s/slot.%u", domain_dir, i);
+        snprintf(path, sizeof path, "%s/slot.%u", d->dir, i);
         for (int attempt = 0; attempt < 2; attempt++) {
             int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
             if (fd >= 0) {
@@ -190,14 +283,14 @@ static int claim_slot_file(void)
                     return -1;
                 }
                 struct stat st;
-                slot_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+                d->slot_ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
                 struct fikit_slot *s = map_file(fd, sizeof(struct fikit_slot), PROT_READ | PROT_WRITE);
                 close(fd);
                 if (!s) {
                     unlink(path);
                     return -1;
                 }
-                fikit_cl.me = s;
+                d->me = s;
                 return (int)i;
             }
             if (errno != EEXIST)
@@ -214,19 +307,18 @@ static int claim_slot_file(void)
     return -1;
 }
 
-static void self_grant(int i)
+static void self_grant(struct fikit_dev *d)
 {
-    struct fikit_domain *d = fikit_cl.dom;
-    struct fikit_grant *g = &d->grants[i];
+    struct fikit_grant *g = &d->dom->grants[d->slot_index];
     int32_t expect = atomic_load(&g->pid);
     if (expect != 0 && !pid_dead(expect))
         return;
     if (!atomic_compare_exchange_strong(&g->pid, &expect, (int32_t)getpid()))
         return;
-    atomic_store(&g->prio, fikit_cl.prio);
+    atomic_store(&g->prio, fikit_req_prio);
     atomic_store(&g->uid, (uint32_t)getuid());
     atomic_fetch_add(&g->gen, 1);
-    atomic_fetch_add(&d->generation, 1);
+    atomic_fetch_add(&d->dom->generation, 1);
 }
 
 /* Find "key": in a flat JSON reply and copy its string or number value. */
@@ -253,10 +345,7 @@ static bool json_value(const char *js, const char *key, char *out, size_t n)
     return true;
 }
 
-unsigned fikit_profile_kernels; /* kernels merged from the daemon's stored profile at start */
-static bool profile_merged;     /* once per client, whichever registration succeeds first */
-
-static void merge_profile(const char *path)
+static void merge_profile(struct fikit_dev *d, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -267,7 +356,7 @@ static void merge_profile(const char *path)
         if (id == 0)
             continue;
         k.name[FIKIT_NAME_LEN - 1] = 0;
-        struct fikit_kstat *e = fikit_ktab_get(fikit_cl.me, id, k.name, k.grid, k.block, k.smem, k.kind);
+        struct fikit_kstat *e = fikit_ktab_get(d->me, id, k.name, k.grid, k.block, k.smem, k.kind);
         if (!e || atomic_load(&e->dur_n) != 0)
             continue;
         /* Stored predictions seed the entry; counts stay this run's own. */
@@ -278,15 +367,18 @@ static void merge_profile(const char *path)
             fikit_kstat_add_dur(e, k.dur_ring_ns[i]);
         for (uint64_t i = 0; i < n_gap; i++)
             fikit_kstat_add_gap(e, k.gap_ring_ns[i]);
-        fikit_profile_kernels++;
+        d->profile_kernels++;
     }
     close(fd);
 }
 
+/* ---- registration ------------------------------------------------------- */
+
 /* One request, one reply, 1 s at most (a daemon busy on a loaded machine can
  * take a few hundred ms; a silent one must not stall the program); the
- * connection stays open so the daemon sees this process end. */
-static bool register_with_daemon(int slot)
+ * connection stays open so the daemon sees this process end.  One connection
+ * per domain: the daemon knows a client by (GPU, slot). */
+static bool register_with_daemon(struct fikit_dev *d, int slot)
 {
     static _Atomic int warned;
     const char *sockpath = getenv("FIKIT_SOCKET");
@@ -314,8 +406,7 @@ static bool register_with_daemon(int slot)
     int len = snprintf(msg, sizeof msg,
                        "{\"v\": 1, \"op\": \"register\", \"pid\": %d, \"slot\": %d, \"prio\": %d, \"gpu\": %u, "
                        "\"prog\": \"%s\", \"job\": \"%s\"}\n",
-                       (int)getpid(), slot, fikit_cl.prio, fikit_cl.dom ? fikit_cl.dom->gpu_index : 0,
-                       fikit_cl.me->prog, job);
+                       (int)getpid(), slot, fikit_req_prio, d->dom ? d->dom->gpu_index : 0, d->me->prog, job);
     if (len <= 0 || len >= (int)sizeof msg || send(fd, msg, (size_t)len, MSG_NOSIGNAL) != len) {
         close(fd);
         return false;
@@ -347,92 +438,94 @@ static bool register_with_daemon(int slot)
         return false;
     }
     char profile[300];
-    if (!profile_merged && json_value(reply, "profile", profile, sizeof profile) && profile[0]) {
-        merge_profile(profile);
-        profile_merged = true;
+    if (!d->profile_merged && json_value(reply, "profile", profile, sizeof profile) && profile[0]) {
+        merge_profile(d, profile);
+        d->profile_merged = true;
     }
-    fikit_cl.sock = fd;
+    atomic_store(&d->sock, fd);
     return true;
 }
 
 /*
- * The registration connection stays open so that fikitd sees this process
- * end.  When fikitd ends instead (a restart, a kill -9), this thread, blocked
- * in read() and costing nothing meanwhile, notices the EOF and registers the
- * same slot again once a second until a daemon answers: the new daemon then
- * knows the client, shows it, and stores its measurements when it exits.
+ * Each registration connection stays open so that fikitd sees this process
+ * end.  When fikitd ends instead (a restart, a kill -9), the device's watcher
+ * thread, blocked in read() and costing nothing meanwhile, notices the EOF
+ * and registers the same slot again once a second until a daemon answers:
+ * the new daemon then knows the client, shows it, and stores its
+ * measurements when it exits.  One watcher per attached domain.
  */
 
 /* Is slot.<i> still the file we created?  A daemon that registered us after
  * we had stopped waiting removed it when it saw our connection close. */
-static bool slot_file_ours(int slot)
+static bool slot_file_ours(const struct fikit_dev *d, int slot)
 {
     char path[300];
-    snprintf(path, sizeof path, "%s/slot.%d", domain_dir, slot);
+    snprintf(path, sizeof path, "%s/slot.%d", d->dir, slot);
     struct stat st;
-    return stat(path, &st) == 0 && st.st_ino == slot_ino;
+    return stat(path, &st) == 0 && (uint64_t)st.st_ino == d->slot_ino;
 }
 
 /* Carry our slot over to a fresh file: what was measured so far goes along. */
-static int move_to_new_slot(void)
+static int move_to_new_slot(struct fikit_dev *d)
 {
-    struct fikit_slot *old = fikit_cl.me;
-    int i = claim_slot_file(); /* sets fikit_cl.me to the new, empty mapping */
+    struct fikit_slot *old = d->me;
+    int i = claim_slot_file(d); /* sets d->me to the new, empty mapping */
     if (i < 0) {
-        fikit_cl.me = old;
+        d->me = old;
         return -1;
     }
-    memcpy(fikit_cl.me, old, sizeof *old);
-    fikit_cl.slot_index = i;
+    memcpy(d->me, old, sizeof *old);
+    d->slot_index = i;
     return i;
 }
 
 static void *watch_registration(void *arg)
 {
-    int slot = (int)(intptr_t)arg;
+    struct fikit_dev *d = arg;
+    int slot = d->slot_index;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signal handlers run elsewhere */
     char buf[256];
     for (;;) {
-        int fd = fikit_cl.sock;
+        int fd = atomic_load(&d->sock);
         ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf) : 0;
         if (r > 0 || (r < 0 && errno == EINTR))
             continue; /* the daemon has nothing to say on this connection: ignore it */
         if (fd >= 0) {
-            fikit_cl.sock = -1;
+            atomic_store(&d->sock, -1);
             close(fd);
         }
-        while (!register_with_daemon(slot)) { /* merges the profile if the first try did not */
+        while (!register_with_daemon(d, slot)) { /* merges the profile if the first try did not */
             sleep(1);
-            if (!slot_file_ours(slot)) {
-                int moved = move_to_new_slot();
+            if (!slot_file_ours(d, slot)) {
+                int moved = move_to_new_slot(d);
                 if (moved >= 0)
                     slot = moved;
             }
         }
         if (fikit_debug)
-            fikit_log("registered again with fikitd (slot %d)", slot);
+            fikit_log("registered again with fikitd (gpu %u, slot %d)", d->dom->gpu_index, slot);
     }
     return NULL;
 }
 
-static void start_watcher(int slot)
+static void start_watcher(struct fikit_dev *d)
 {
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&a, 64 * 1024);
     pthread_t t;
-    if (pthread_create(&t, &a, watch_registration, (void *)(intptr_t)slot) != 0)
+    if (pthread_create(&t, &a, watch_registration, d) != 0)
         fikit_log("cannot start the registration watcher; a daemon restart will not see this process");
     pthread_attr_destroy(&a);
 }
 
-static void private_slot(void)
+static struct fikit_slot *private_slot(void)
 {
     void *p = mmap(NULL, sizeof(struct fikit_slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    fikit_cl.me = p == MAP_FAILED ? NULL : p;
+    return p == MAP_FAILED ? NULL : p;
 }
 
 static void fill_slot_header(struct fikit_slot *s)
@@ -441,130 +534,257 @@ static void fill_slot_header(struct fikit_slot *s)
     s->version = FIKIT_SHM_VERSION;
     s->slot_size = sizeof(struct fikit_slot);
     atomic_store(&s->uid, (uint32_t)getuid());
-    atomic_store(&s->prio_req, fikit_cl.prio);
-    program_name(s->prog, sizeof s->prog);
+    atomic_store(&s->prio_req, fikit_req_prio);
+    fikit_program_name(s->prog, sizeof s->prog);
     uint64_t now = fikit_now_ns();
     atomic_store(&s->start_ns, now);
     atomic_store(&s->heartbeat_ns, now);
     atomic_store(&s->pid, (int32_t)getpid()); /* last: readers take pid != 0 as ready */
 }
 
-void fikit_client_start(void)
+/* ---- devices ------------------------------------------------------------ */
+
+static void dev_init(struct fikit_dev *d, int index, int ordinal)
 {
-    fikit_cl.prio = parse_prio(getenv("FIKIT_PRIO"));
-    fikit_cl.me = NULL;
-    fikit_cl.dom = NULL;
-    fikit_cl.slot_index = -1;
-    fikit_cl.shared = false;
-    if (!fikit_cfg.passthrough && attach_domain()) {
-        int i = claim_slot_file();
-        if (i >= 0) {
-            fikit_cl.slot_index = i;
-            fikit_cl.shared = true;
+    memset(d, 0, sizeof *d);
+    d->index = index;
+    d->ordinal = ordinal;
+    d->slot_index = -1;
+    atomic_store(&d->sock, -1);
+    pthread_mutex_init(&d->peer_lock, NULL);
+    atomic_store(&d->peers_gen, UINT64_MAX);
+}
+
+/* A private slot only: measured, never held (pass-through, devices beyond the table). */
+static bool dev_private(struct fikit_dev *d)
+{
+    d->me = private_slot();
+    if (!d->me)
+        return false;
+    fill_slot_header(d->me);
+    return true;
+}
+
+/* The first launch on a device: its domain, a slot there, registration.  Under attach_lock. */
+static struct fikit_dev *dev_attach(int ordinal)
+{
+    int i = atomic_load(&n_devs);
+    if (i >= FIKIT_MAX_DEVS) {
+        static _Atomic int warned;
+        fikit_log_once(&warned, "more than %d devices: device %d and later are measured, never held",
+                       FIKIT_MAX_DEVS, ordinal);
+        if (!spill.me) {
+            dev_init(&spill, FIKIT_MAX_DEVS, ordinal);
+            if (!dev_private(&spill))
+                return NULL;
+        }
+        return &spill;
+    }
+    struct fikit_dev *d = &devs[i];
+    dev_init(d, i, ordinal);
+    device_uuid(ordinal, d->uuid, sizeof d->uuid);
+    if (find_domain(d)) {
+        int s = claim_slot_file(d);
+        if (s >= 0) {
+            d->slot_index = s;
+            d->shared = true;
         } else {
             static _Atomic int warned;
-            fikit_log_once(&warned, "no free slot in %s; measuring only", domain_dir);
+            fikit_log_once(&warned, "no free slot in %s; measuring only", d->dir);
         }
     }
-    if (!fikit_cl.me)
-        private_slot();
-    if (!fikit_cl.me)
-        return;
-    fill_slot_header(fikit_cl.me);
-    if (fikit_cl.shared) {
-        if (atomic_load(&fikit_cl.dom->flags) & FIKIT_DOMAIN_SELF_GRANT)
-            self_grant(fikit_cl.slot_index);
-        else {
+    if (!d->me && !dev_private(d))
+        return NULL;
+    if (d->shared) {
+        fill_slot_header(d->me);
+        if (atomic_load(&d->dom->flags) & FIKIT_DOMAIN_SELF_GRANT) {
+            self_grant(d);
+        } else {
             /* Registered or not (a daemon slow to answer, or not up yet), the
              * watcher keeps this process known to whichever daemon runs. */
-            register_with_daemon(fikit_cl.slot_index);
-            start_watcher(fikit_cl.slot_index);
+            register_with_daemon(d, d->slot_index);
+            start_watcher(d);
         }
     }
-    atomic_store(&peers_gen, UINT64_MAX);
+    if (fikit_debug)
+        fikit_log("device %d (%s): %s%s, slot %d", ordinal, d->uuid[0] ? d->uuid : "uuid unknown",
+                  d->dom ? "domain " : "no domain", d->dom ? d->dir : "", d->slot_index);
+    atomic_store_explicit(&n_devs, i + 1, memory_order_release);
+    return d;
+}
+
+static struct fikit_dev *cached(CUcontext ctx)
+{
+    int n = atomic_load_explicit(&n_ctx, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (ctx_cache[i].ctx == ctx)
+            return ctx_cache[i].dev;
+    return NULL;
+}
+
+static struct fikit_dev *attach_ctx(CUcontext ctx)
+{
+    pthread_mutex_lock(&attach_lock);
+    struct fikit_dev *d = cached(ctx);
+    if (!d) {
+        /* The context is the current one: its device is the current device.  A launch whose
+         * context or device the driver will not tell is taken for device 0's. */
+        CUdevice ordinal = 0;
+        if (!ctx || !fikit_drv.cuCtxGetDevice || fikit_drv.cuCtxGetDevice(&ordinal) != CUDA_SUCCESS || ordinal < 0)
+            ordinal = 0;
+        int n = atomic_load(&n_devs);
+        for (int i = 0; i < n && !d; i++)
+            if (devs[i].ordinal == ordinal)
+                d = &devs[i];
+        if (!d && spill.me && spill.ordinal == ordinal)
+            d = &spill;
+        if (!d)
+            d = dev_attach(ordinal);
+        int c = atomic_load(&n_ctx);
+        if (d && c < CTX_CACHE) { /* a full cache costs a lock per launch of the others, nothing else */
+            ctx_cache[c].ctx = ctx;
+            ctx_cache[c].dev = d;
+            atomic_store_explicit(&n_ctx, c + 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&attach_lock);
+    return d;
+}
+
+struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
+{
+    *ctx = NULL;
+    if (FIKIT_UNLIKELY(fikit_cfg.passthrough))
+        return atomic_load_explicit(&n_devs, memory_order_acquire) ? &devs[0] : NULL;
+    if (FIKIT_UNLIKELY(!fikit_drv.cuCtxGetCurrent) || fikit_drv.cuCtxGetCurrent(ctx) != CUDA_SUCCESS)
+        *ctx = NULL;
+    struct fikit_dev *d = cached(*ctx);
+    return FIKIT_LIKELY(d != NULL) ? d : attach_ctx(*ctx);
+}
+
+struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
+{
+    if (atomic_load_explicit(&n_ctx, memory_order_acquire) == 0)
+        return fikit_cfg.passthrough && atomic_load(&n_devs) ? &devs[0] : NULL;
+    if (!ctx && (!fikit_drv.cuCtxGetCurrent || fikit_drv.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS))
+        ctx = NULL;
+    return cached(ctx);
+}
+
+int fikit_dev_count(void)
+{
+    int n = atomic_load_explicit(&n_devs, memory_order_acquire);
+    return n + (n == FIKIT_MAX_DEVS && spill.me ? 1 : 0);
+}
+
+struct fikit_dev *fikit_dev_at(int i) { return i < FIKIT_MAX_DEVS ? &devs[i] : &spill; }
+
+void fikit_client_start(void)
+{
+    fikit_req_prio = parse_prio(getenv("FIKIT_PRIO"));
+    const char *dom = getenv("FIKIT_DOMAIN"), *root = getenv("FIKIT_DOMAIN_ROOT");
+    snprintf(env_domain, sizeof env_domain, "%s", dom && *dom ? dom : "");
+    if (root && *root) {
+        snprintf(env_root, sizeof env_root, "%s", root);
+    } else if (env_domain[0]) {
+        snprintf(env_root, sizeof env_root, "%s", env_domain);
+        size_t n = strlen(env_root);
+        while (n > 1 && env_root[n - 1] == '/') /* ".../gpu1/" names .../gpu1 */
+            env_root[--n] = 0;
+        /* The runtime dir is the parent of gpu<N>, and the grandparent of by-uuid/<uuid>. */
+        for (int up = 0; up < 2; up++) {
+            char *slash = strrchr(env_root, '/');
+            if (slash == env_root)
+                env_root[1] = 0;
+            else if (slash)
+                *slash = 0;
+            else
+                snprintf(env_root, sizeof env_root, ".");
+            const char *last = strrchr(env_root, '/');
+            if (strcmp(last ? last + 1 : env_root, "by-uuid") != 0)
+                break;
+        }
+    } else {
+        snprintf(env_root, sizeof env_root, "/run/fikit");
+    }
+    env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
+    atomic_store(&n_ctx, 0);
+    atomic_store(&n_devs, 0);
+    /* Pass-through: one private slot, and no driver call per launch to find a device. */
+    if (fikit_cfg.passthrough) {
+        dev_init(&devs[0], 0, 0);
+        if (dev_private(&devs[0]))
+            atomic_store(&n_devs, 1);
+    }
 }
 
 /*
  * The child of a fork is a new client, but most children (data-loader
- * workers, shells) never launch a kernel: at the fork it only drops the
- * parent's slot, socket and domain for a private, empty slot, and claims a
- * slot of its own (and registers) at its first launch.  So forks cost no
- * slot, no registration and no daemon round trip, and a child that exits
- * never touches the parent's slot file.
+ * workers, shells) never launch a kernel: at the fork it only forgets the
+ * parent's devices (their slots, sockets and domains stay mapped, unused), and
+ * attaches each device at its own first launch on it, as any process does.
+ * So forks cost no slot, no registration and no daemon round trip, and a
+ * child that exits never touches the parent's slot files.
  */
-static _Atomic int restart_pending;
-
 void fikit_client_after_fork(void)
 {
-    if (fikit_cl.sock >= 0)
-        close(fikit_cl.sock);
-    fikit_cl.sock = -1;
-    pthread_mutex_init(&peer_lock, NULL);
-    /* (the watcher thread does not survive the fork: the child starts its own at its first launch) */
-    fikit_cl.dom = NULL;
-    fikit_cl.slot_index = -1;
-    fikit_cl.shared = false;
-    fikit_cl.me = NULL;
-    private_slot();
-    if (fikit_cl.me)
-        fill_slot_header(fikit_cl.me);
-    atomic_store(&peers_gen, UINT64_MAX);
-    atomic_store(&n_peer_idx, 0);
-    memset(peer_maps, 0, sizeof peer_maps); /* the parent's mappings stay mapped, unused */
-    fikit_profile_kernels = 0;
-    profile_merged = false;
-    atomic_store(&restart_pending, 1);
-}
-
-void fikit_client_first_launch_after_fork(void)
-{
-    if (!atomic_exchange(&restart_pending, 0))
-        return;
-    /* Counters so far (none: no launch yet) stay in the private slot's place. */
-    fikit_client_start();
-}
-
-bool fikit_client_restart_pending(void)
-{
-    return atomic_load_explicit(&restart_pending, memory_order_relaxed) != 0;
+    pthread_mutex_init(&attach_lock, NULL);
+    int n = atomic_load(&n_devs);
+    for (int i = 0; i < n; i++) {
+        int fd = atomic_load(&devs[i].sock);
+        if (fd >= 0)
+            close(fd);
+    }
+    /* (the watcher threads do not survive the fork) */
+    memset(devs, 0, sizeof devs);
+    memset(&spill, 0, sizeof spill);
+    atomic_store(&n_ctx, 0);
+    atomic_store(&n_devs, 0);
+    if (fikit_cfg.passthrough) {
+        dev_init(&devs[0], 0, 0);
+        if (dev_private(&devs[0]))
+            atomic_store(&n_devs, 1);
+    }
 }
 
 void fikit_client_stop(void)
 {
-    if (!fikit_cl.shared || !fikit_cl.dom)
-        return;
-    int i = fikit_cl.slot_index;
-    if (atomic_load(&fikit_cl.dom->flags) & FIKIT_DOMAIN_SELF_GRANT) {
+    int n = atomic_load(&n_devs);
+    for (int k = 0; k < n; k++) {
+        struct fikit_dev *d = &devs[k];
+        if (!d->shared || !d->dom || !(atomic_load(&d->dom->flags) & FIKIT_DOMAIN_SELF_GRANT))
+            continue; /* with a daemon, it reads the slot's measurements on EOF, then removes it */
+        int i = d->slot_index;
         int32_t me = (int32_t)getpid();
-        if (atomic_compare_exchange_strong(&fikit_cl.dom->grants[i].pid, &me, 0)) {
-            atomic_fetch_add(&fikit_cl.dom->grants[i].gen, 1);
-            atomic_fetch_add(&fikit_cl.dom->generation, 1);
+        if (atomic_compare_exchange_strong(&d->dom->grants[i].pid, &me, 0)) {
+            atomic_fetch_add(&d->dom->grants[i].gen, 1);
+            atomic_fetch_add(&d->dom->generation, 1);
         }
         char path[300];
-        snprintf(path, sizeof path, "%s/slot.%d", domain_dir, i);
+        snprintf(path, sizeof path, "%s/slot.%d", d->dir, i);
         unlink(path);
     }
-    /* With a daemon, it reads the slot's measurements on EOF, then removes it. */
 }
 
-int fikit_effective_prio(void)
+/* ---- peers -------------------------------------------------------------- */
+
+int fikit_effective_prio(const struct fikit_dev *d)
 {
-    struct fikit_domain *d = fikit_cl.dom;
-    if (d && fikit_cl.slot_index >= 0) {
-        struct fikit_grant *g = &d->grants[fikit_cl.slot_index];
+    if (d && d->dom && d->slot_index >= 0) {
+        struct fikit_grant *g = &d->dom->grants[d->slot_index];
         if (atomic_load_explicit(&g->pid, memory_order_relaxed) == (int32_t)getpid())
             return atomic_load_explicit(&g->prio, memory_order_relaxed);
     }
-    return fikit_cl.prio;
+    return fikit_req_prio;
 }
 
-static struct fikit_slot *map_peer(int i, uint32_t gen, int32_t pid)
+static struct fikit_slot *map_peer(struct fikit_dev *d, int i, uint32_t gen, int32_t pid)
 {
-    struct peer_map *m = &peer_maps[i];
+    struct fikit_peer_map *m = &d->peer_maps[i];
     if (m->s && m->gen == gen && m->pid == pid)
         return m->s;
     char path[300];
-    snprintf(path, sizeof path, "%s/slot.%d", domain_dir, i);
+    snprintf(path, sizeof path, "%s/slot.%d", d->dir, i);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
@@ -586,43 +806,41 @@ static struct fikit_slot *map_peer(int i, uint32_t gen, int32_t pid)
     return s;
 }
 
-static void refresh_peers(uint64_t gen)
+static void refresh_peers(struct fikit_dev *d, uint64_t gen)
 {
-    struct fikit_domain *d = fikit_cl.dom;
-    int mine = fikit_effective_prio();
+    int mine = fikit_effective_prio(d);
     int n = 0;
-    for (uint32_t i = 0; i < n_slots; i++) {
-        if ((int)i == fikit_cl.slot_index)
+    for (uint32_t i = 0; i < d->n_slots; i++) {
+        if ((int)i == d->slot_index)
             continue;
-        struct fikit_grant *g = &d->grants[i];
+        struct fikit_grant *g = &d->dom->grants[i];
         int32_t pid = atomic_load(&g->pid);
         int prio = atomic_load(&g->prio);
         if (pid <= 0 || prio >= mine)
             continue;
-        if (map_peer((int)i, atomic_load(&g->gen), pid))
-            peer_idx[n++] = (int)i;
+        if (map_peer(d, (int)i, atomic_load(&g->gen), pid))
+            d->peer_idx[n++] = (int)i;
     }
-    atomic_store(&n_peer_idx, n);
-    atomic_store(&peers_gen, gen);
+    atomic_store(&d->n_peer_idx, n);
+    atomic_store(&d->peers_gen, gen);
 }
 
-int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids)
+int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids)
 {
-    struct fikit_domain *d = fikit_cl.dom;
-    if (!d)
+    if (!d->dom)
         return 0;
-    uint64_t gen = atomic_load_explicit(&d->generation, memory_order_acquire);
-    if (gen != atomic_load_explicit(&peers_gen, memory_order_acquire)) {
-        pthread_mutex_lock(&peer_lock);
-        if (gen != atomic_load(&peers_gen))
-            refresh_peers(gen);
-        pthread_mutex_unlock(&peer_lock);
+    uint64_t gen = atomic_load_explicit(&d->dom->generation, memory_order_acquire);
+    if (gen != atomic_load_explicit(&d->peers_gen, memory_order_acquire)) {
+        pthread_mutex_lock(&d->peer_lock);
+        if (gen != atomic_load(&d->peers_gen))
+            refresh_peers(d, gen);
+        pthread_mutex_unlock(&d->peer_lock);
     }
-    int n = atomic_load_explicit(&n_peer_idx, memory_order_acquire);
+    int n = atomic_load_explicit(&d->n_peer_idx, memory_order_acquire);
     int k = 0;
     for (int j = 0; j < n && k < max; j++) {
-        int i = peer_idx[j];
-        struct fikit_slot *s = peer_maps[i].s;
+        int i = d->peer_idx[j];
+        struct fikit_slot *s = d->peer_maps[i].s;
         if (!s)
             continue;
         out[k].last_launch_ns = atomic_load_explicit(&s->last_launch_ns, memory_order_relaxed);
@@ -631,7 +849,7 @@ int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids)
         out[k].syncing = atomic_load_explicit(&s->syncing, memory_order_relaxed);
         out[k]._pad = 0;
         if (pids)
-            pids[k] = peer_maps[i].pid;
+            pids[k] = d->peer_maps[i].pid;
         k++;
     }
     return k;
@@ -639,28 +857,27 @@ int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids)
 
 /* A peer found dead while we waited: stop seeing it (and free its grant if
  * grants are ours to keep). */
-void fikit_peer_dead(int32_t pid)
+void fikit_peer_dead(struct fikit_dev *d, int32_t pid)
 {
-    struct fikit_domain *d = fikit_cl.dom;
-    if (!d)
+    if (!d->dom)
         return;
-    for (uint32_t i = 0; i < n_slots; i++) {
-        int32_t cur = atomic_load(&d->grants[i].pid);
+    for (uint32_t i = 0; i < d->n_slots; i++) {
+        int32_t cur = atomic_load(&d->dom->grants[i].pid);
         if (cur != pid)
             continue;
-        if (atomic_load(&d->flags) & FIKIT_DOMAIN_SELF_GRANT) {
-            if (atomic_compare_exchange_strong(&d->grants[i].pid, &cur, 0)) {
-                atomic_fetch_add(&d->grants[i].gen, 1);
-                atomic_fetch_add(&d->generation, 1);
+        if (atomic_load(&d->dom->flags) & FIKIT_DOMAIN_SELF_GRANT) {
+            if (atomic_compare_exchange_strong(&d->dom->grants[i].pid, &cur, 0)) {
+                atomic_fetch_add(&d->dom->grants[i].gen, 1);
+                atomic_fetch_add(&d->dom->generation, 1);
             }
         }
     }
     /* Without write access the daemon frees it; until then it is skipped here. */
-    pthread_mutex_lock(&peer_lock);
-    int n = atomic_load(&n_peer_idx), k = 0;
+    pthread_mutex_lock(&d->peer_lock);
+    int n = atomic_load(&d->n_peer_idx), k = 0;
     for (int j = 0; j < n; j++)
-        if (peer_maps[peer_idx[j]].pid != pid)
-            peer_idx[k++] = peer_idx[j];
-    atomic_store(&n_peer_idx, k);
-    pthread_mutex_unlock(&peer_lock);
+        if (d->peer_maps[d->peer_idx[j]].pid != pid)
+            d->peer_idx[k++] = d->peer_idx[j];
+    atomic_store(&d->n_peer_idx, k);
+    pthread_mutex_unlock(&d->peer_lock);
 }

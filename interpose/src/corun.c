@@ -14,18 +14,19 @@
  * Order is kept with events: the green stream first waits for what the app
  * stream has queued, and the app stream then waits for the redirected
  * kernel, so the program sees its stream's order unchanged.  Anything the
- * driver refuses turns co-running off for the process (the launch is then
+ * driver refuses turns co-running off for that device (the launch is then
  * held as without it): fail-open to the gap-filling policy.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "fikit.h"
 
 _Static_assert(sizeof(CUdevResource) == 144, "CUdevResource must match <cuda.h> (see cuda_abi_check.c)");
 
 #define ORDER_EVENTS 64
-#define MAX_PARTS 8 /* SM shares a process has co-run at; fikitd moves the share in steps */
+#define MAX_PARTS 8 /* SM shares a device has co-run at; fikitd moves the share in steps */
 
 /* One green context per share asked for: made on first use and kept (a
  * context with work in flight cannot be torn down under it, and fikitd's
@@ -36,7 +37,9 @@ struct part {
     CUstream gs;
 };
 
-static struct {
+/* Per device (indexed like the device table), set up in the first context
+ * that co-runs on that device. */
+struct corun {
     pthread_mutex_t lock;
     int state; /* 0 not tried, 1 ready, -1 unavailable */
     unsigned sms;
@@ -47,66 +50,76 @@ static struct {
     unsigned n_parts;
     CUevent ev[ORDER_EVENTS];
     unsigned next;
-} co = {.lock = PTHREAD_MUTEX_INITIALIZER};
+};
+static struct corun coruns[FIKIT_MAX_DEVS + 1];
+static pthread_once_t coruns_once = PTHREAD_ONCE_INIT;
 
-static void give_up(const char *why, CUresult r)
+static void coruns_init(void)
+{
+    for (int i = 0; i <= FIKIT_MAX_DEVS; i++)
+        pthread_mutex_init(&coruns[i].lock, NULL);
+}
+
+static void give_up(struct corun *co, const char *why, CUresult r)
 {
     static _Atomic int warned;
     fikit_log_once(&warned, "co-running unavailable (%s failed: %d); low-priority work waits for gaps", why, r);
-    co.state = -1;
+    co->state = -1;
 }
 
 #define TRY(call, what)              \
     do {                             \
         CUresult r_ = (call);        \
         if (r_ != CUDA_SUCCESS) {    \
-            give_up(what, r_);       \
+            give_up(co, what, r_);   \
             return;                  \
         }                            \
     } while (0)
 
 /* What every share needs: the context, its device's SMs, the ordering events. */
-static void setup(void)
+static void setup(struct corun *co)
 {
     struct fikit_driver *d = &fikit_drv;
     if (!d->cuCtxGetCurrent || !d->cuCtxGetDevice || !d->cuDeviceGetDevResource || !d->cuDevSmResourceSplitByCount ||
         !d->cuDevResourceGenerateDesc || !d->cuGreenCtxCreate || !d->cuGreenCtxStreamCreate || !d->cuStreamWaitEvent ||
         !d->cuEventCreate || !d->cuEventRecord) {
-        give_up("resolving the green-context API", CUDA_ERROR_NOT_SUPPORTED);
+        give_up(co, "resolving the green-context API", CUDA_ERROR_NOT_SUPPORTED);
         return;
     }
-    TRY(d->cuCtxGetCurrent(&co.ctx), "cuCtxGetCurrent");
-    if (!co.ctx) {
-        give_up("finding the current context", CUDA_ERROR_INVALID_CONTEXT);
+    TRY(d->cuCtxGetCurrent(&co->ctx), "cuCtxGetCurrent");
+    if (!co->ctx) {
+        give_up(co, "finding the current context", CUDA_ERROR_INVALID_CONTEXT);
         return;
     }
-    TRY(d->cuCtxGetDevice(&co.dev), "cuCtxGetDevice");
-    TRY(d->cuDeviceGetDevResource(co.dev, &co.all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
+    TRY(d->cuCtxGetDevice(&co->dev), "cuCtxGetDevice");
+    TRY(d->cuDeviceGetDevResource(co->dev, &co->all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
     for (int i = 0; i < ORDER_EVENTS; i++)
-        TRY(d->cuEventCreate(&co.ev[i], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
-    co.sms = co.all.sm.smCount;
-    co.state = 1;
+        TRY(d->cuEventCreate(&co->ev[i], CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+    co->sms = co->all.sm.smCount;
+    co->state = 1;
 }
 
+static unsigned pct_dist(uint32_t a, uint32_t b) { return a > b ? a - b : b - a; }
+
 /* The green stream of a share: found, made, or (table full) the nearest made. */
-static struct part *part_for(uint32_t pct)
+static struct part *part_for(struct corun *co, uint32_t pct)
 {
     struct part *near = NULL;
-    for (unsigned i = 0; i < co.n_parts; i++) {
-        struct part *p = &co.parts[i];
+    for (unsigned i = 0; i < co->n_parts; i++) {
+        struct part *p = &co->parts[i];
         if (p->pct == pct)
             return p;
-        if (!near || (p->pct > pct ? p->pct - pct : pct - p->pct) < (near->pct > pct ? near->pct - pct : pct - near->pct))
+        if (!near || pct_dist(p->pct, pct) < pct_dist(near->pct, pct))
             near = p;
     }
-    if (co.n_parts == MAX_PARTS)
+    if (co->n_parts == MAX_PARTS)
         return near;
     struct fikit_driver *d = &fikit_drv;
-    unsigned want = (co.sms * pct + 99) / 100;
+    unsigned want = (co->sms * pct + 99) / 100;
     if (want < 1)
         want = 1;
     unsigned groups = 1;
-    CUdevResource part = {0}, rest = {0}, all = co.all;
+    CUdevResource part = {0}, rest = {0}, all = co->all;
     CUdevResourceDesc desc;
     CUgreenCtx g;
     CUstream gs;
@@ -116,58 +129,61 @@ static struct part *part_for(uint32_t pct)
     if (r == CUDA_SUCCESS)
         r = d->cuDevResourceGenerateDesc(&desc, &part, 1);
     if (r == CUDA_SUCCESS)
-        r = d->cuGreenCtxCreate(&g, desc, co.dev, CU_GREEN_CTX_DEFAULT_STREAM);
+        r = d->cuGreenCtxCreate(&g, desc, co->dev, CU_GREEN_CTX_DEFAULT_STREAM);
     if (r == CUDA_SUCCESS)
         r = d->cuGreenCtxStreamCreate(&gs, g, CU_STREAM_NON_BLOCKING, 0);
     if (r != CUDA_SUCCESS) {
-        give_up("making a green context", r);
+        give_up(co, "making a green context", r);
         return NULL;
     }
     if (!fikit_cupti_ignore_stream(gs)) {
         /* Profiling mode must not take a confined kernel's time for its time on the whole GPU. */
-        give_up("leaving the green stream out of CUPTI's timing", CUDA_ERROR_NOT_SUPPORTED);
+        give_up(co, "leaving the green stream out of CUPTI's timing", CUDA_ERROR_NOT_SUPPORTED);
         return NULL;
     }
-    struct part *p = &co.parts[co.n_parts++];
+    struct part *p = &co->parts[co->n_parts++];
     *p = (struct part){.pct = pct, .sms = part.sm.smCount, .gs = gs};
     if (fikit_debug)
-        fikit_log("co-running at %u%%: %u of %u SMs", pct, p->sms, co.sms);
+        fikit_log("co-running at %u%%: %u of %u SMs of device %d", pct, p->sms, co->sms, (int)co->dev);
     return p;
 }
 
-bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on)
+bool fikit_corun_begin(int di, CUstream app, uint32_t pct, CUstream *run_on)
 {
-    if (pct == 0 || pct >= 100)
+    if (pct == 0 || pct >= 100 || di < 0 || di > FIKIT_MAX_DEVS)
         return false;
-    pthread_mutex_lock(&co.lock);
-    if (co.state == 0)
-        setup();
+    pthread_once(&coruns_once, coruns_init);
+    struct corun *co = &coruns[di];
+    pthread_mutex_lock(&co->lock);
+    if (co->state == 0)
+        setup(co);
     CUcontext cur = NULL;
-    bool ok = co.state == 1 && fikit_drv.cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == co.ctx;
-    struct part *p = ok ? part_for(pct) : NULL;
+    bool ok = co->state == 1 && fikit_drv.cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == co->ctx;
+    struct part *p = ok ? part_for(co, pct) : NULL;
     if (p) {
         /* The green stream starts after everything the app stream holds. */
-        CUevent e = co.ev[co.next++ % ORDER_EVENTS];
+        CUevent e = co->ev[co->next++ % ORDER_EVENTS];
         CUresult r = fikit_drv.cuEventRecord(e, app);
         if (r == CUDA_SUCCESS)
             r = fikit_drv.cuStreamWaitEvent(p->gs, e, 0);
         if (r != CUDA_SUCCESS) {
-            give_up("ordering the green stream after the app stream", r);
+            give_up(co, "ordering the green stream after the app stream", r);
             p = NULL;
         }
     }
     if (p)
         *run_on = p->gs;
-    pthread_mutex_unlock(&co.lock);
+    pthread_mutex_unlock(&co->lock);
     return p != NULL;
 }
 
-void fikit_corun_end(CUstream app, CUstream green)
+void fikit_corun_end(int di, CUstream app, CUstream green)
 {
-    pthread_mutex_lock(&co.lock);
-    if (co.state == 1) {
+    struct corun *co = &coruns[di];
+    pthread_mutex_lock(&co->lock);
+    if (co->state == 1) {
         /* What the app stream holds next starts after the redirected kernel. */
-        CUevent e = co.ev[co.next++ % ORDER_EVENTS];
+        CUevent e = co->ev[co->next++ % ORDER_EVENTS];
         CUresult r = fikit_drv.cuEventRecord(e, green);
         if (r == CUDA_SUCCESS)
             r = fikit_drv.cuStreamWaitEvent(app, e, 0);
@@ -176,18 +192,16 @@ void fikit_corun_end(CUstream app, CUstream green)
             fikit_pfn_cuStreamSynchronize sync = (fikit_pfn_cuStreamSynchronize)fikit_real[FIKIT_HOOK_cuStreamSynchronize];
             if (sync)
                 sync(green);
-            give_up("ordering the app stream after the green stream", r);
+            give_up(co, "ordering the app stream after the green stream", r);
         }
     }
-    pthread_mutex_unlock(&co.lock);
+    pthread_mutex_unlock(&co->lock);
 }
 
-bool fikit_corun_usable(void) { return co.state != -1; }
+bool fikit_corun_usable(int di) { return di >= 0 && di <= FIKIT_MAX_DEVS && coruns[di].state != -1; }
 
 void fikit_corun_after_fork(void)
 {
-    pthread_mutex_init(&co.lock, NULL);
-    co.state = 0;
-    co.next = 0;
-    co.n_parts = 0; /* the parent's green contexts are not the child's */
+    memset(coruns, 0, sizeof coruns);
+    coruns_init();
 }

@@ -43,7 +43,7 @@
 
 #define FLUSH_MS 100
 #define BUFFER_BYTES (1u << 20) /* about 4800 records of CUDA 13's 216 bytes */
-#define MAX_IGNORED 8
+#define MAX_IGNORED 64 /* green streams: up to 8 shares on each of several GPUs */
 #define EXIT_WAIT_S 2 /* the exit flush waits this long for a periodic one */
 #define START_WAIT_NS 1000000000ull /* a launch waits this long for another thread starting CUPTI */
 
@@ -105,7 +105,13 @@ static void take(const struct fikit_cupti_kernel *r)
         counts.ignored++;
         return;
     }
-    struct fikit_slot *me = fikit_cl.me;
+    /* The record's device: each GPU keeps its kernels in its own slot. */
+    struct fikit_slot *me = NULL;
+    for (int i = 0, n = fikit_dev_count(); i < n && !me; i++) {
+        struct fikit_dev *d = fikit_dev_at(i);
+        if (d->ordinal == (int)r->deviceId)
+            me = d->me;
+    }
     struct fikit_kstat *k = NULL;
     if (me && r->name) {
         const uint32_t grid[3] = {(uint32_t)r->gridX, (uint32_t)r->gridY, (uint32_t)r->gridZ};

@@ -6,6 +6,7 @@
 #ifndef FIKIT_INTERNAL_H
 #define FIKIT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -86,26 +87,59 @@ FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint
                                         uint64_t gap_pred_ns, uint64_t unknown_ns);
 void fikit_params_from_domain(const struct fikit_domain *d, struct fikit_params *p);
 
-/* ---- client.c: domain, slot, registration, peers ----------------------- */
-struct fikit_client {
-    struct fikit_slot *me;      /* shm slot, or a private anonymous one */
-    struct fikit_domain *dom;   /* NULL: no domain (measure only) */
-    int slot_index;             /* -1 without a domain */
-    int prio;                   /* requested level */
-    int sock;                   /* registration connection kept open, -1 none */
-    bool shared;                /* me lives in the domain */
+/* ---- client.c: per-GPU domains, slots, registration, peers ------------- */
+/*
+ * A process is a client of every GPU it launches on: one fikit_dev per
+ * device, attached at the first launch on it, each with its own slot (in that
+ * GPU's domain, or private when the GPU has none), registration, peers and
+ * measurement pool.  A launch finds its device through a cache keyed by the
+ * current context: one driver call (no system call) and a short scan.
+ */
+#define FIKIT_MAX_DEVS 16
+
+struct fikit_peer_map {
+    struct fikit_slot *s; /* mapped header, or NULL */
+    uint32_t gen;         /* grant generation it was mapped for */
+    int32_t pid;
 };
-extern struct fikit_client fikit_cl;
-extern unsigned fikit_profile_kernels;
+
+struct fikit_dev {
+    struct fikit_slot *me;    /* our slot: in the domain, or a private anonymous one */
+    struct fikit_domain *dom; /* NULL: no domain for this GPU (measured, never held) */
+    int index;                /* in the device table; also the measurement pool's and co-run state's */
+    int ordinal;              /* the CUdevice, as this process numbers them */
+    int slot_index;           /* -1 without a domain slot */
+    _Atomic int sock;         /* registration connection kept open, -1 none */
+    bool shared;              /* me lives in the domain */
+    bool profile_merged;      /* the stored profile is merged once, whichever registration succeeds first */
+    unsigned profile_kernels; /* kernels merged from it */
+    uint32_t n_slots;
+    uint64_t slot_ino;        /* our slot file, to tell whether it is still there */
+    char uuid[48];            /* GPU-..., "" when the driver would not say */
+    char dir[256];            /* the domain directory */
+    /* Higher-priority peers' slots, refreshed when the domain's generation moves. */
+    pthread_mutex_t peer_lock;
+    _Atomic uint64_t peers_gen;
+    _Atomic int n_peer_idx;
+    int peer_idx[FIKIT_MAX_SLOTS];
+    struct fikit_peer_map peer_maps[FIKIT_MAX_SLOTS];
+};
+
+extern int fikit_req_prio; /* FIKIT_PRIO: the level this process asks for */
 void fikit_client_start(void);
 void fikit_client_after_fork(void);
-bool fikit_client_restart_pending(void);
-void fikit_client_first_launch_after_fork(void);
 void fikit_client_stop(void);
-void fikit_peer_dead(int32_t pid);
-/* Higher-priority peers' slots, refreshed when the domain's generation moves. */
-int fikit_peers_snapshot(struct fikit_peer *out, int max, int *pids);
-int fikit_effective_prio(void);
+/* The device of a launch (the current context's), attached on first use; *ctx gets
+ * the current context (NULL if unknown).  NULL only when no slot could be made. */
+struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx);
+/* The device already attached for ctx (NULL: the current one); NULL if none: never attaches. */
+struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx);
+int fikit_dev_count(void);             /* attached devices, the one of those beyond the table included */
+struct fikit_dev *fikit_dev_at(int i); /* 0 <= i < fikit_dev_count() */
+void fikit_peer_dead(struct fikit_dev *d, int32_t pid);
+int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids);
+int fikit_effective_prio(const struct fikit_dev *d); /* d NULL: the requested level */
+void fikit_program_name(char *out, size_t n);        /* the profile key */
 
 /* ---- stats.c ----------------------------------------------------------- */
 void fikit_stats_write(const char *path_template);
@@ -141,6 +175,7 @@ struct fikit_driver {
     fikit_pfn_cuStreamWaitValue32_v2 cuStreamWaitValue32;
     fikit_pfn_cuStreamWaitEvent cuStreamWaitEvent;
     fikit_pfn_cuCtxGetDevice cuCtxGetDevice;
+    fikit_pfn_cuDeviceGetUuid_v2 cuDeviceGetUuid;
     fikit_pfn_cuDeviceGetDevResource cuDeviceGetDevResource;
     fikit_pfn_cuDevSmResourceSplitByCount cuDevSmResourceSplitByCount;
     fikit_pfn_cuDevResourceGenerateDesc cuDevResourceGenerateDesc;
@@ -150,9 +185,10 @@ struct fikit_driver {
 
 /* ---- corun.c: LP launches beside busy HP on a green context ------------- */
 /* Prepare a redirected launch: *run_on is the stream to launch on. */
-bool fikit_corun_begin(CUstream app, uint32_t pct, CUstream *run_on);
-void fikit_corun_end(CUstream app, CUstream green);
-bool fikit_corun_usable(void);
+/* Per device (d->index): each GPU has its own green contexts, one per share. */
+bool fikit_corun_begin(int di, CUstream app, uint32_t pct, CUstream *run_on);
+void fikit_corun_end(int di, CUstream app, CUstream green);
+bool fikit_corun_usable(int di);
 void fikit_corun_after_fork(void);
 extern struct fikit_driver fikit_drv;
 

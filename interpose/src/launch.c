@@ -61,65 +61,102 @@ struct sample {
     uint32_t gate_seq; /* 0: not gated */
     bool busy;
 };
+/* The gate word is one pinned host word (portable: every context may map it);
+ * its sequence numbers are shared by every device's pool. */
 static _Atomic uint32_t *_Atomic gate_host;
-static CUdeviceptr gate_dev;
-static uint32_t gate_seq;
+static _Atomic uint32_t gate_seq;
 static _Atomic uint32_t gate_armed;     /* newest closed gate, 0 none: the watchdog's futex word */
 static _Atomic uint64_t gate_deadline;  /* when the watchdog opens it */
 static pthread_once_t watchdog_once = PTHREAD_ONCE_INIT;
 static bool watchdog_ok;
-static struct sample pool[POOL];
-static CUcontext pool_ctx;
-static unsigned pool_head, pool_tail; /* FIFO of recorded samples */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool pool_broken;
+static pthread_mutex_t gate_alloc_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *gate_alloc; /* the pinned word, once allocated (gating may be turned off later) */
 
 /* Completion events for a held client's own queued work. */
 #define DONE_EVENTS 32
-static CUevent done_ev[DONE_EVENTS];
-static unsigned done_next;
-static _Atomic(CUevent) done_last;
 
-/* The previous launch, for the gap after it. */
-static _Atomic uint64_t last_launch_t;
-static struct fikit_kstat *_Atomic last_launch_k;
-static _Atomic uint64_t last_sync_end;
+/*
+ * Measurement state of one device (indexed like the device table): its timing
+ * events belong to the first context that launched on the device, and only
+ * that context's launches are timed ("one context measured per device").
+ */
+struct pool {
+    pthread_mutex_t lock;
+    struct fikit_dev *dev;
+    struct sample s[POOL];
+    CUcontext ctx;
+    unsigned head, tail; /* FIFO of recorded samples */
+    bool broken;
+    CUdeviceptr gate_dev; /* the gate word as this context addresses it; 0: no gate here */
+    CUevent done_ev[DONE_EVENTS];
+    unsigned done_next;
+    _Atomic(CUevent) done_last;
+    /* The previous launch on this device, for the gap after it. */
+    _Atomic uint64_t last_launch_t;
+    struct fikit_kstat *_Atomic last_launch_k;
+    _Atomic uint64_t last_sync_end;
+};
+static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
 
-static bool pool_ready(void)
+static struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
+
+static void pools_reset(void)
 {
-    if (pool_broken || !fikit_drv.cuEventCreate || !fikit_drv.cuEventRecord || !fikit_drv.cuEventQuery ||
-        !fikit_drv.cuEventElapsedTime || !fikit_drv.cuCtxGetCurrent)
+    for (int i = 0; i <= FIKIT_MAX_DEVS; i++) {
+        memset(&pools[i], 0, sizeof pools[i]);
+        pthread_mutex_init(&pools[i].lock, NULL);
+    }
+}
+
+/* The gate word and its address in the current context; 0 when gating is unavailable. */
+static CUdeviceptr gate_for_context(void)
+{
+    if (!fikit_drv.cuMemHostAlloc || !fikit_drv.cuMemHostGetDevicePointer || !fikit_drv.cuStreamWaitValue32 ||
+        !fikit_drv.cuStreamQuery)
+        return 0;
+    const char *g = getenv("FIKIT_GATE");
+    if (g && strcmp(g, "0") == 0)
+        return 0;
+    pthread_mutex_lock(&gate_alloc_lock);
+    if (!gate_alloc) {
+        void *host = NULL;
+        if (fikit_drv.cuMemHostAlloc(&host, 64, FIKIT_CU_MEMHOSTALLOC_PORTABLE | FIKIT_CU_MEMHOSTALLOC_DEVICEMAP) ==
+            CUDA_SUCCESS) {
+            atomic_store((_Atomic uint32_t *)host, 0);
+            gate_alloc = host;
+            atomic_store(&gate_host, host);
+        }
+    }
+    void *host = gate_alloc;
+    pthread_mutex_unlock(&gate_alloc_lock);
+    CUdeviceptr dev = 0;
+    if (!host || fikit_drv.cuMemHostGetDevicePointer(&dev, host, 0) != CUDA_SUCCESS)
+        return 0;
+    return dev;
+}
+
+static bool pool_ready(struct pool *p, struct fikit_dev *d, CUcontext cur)
+{
+    if (p->broken || !fikit_drv.cuEventCreate || !fikit_drv.cuEventRecord || !fikit_drv.cuEventQuery ||
+        !fikit_drv.cuEventElapsedTime || !cur)
         return false;
-    CUcontext cur = NULL;
-    if (fikit_drv.cuCtxGetCurrent(&cur) != CUDA_SUCCESS || !cur)
-        return false;
-    if (pool_ctx)
-        return pool_ctx == cur; /* one context measured per process */
+    if (p->ctx)
+        return p->ctx == cur; /* one context measured per device */
     for (int i = 0; i < POOL; i++) {
-        if (fikit_drv.cuEventCreate(&pool[i].start, CU_EVENT_DEFAULT) != CUDA_SUCCESS ||
-            fikit_drv.cuEventCreate(&pool[i].end, CU_EVENT_DEFAULT) != CUDA_SUCCESS) {
+        if (fikit_drv.cuEventCreate(&p->s[i].start, CU_EVENT_DEFAULT) != CUDA_SUCCESS ||
+            fikit_drv.cuEventCreate(&p->s[i].end, CU_EVENT_DEFAULT) != CUDA_SUCCESS) {
             static _Atomic int warned;
             fikit_log_once(&warned, "cannot create timing events; kernel durations not measured");
-            pool_broken = true;
+            p->broken = true;
             return false;
         }
     }
     for (int i = 0; i < DONE_EVENTS; i++)
-        if (fikit_drv.cuEventCreate(&done_ev[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
-            done_ev[i] = NULL;
-    void *host = NULL;
-    if (fikit_drv.cuMemHostAlloc && fikit_drv.cuMemHostGetDevicePointer && fikit_drv.cuStreamWaitValue32 &&
-        fikit_drv.cuStreamQuery &&
-        fikit_drv.cuMemHostAlloc(&host, 64, FIKIT_CU_MEMHOSTALLOC_PORTABLE | FIKIT_CU_MEMHOSTALLOC_DEVICEMAP) ==
-            CUDA_SUCCESS &&
-        fikit_drv.cuMemHostGetDevicePointer(&gate_dev, host, 0) == CUDA_SUCCESS) {
-        const char *g = getenv("FIKIT_GATE");
-        if (!g || strcmp(g, "0") != 0) {
-            atomic_store((_Atomic uint32_t *)host, 0);
-            atomic_store(&gate_host, host);
-        }
-    }
-    pool_ctx = cur;
+        if (fikit_drv.cuEventCreate(&p->done_ev[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
+            p->done_ev[i] = NULL;
+    p->gate_dev = gate_for_context();
+    p->dev = d;
+    p->ctx = cur; /* last: harvest() takes a pool with a context as set up */
     return true;
 }
 
@@ -167,7 +204,7 @@ static void start_watchdog(void)
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&a, 64 * 1024);
-    watchdog_ok = pthread_create(&t, &a, gate_watchdog, (void *)atomic_load(&gate_host)) == 0;
+    watchdog_ok = pthread_create(&t, &a, gate_watchdog, gate_alloc) == 0;
     pthread_attr_destroy(&a);
 }
 
@@ -181,14 +218,14 @@ static void gate_open(uint32_t seq)
     atomic_compare_exchange_strong(&gate_armed, &expect, 0);
 }
 
-/* Collect finished samples, oldest first; with wait_all, wait for them. */
-void fikit_harvest(bool wait_all)
+/* Collect one device's finished samples, oldest first; with wait_all, wait for them. */
+static void harvest(struct pool *p, bool wait_all)
 {
-    if (!pool_ctx || pthread_mutex_trylock(&pool_lock) != 0)
+    if (!p->ctx || pthread_mutex_trylock(&p->lock) != 0)
         return;
     fikit_pfn_cuEventSynchronize esync = (fikit_pfn_cuEventSynchronize)fikit_real[FIKIT_HOOK_cuEventSynchronize];
-    while (pool_tail != pool_head) {
-        struct sample *s = &pool[pool_tail % POOL];
+    while (p->tail != p->head) {
+        struct sample *s = &p->s[p->tail % POOL];
         CUresult q = fikit_drv.cuEventQuery(s->end);
         if (q == CUDA_ERROR_NOT_READY && wait_all && esync)
             q = esync(s->end);
@@ -196,28 +233,41 @@ void fikit_harvest(bool wait_all)
             break;
         float ms = 0;
         if (q == CUDA_SUCCESS && fikit_drv.cuEventElapsedTime(&ms, s->start, s->end) == CUDA_SUCCESS && ms >= 0) {
-            fikit_measured(fikit_cl.me, s->k, (uint64_t)((double)ms * 1e6));
+            fikit_measured(p->dev->me, s->k, (uint64_t)((double)ms * 1e6));
         }
         s->busy = false;
-        pool_tail++;
+        p->tail++;
     }
-    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&p->lock);
 }
 
-static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream, bool gate)
+/* Every device's finished samples (at exit with wait_all; after syncs without). */
+void fikit_harvest(bool wait_all)
 {
-    if (pthread_mutex_lock(&pool_lock) != 0)
+    for (int i = 0; i <= FIKIT_MAX_DEVS; i++)
+        if (pools[i].ctx)
+            harvest(&pools[i], wait_all);
+}
+
+static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx, struct fikit_kstat *k, CUstream stream,
+                                   bool gate)
+{
+    struct pool *p = pool_of(d);
+    if (pthread_mutex_lock(&p->lock) != 0)
         return NULL;
     struct sample *s = NULL;
-    if (pool_ready() && pool_head - pool_tail < POOL) {
-        s = &pool[pool_head % POOL];
+    if (pool_ready(p, d, ctx) && p->head - p->tail < POOL) {
+        s = &p->s[p->head % POOL];
         s->gate_seq = 0;
-        if (gate && atomic_load(&gate_host))
+        if (gate && p->gate_dev && atomic_load(&gate_host))
             pthread_once(&watchdog_once, start_watchdog);
-        if (gate && watchdog_ok && atomic_load(&gate_host) && fikit_drv.cuStreamQuery(stream) == CUDA_SUCCESS) {
-            uint32_t seq = ++gate_seq ? gate_seq : ++gate_seq;
+        if (gate && p->gate_dev && watchdog_ok && atomic_load(&gate_host) &&
+            fikit_drv.cuStreamQuery(stream) == CUDA_SUCCESS) {
+            uint32_t seq = atomic_fetch_add(&gate_seq, 1) + 1;
+            if (!seq)
+                seq = atomic_fetch_add(&gate_seq, 1) + 1;
             atomic_store(&gate_deadline, fikit_now_ns() + 2000000ull);
-            if (fikit_drv.cuStreamWaitValue32(stream, gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
+            if (fikit_drv.cuStreamWaitValue32(stream, p->gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
                 s->gate_seq = seq;
                 atomic_store(&gate_armed, seq);
                 syscall(SYS_futex, (uint32_t *)&gate_armed, FUTEX_WAKE, 1, NULL, NULL, 0);
@@ -236,21 +286,21 @@ static struct sample *sample_begin(struct fikit_kstat *k, CUstream stream, bool 
             s->busy = true;
         }
     }
-    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&p->lock);
     return s;
 }
 
-static void sample_end(struct sample *s, CUstream stream, CUresult launched)
+static void sample_end(struct pool *p, struct sample *s, CUstream stream, CUresult launched)
 {
-    pthread_mutex_lock(&pool_lock);
+    pthread_mutex_lock(&p->lock);
     bool recorded = launched == CUDA_SUCCESS && fikit_drv.cuEventRecord(s->end, stream) == CUDA_SUCCESS;
     if (s->gate_seq)
         gate_open(s->gate_seq); /* whatever happened: the stream must never stay shut */
     if (recorded)
-        pool_head++;
+        p->head++;
     else
         s->busy = false;
-    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static bool capturing(CUstream stream)
@@ -270,50 +320,50 @@ static void futex_sleep(_Atomic uint32_t *word, uint32_t val, uint64_t ns)
 }
 
 /* The driver knows better than our prediction whether our own work is done. */
-static void correct_own_busy(uint64_t now)
+static void correct_own_busy(struct fikit_dev *d, uint64_t now)
 {
-    struct fikit_slot *me = fikit_cl.me;
-    CUevent ev = atomic_load_explicit(&done_last, memory_order_acquire);
+    struct fikit_slot *me = d->me;
+    CUevent ev = atomic_load_explicit(&pool_of(d)->done_last, memory_order_acquire);
     if (ev && atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > now &&
         fikit_drv.cuEventQuery(ev) == CUDA_SUCCESS)
         atomic_store_explicit(&me->busy_until_ns, now, memory_order_relaxed);
 }
 
-static void mark_own_done(CUstream stream)
+static void mark_own_done(struct pool *p, CUstream stream)
 {
-    if (!pool_ctx)
+    if (!p->ctx)
         return;
-    unsigned i = __atomic_fetch_add(&done_next, 1, __ATOMIC_RELAXED) % DONE_EVENTS;
-    if (done_ev[i] && fikit_drv.cuEventRecord(done_ev[i], stream) == CUDA_SUCCESS)
-        atomic_store_explicit(&done_last, done_ev[i], memory_order_release);
+    unsigned i = __atomic_fetch_add(&p->done_next, 1, __ATOMIC_RELAXED) % DONE_EVENTS;
+    if (p->done_ev[i] && fikit_drv.cuEventRecord(p->done_ev[i], stream) == CUDA_SUCCESS)
+        atomic_store_explicit(&p->done_last, p->done_ev[i], memory_order_release);
 }
 
 /* Co-running is offered to the policy only where it can happen. */
-static void domain_params(struct fikit_params *p, bool can_corun)
+static void domain_params(struct fikit_dev *d, struct fikit_params *p, bool can_corun)
 {
-    fikit_params_from_domain(fikit_cl.dom, p);
-    if (!can_corun || !fikit_corun_usable())
+    fikit_params_from_domain(d->dom, p);
+    if (!can_corun || !fikit_corun_usable(d->index))
         p->corun_sm_pct = 0;
 }
 
-/* Returns true when the launch had a more urgent client to defer to; sets
- * *run_on when the launch is to run on the co-running stream instead. */
-static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
+/* Returns true when the launch had a more urgent client (in its device's domain) to
+ * defer to; sets *run_on when the launch is to run on the co-running stream instead. */
+static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
 {
-    struct fikit_slot *me = fikit_cl.me;
+    struct fikit_slot *me = d->me;
     struct fikit_params p;
-    domain_params(&p, can_corun);
+    domain_params(d, &p, can_corun);
     if (p.mode == FIKIT_MODE_OFF)
         return false;
     struct fikit_peer peers[FIKIT_MAX_SLOTS];
     int pids[FIKIT_MAX_SLOTS];
-    int n = fikit_peers_snapshot(peers, FIKIT_MAX_SLOTS, pids);
+    int n = fikit_peers_snapshot(d, peers, FIKIT_MAX_SLOTS, pids);
     if (n == 0)
         return false;
     if (capturing(stream))
         return false; /* recorded into a graph, not run: nothing to hold */
     uint64_t now = fikit_now_ns();
-    correct_own_busy(now);
+    correct_own_busy(d, now);
     uint64_t dur = k ? fikit_kstat_dur_pred(k) : 0;
     struct fikit_self self = {.busy_until_ns = atomic_load(&me->busy_until_ns), .held_since_ns = 0};
     uint64_t retry = 0, held_from = 0, last_live = now;
@@ -321,7 +371,7 @@ static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstr
     for (;;) {
         v = fikit_policy_decide(&p, peers, n, &self, now, dur, dur != 0, &retry);
         if (v == FIKIT_GO_CORUN) {
-            if (fikit_corun_begin(stream, p.corun_sm_pct, run_on))
+            if (fikit_corun_begin(d->index, stream, p.corun_sm_pct, run_on))
                 break;
             p.corun_sm_pct = 0; /* unavailable now: the gap-filling policy alone */
             continue;
@@ -349,12 +399,12 @@ static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstr
             last_live = now;
             for (int i = 0; i < n; i++)
                 if (kill(pids[i], 0) != 0 && errno == ESRCH)
-                    fikit_peer_dead(pids[i]);
+                    fikit_peer_dead(d, pids[i]);
         }
-        domain_params(&p, can_corun);
-        correct_own_busy(now);
+        domain_params(d, &p, can_corun);
+        correct_own_busy(d, now);
         self.busy_until_ns = atomic_load(&me->busy_until_ns);
-        n = fikit_peers_snapshot(peers, FIKIT_MAX_SLOTS, pids);
+        n = fikit_peers_snapshot(d, peers, FIKIT_MAX_SLOTS, pids);
         if (n == 0 || p.mode == FIKIT_MODE_OFF) {
             v = FIKIT_GO_FREE;
             break;
@@ -382,6 +432,7 @@ static bool decide(struct fikit_kstat *k, CUstream stream, bool can_corun, CUstr
 
 /* ---- one launch, start to end -------------------------------------------- */
 struct launch {
+    struct fikit_dev *dev; /* the launch's device: its slot, domain and pool */
     struct fikit_kstat *k;
     struct sample *sample;
     CUstream stream; /* the program's */
@@ -418,16 +469,17 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
 static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                    const uint32_t block[3], uint32_t smem, CUstream stream)
 {
-    if (FIKIT_UNLIKELY(fikit_client_restart_pending()))
-        fikit_client_first_launch_after_fork();
-    struct fikit_slot *me = fikit_cl.me;
+    CUcontext ctx;
+    struct fikit_dev *d = fikit_dev_for_launch(&ctx);
+    L->dev = d;
     L->k = NULL;
     L->sample = NULL;
     L->stream = stream;
     L->run = stream;
     L->deferred = false;
-    if (FIKIT_UNLIKELY(!me))
+    if (FIKIT_UNLIKELY(!d))
         return;
+    struct fikit_slot *me = d->me;
     atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->launches, 1, memory_order_relaxed);
     if (fikit_cfg.passthrough)
@@ -445,18 +497,19 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
-    if (fikit_cl.dom)
-        L->deferred = decide(k, stream, path != FIKIT_PATH_COOP, &L->run);
+    if (d->dom)
+        L->deferred = decide(d, k, stream, path != FIKIT_PATH_COOP, &L->run);
 
+    struct pool *p = pool_of(d);
     uint64_t t = fikit_now_ns();
     L->t = t;
-    /* The gap after the previous launch: host time since that kernel's
+    /* The gap after the previous launch on this device: host time since that kernel's
      * predicted end, or since the host last waited for the GPU. */
-    uint64_t prev_t = atomic_exchange_explicit(&last_launch_t, t, memory_order_relaxed);
-    struct fikit_kstat *prev_k = atomic_exchange_explicit(&last_launch_k, k, memory_order_relaxed);
+    uint64_t prev_t = atomic_exchange_explicit(&p->last_launch_t, t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_exchange_explicit(&p->last_launch_k, k, memory_order_relaxed);
     if (prev_t && prev_k && t > prev_t) {
         /* The host waited after that launch: the GPU was done when the wait returned. */
-        uint64_t synced = atomic_load_explicit(&last_sync_end, memory_order_relaxed);
+        uint64_t synced = atomic_load_explicit(&p->last_sync_end, memory_order_relaxed);
         uint64_t end = synced > prev_t ? synced : prev_t + fikit_kstat_dur_pred(prev_k);
         uint64_t gap = t > end ? t - end : 0;
         fikit_kstat_add_gap(prev_k, gap);
@@ -467,56 +520,61 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
      * nothing of how long it runs on the whole of it. */
     if (k && L->run == stream && !by_cupti &&
         (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
-        L->sample = sample_begin(k, stream, count > 0 && !g); /* see "gated" above */
+        L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
 }
 
 static void after(struct launch *L, CUresult r)
 {
-    struct fikit_slot *me = fikit_cl.me;
-    if (FIKIT_UNLIKELY(!me) || fikit_cfg.passthrough)
+    struct fikit_dev *d = L->dev;
+    if (FIKIT_UNLIKELY(!d) || fikit_cfg.passthrough)
         return;
+    struct fikit_slot *me = d->me;
+    struct pool *p = pool_of(d);
     if (L->run != L->stream)
-        fikit_corun_end(L->stream, L->run);
+        fikit_corun_end(d->index, L->stream, L->run);
     if (L->sample) {
-        sample_end(L->sample, L->stream, r);
+        sample_end(p, L->sample, L->stream, r);
         if (fikit_cfg.profile) {
-            fikit_harvest(true);
-            atomic_store_explicit(&last_sync_end, fikit_now_ns(), memory_order_relaxed);
+            harvest(p, true);
+            atomic_store_explicit(&p->last_sync_end, fikit_now_ns(), memory_order_relaxed);
         } else {
-            fikit_harvest(false);
+            harvest(p, false);
         }
     }
     if (r != CUDA_SUCCESS || !L->k)
         return;
-    struct fikit_params p = params_default;
-    if (fikit_cl.dom)
-        fikit_params_from_domain(fikit_cl.dom, &p);
-    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), p.unknown_ns);
+    struct fikit_params prm = params_default;
+    if (d->dom)
+        fikit_params_from_domain(d->dom, &prm);
+    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), prm.unknown_ns);
     atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
     if (L->deferred)
-        mark_own_done(L->stream);
+        mark_own_done(p, L->stream);
 }
 
-static inline void sync_begin(void)
+/* A sync marks the slot of the device it waits on (its context's, or the current one's):
+ * a more urgent client waiting for its GPU work is never taken for idle. */
+static inline struct fikit_dev *sync_begin(CUcontext ctx)
 {
-    if (FIKIT_LIKELY(fikit_cl.me != NULL))
-        atomic_fetch_add_explicit(&fikit_cl.me->syncing, 1, memory_order_relaxed);
+    struct fikit_dev *d = fikit_dev_of_ctx(ctx);
+    if (d)
+        atomic_fetch_add_explicit(&d->me->syncing, 1, memory_order_relaxed);
+    return d;
 }
 
-static void sync_done(bool whole_context)
+static void sync_done(struct fikit_dev *d, bool whole_context)
 {
-    if (FIKIT_LIKELY(fikit_cl.me != NULL))
-        atomic_fetch_sub_explicit(&fikit_cl.me->syncing, 1, memory_order_relaxed);
-    uint64_t now = fikit_now_ns();
-    atomic_store_explicit(&last_sync_end, now, memory_order_relaxed);
-    struct fikit_slot *me = fikit_cl.me;
-    if (!me)
+    if (!d)
         return;
+    struct fikit_slot *me = d->me;
+    atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
+    uint64_t now = fikit_now_ns();
+    atomic_store_explicit(&pool_of(d)->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
     if (whole_context && atomic_load(&me->busy_until_ns) > now)
         atomic_store(&me->busy_until_ns, now);
     if (!fikit_cfg.passthrough)
-        fikit_harvest(false);
+        harvest(pool_of(d), false);
 }
 
 /* ---- initialisation, fork, exit ------------------------------------------ */
@@ -537,17 +595,14 @@ static void at_exit(void)
 
 static void child_after_fork(void)
 {
-    /* The child is a new client: a fresh slot, counters from zero. */
-    pthread_mutex_init(&pool_lock, NULL);
-    pool_head = pool_tail = 0;
-    fikit_corun_after_fork();
+    /* The child is a new client: fresh slots at its first launches, counters from zero. */
+    pools_reset(); /* the parent's events and pinned gate are not the child's */
+    pthread_mutex_init(&gate_alloc_lock, NULL);
+    gate_alloc = NULL;
     fikit_cupti_after_fork();
-    pool_ctx = NULL; /* the parent's events and pinned gate are not the child's */
     atomic_store(&gate_host, NULL);
     atomic_store(&gate_armed, 0);
-    atomic_store(&done_last, NULL);
-    atomic_store(&last_launch_t, 0);
-    atomic_store(&last_launch_k, NULL);
+    fikit_corun_after_fork();
     fikit_client_after_fork();
 }
 
@@ -564,6 +619,7 @@ static void init_once(void)
     if ((v = getenv("FIKIT_STATS")))
         snprintf(fikit_cfg.stats_path, sizeof fikit_cfg.stats_path, "%s", v);
     fikit_resolve_init();
+    pools_reset();
     fikit_client_start();
     pthread_atfork(NULL, NULL, child_after_fork);
     atexit(at_exit);
@@ -665,9 +721,9 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
         fikit_pfn_cuStreamSynchronize real = REAL_AS(name, cuStreamSynchronize); \
         if (FIKIT_UNLIKELY(!real))                                     \
             return CUDA_ERROR_NOT_INITIALIZED;                         \
-        sync_begin();                                                  \
+        struct fikit_dev *d = sync_begin(NULL);                        \
         CUresult r = real(s);                                          \
-        sync_done(false);                                              \
+        sync_done(d, false);                                           \
         return r;                                                      \
     }
 WRAP_STREAM_SYNC(cuStreamSynchronize)
@@ -679,9 +735,9 @@ FIKIT_API CUresult cuCtxSynchronize(void)
     fikit_pfn_cuCtxSynchronize real = REAL(cuCtxSynchronize);
     if (FIKIT_UNLIKELY(!real))
         return CUDA_ERROR_NOT_INITIALIZED;
-    sync_begin();
+    struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real();
-    sync_done(true);
+    sync_done(d, true);
     return r;
 }
 
@@ -691,9 +747,9 @@ FIKIT_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
     fikit_pfn_cuCtxSynchronize_v2 real = REAL(cuCtxSynchronize_v2);
     if (FIKIT_UNLIKELY(!real))
         return CUDA_ERROR_NOT_INITIALIZED;
-    sync_begin();
+    struct fikit_dev *d = sync_begin(ctx);
     CUresult r = real(ctx);
-    sync_done(true);
+    sync_done(d, true);
     return r;
 }
 
@@ -703,9 +759,9 @@ FIKIT_API CUresult cuEventSynchronize(CUevent e)
     fikit_pfn_cuEventSynchronize real = REAL(cuEventSynchronize);
     if (FIKIT_UNLIKELY(!real))
         return CUDA_ERROR_NOT_INITIALIZED;
-    sync_begin();
+    struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real(e);
-    sync_done(false);
+    sync_done(d, false);
     return r;
 }
 

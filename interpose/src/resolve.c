@@ -108,6 +108,10 @@ void fikit_resolve_init(void)
     fikit_drv.cuStreamWaitValue32 = (fikit_pfn_cuStreamWaitValue32_v2)fikit_real_sym("cuStreamWaitValue32_v2");
     fikit_drv.cuStreamWaitEvent = (fikit_pfn_cuStreamWaitEvent)fikit_real_sym("cuStreamWaitEvent");
     fikit_drv.cuCtxGetDevice = (fikit_pfn_cuCtxGetDevice)fikit_real_sym("cuCtxGetDevice");
+    /* cuda.h maps cuDeviceGetUuid to _v2 (CUDA 11.4); the older symbol has the same signature. */
+    fikit_drv.cuDeviceGetUuid = (fikit_pfn_cuDeviceGetUuid_v2)fikit_real_sym("cuDeviceGetUuid_v2");
+    if (!fikit_drv.cuDeviceGetUuid)
+        fikit_drv.cuDeviceGetUuid = (fikit_pfn_cuDeviceGetUuid_v2)fikit_real_sym("cuDeviceGetUuid");
     fikit_drv.cuDeviceGetDevResource = (fikit_pfn_cuDeviceGetDevResource)fikit_real_sym("cuDeviceGetDevResource");
     fikit_drv.cuDevSmResourceSplitByCount =
         (fikit_pfn_cuDevSmResourceSplitByCount)fikit_real_sym("cuDevSmResourceSplitByCount");

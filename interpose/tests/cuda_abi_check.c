@@ -72,6 +72,7 @@
     X(cuCtxSetCurrent)         \
     X(cuCtxGetDevice)          \
     X(cuStreamGetCtx)          \
+    X(cuDeviceGetUuid_v2)      \
     X(cuStreamIsCapturing)     \
     X(cuStreamQuery)           \
     X(cuMemHostAlloc)          \
@@ -109,6 +110,9 @@ FIKIT_CU_CONSTANTS(CHECK_CONSTANT)
 /* CUdevResource: fikit allocates them and reads sm.smCount. */
 _Static_assert(sizeof(CUdevResource) == 144, "CUdevResource size differs from fikit_cuda.h's 144 bytes");
 _Static_assert(offsetof(CUdevResource, sm.smCount) == 96, "CUdevResource.sm.smCount offset differs");
+
+/* CUuuid: fikit formats its 16 bytes as the GPU's uuid. */
+_Static_assert(sizeof(CUuuid) == 16 && offsetof(CUuuid, bytes) == 0, "CUuuid differs from 16 bytes");
 
 /* Host-allocation flags (#defines in <cuda.h>). */
 _Static_assert(FIKIT_CU_MEMHOSTALLOC_PORTABLE == CU_MEMHOSTALLOC_PORTABLE, "CU_MEMHOSTALLOC_PORTABLE differs");
@@ -227,6 +231,7 @@ CHECK_SIZE(sizeof(CUpti_CallbackId), REAL_CALLBACKID)
 CHECK_SIZE(sizeof(CUpti_Activity), REAL_ACTIVITY)
 CHECK_SIZE(_Alignof(CUpti_Activity), REAL_ACTIVITY_ALIGN)
 #endif
+CHECK_SIZE(sizeof(CUuuid), 16)
 
 int main(void)
 {

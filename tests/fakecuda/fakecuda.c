@@ -17,7 +17,14 @@
  * against ground truth.
  *
  * Environment:
- *   FAKECUDA_DEVICES    number of devices (default 1, at most 16)
+ *   FAKECUDA_DEVICES    number of devices of the host (default 1, at most 16);
+ *                       device N's uuid is GPU-facec0da-0000-4000-8000-0000000000NN
+ *                       (NN in hex), its name "fakecuda device N"
+ *   CUDA_VISIBLE_DEVICES  as the real driver reads it: the devices this
+ *                       process sees, in order, by index or uuid (a unique
+ *                       prefix), up to the first entry that names none; the
+ *                       timelines stay the host's devices', so two processes
+ *                       that see one device under two ordinals share it
  *   FAKECUDA_DURATIONS  "conv=120,gemm=40,graph=300,*=10" in microseconds
  *                       (default 5; kernels named *_param run for their
  *                       first parameter, an unsigned int, in microseconds)
@@ -63,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -198,7 +206,9 @@ struct config_entry {
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* objects lists, config table */
 static atomic_int g_initialized;
-static int g_devices = 1;
+static int g_devices = 1;                /* devices this process sees */
+static int g_host_devices = 1;           /* FAKECUDA_DEVICES */
+static int g_visible[MAX_DEVICES];       /* ordinal -> host device */
 static struct CUctx_st g_primary[MAX_DEVICES];
 static struct timeline g_local_timeline;
 static struct timeline *g_timeline = &g_local_timeline;
@@ -289,11 +299,12 @@ static uint64_t g_latency_ns; /* FAKECUDA_LAUNCH_LATENCY_US */
 /* Returns the end; *start_out gets the start. */
 static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns, uint64_t *start_out)
 {
-    _Atomic uint64_t *dev_tail = &g_timeline->tail[s->ctx->device];
+    int host = g_visible[s->ctx->device];
+    _Atomic uint64_t *dev_tail = &g_timeline->tail[host];
     if (s->green_sms) {
         /* Confined work runs on its own SMs, beside the rest of the device's
          * work, as long as the SMs it lacks make it (a full-width kernel). */
-        dev_tail = &g_timeline->green_tail[s->ctx->device];
+        dev_tail = &g_timeline->green_tail[host];
         dur_ns = dur_ns * (uint64_t)g_sms / s->green_sms;
         atomic_fetch_add(&g_green_launches, 1);
     }
@@ -329,7 +340,8 @@ static void note_run(const char *name, const unsigned int grid[3], const unsigne
     if (!atomic_load(&g_runs_on))
         return;
     struct fakecuda_run r = {.name = name, .smem = smem, .start = start, .end = end, .stream_id = s->id,
-                             .graph_id = graph_id, .correlation = atomic_fetch_add(&g_correlation, 1) + 1};
+                             .device = (uint32_t)(s->ctx ? s->ctx->device : 0), .graph_id = graph_id,
+                             .correlation = atomic_fetch_add(&g_correlation, 1) + 1};
     memcpy(r.grid, grid, sizeof r.grid);
     memcpy(r.block, block, sizeof r.block);
     pthread_mutex_lock(&g_runs_lock);
@@ -571,13 +583,76 @@ static void atfork_child(void)
     pthread_mutex_unlock(&g_lock);
 }
 
+/* Host device d's uuid, as the driver's 16 bytes. */
+static void host_uuid(int d, unsigned char out[16])
+{
+    static const unsigned char base[16] = {0xfa, 0xce, 0xc0, 0xda, 0x00, 0x00, 0x40, 0x00,
+                                           0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    memcpy(out, base, sizeof base);
+    out[15] = (unsigned char)d;
+}
+
+/* The host device a CUDA_VISIBLE_DEVICES entry names, or -1: an index, or a unique uuid prefix. */
+static int visible_entry(const char *e, size_t len)
+{
+    while (len && (*e == ' ' || *e == '\t'))
+        e++, len--;
+    while (len && (e[len - 1] == ' ' || e[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return -1;
+    if (strspn(e, "0123456789") >= len) {
+        long n = strtol(e, NULL, 10);
+        return n < g_host_devices ? (int)n : -1;
+    }
+    if (len < 4 || strncasecmp(e, "GPU-", 4) != 0)
+        return -1;
+    int found = -1;
+    for (int d = 0; d < g_host_devices; d++) {
+        unsigned char b[16];
+        host_uuid(d, b);
+        char text[48];
+        snprintf(text, sizeof text, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+        if (len <= strlen(text) && strncasecmp(text, e, len) == 0) {
+            if (found >= 0)
+                return -1; /* ambiguous */
+            found = d;
+        }
+    }
+    return found;
+}
+
+static void parse_visible(const char *spec)
+{
+    g_devices = 0;
+    while (spec && g_devices < MAX_DEVICES) {
+        const char *end = strchr(spec, ',');
+        size_t len = end ? (size_t)(end - spec) : strlen(spec);
+        int d = visible_entry(spec, len);
+        for (int i = 0; i < g_devices; i++)
+            if (g_visible[i] == d)
+                d = -1; /* a device named twice: stop there */
+        if (d < 0)
+            break;
+        g_visible[g_devices++] = d;
+        spec = end ? end + 1 : NULL;
+    }
+}
+
 __attribute__((constructor)) static void fake_setup(void)
 {
     const char *s = getenv("FAKECUDA_DEVICES");
     if (s && *s) {
         int n = atoi(s);
-        g_devices = n < 0 ? 0 : n > MAX_DEVICES ? MAX_DEVICES : n;
+        g_host_devices = n < 0 ? 0 : n > MAX_DEVICES ? MAX_DEVICES : n;
     }
+    g_devices = g_host_devices;
+    for (int d = 0; d < MAX_DEVICES; d++)
+        g_visible[d] = d;
+    s = getenv("CUDA_VISIBLE_DEVICES");
+    if (s)
+        parse_visible(s);
     for (int d = 0; d < MAX_DEVICES; d++) {
         g_primary[d].magic = MAGIC_CTX;
         g_primary[d].device = d;
@@ -1034,7 +1109,7 @@ EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice d)
         return rc;
     if (!name || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;
-    snprintf(name, (size_t)len, "fakecuda device %d", d);
+    snprintf(name, (size_t)len, "fakecuda device %d", g_visible[d]);
     return CUDA_SUCCESS;
 }
 
@@ -1050,10 +1125,7 @@ static CUresult device_uuid(struct fake_uuid *u, CUdevice d)
         return rc;
     if (!u)
         return CUDA_ERROR_INVALID_VALUE;
-    static const unsigned char base[16] = {0xfa, 0xce, 0xc0, 0xda, 0x00, 0x00, 0x40, 0x00,
-                                           0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
-    memcpy(u->bytes, base, sizeof base);
-    u->bytes[15] = (unsigned char)d;
+    host_uuid(g_visible[d], u->bytes);
     return CUDA_SUCCESS;
 }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from workload import fake_uuid  # noqa: F401 - the fake driver's uuids, for the tests
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FAKE_SRC = REPO / "tests" / "fakecuda"

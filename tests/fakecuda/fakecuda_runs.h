@@ -20,6 +20,7 @@ struct fakecuda_run {
     uint32_t grid[3], block[3], smem;
     uint64_t start, end; /* simulated, CLOCK_MONOTONIC ns */
     uint32_t stream_id;  /* as fakecuda_stream_id gives it */
+    uint32_t device;     /* the CUdevice (as the process numbers them) it ran on */
     uint32_t graph_id;   /* nonzero: replayed from a graph */
     uint32_t correlation;
 };

@@ -168,6 +168,7 @@ static void fill(uint8_t *rec, const struct fakecuda_run *run, uint64_t now)
         k->end = run->end;
     }
     k->streamId = run->stream_id;
+    k->deviceId = run->device;
     k->gridX = (int32_t)run->grid[0], k->gridY = (int32_t)run->grid[1], k->gridZ = (int32_t)run->grid[2];
     k->blockX = (int32_t)run->block[0], k->blockY = (int32_t)run->block[1], k->blockZ = (int32_t)run->block[2];
     k->dynamicSharedMemory = (int32_t)run->smem;

@@ -10,15 +10,13 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon_fixture import DaemonProc
-from faultlib import WORKLOAD, client_env, slot_files, wait_file
+from daemon_fixture import DaemonProc, Procs, times
+from faultlib import slot_files
 from helpers import wait_until
 
 from fikitd import shm
@@ -26,57 +24,6 @@ from fikitd import shm
 # idle_us long: a 2-core CI machine that stalls the busy HP for a few ms must not look like HP idling.
 # corun_sm_pct = 0: these faults are about held LP clients, which co-running would let run instead.
 SCHED = "\n[scheduler]\nidle_us = 8000\ncorun_sm_pct = 0\n"
-
-
-class Procs:
-    def __init__(self, d: DaemonProc, fake_dir: Path, lib: Path) -> None:
-        self.d, self.fake_dir, self.lib = d, fake_dir, lib
-        self.n = 0
-        self.all: list[subprocess.Popen[str]] = []
-
-    def start(self, kernels: str, prio: str, *args: str) -> tuple[subprocess.Popen[str], Path]:
-        self.n += 1
-        progress = self.d.root / f"progress.{self.n}"
-        ready = self.d.root / f"ready.{self.n}"
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKLOAD),
-                "--kernels",
-                kernels,
-                "--progress",
-                str(progress),
-                "--ready",
-                str(ready),
-                *args,
-            ],
-            env=client_env(
-                self.d,
-                self.fake_dir,
-                self.lib,
-                prio,
-                FAKECUDA_TIMELINE=str(self.d.root / "timeline"),
-                FIKIT_STATS=str(self.d.root / f"stats.{self.n}.%p.json"),
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.all.append(p)
-        wait_file(ready, proc=p)
-        return p, progress
-
-    def close(self) -> None:
-        for p in self.all:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
-
-
-def times(progress: Path) -> list[int]:
-    if not progress.exists():
-        return []
-    return [int(ln.split()[0]) for ln in progress.read_text().splitlines() if ln.strip()]
 
 
 def test_hp_killed_lp_clients_resume_within_100ms(

@@ -24,6 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAKEBIN = REPO / "tests" / "fakebin"
+WORKLOAD = REPO / "tests" / "fakecuda" / "workload.py"
+DURATIONS = "hp_conv=3000,hp_fc=1000,lp_small=1000,lp_mid=2500,lp_long=20000,*=500"
 sys.path.insert(0, str(REPO))
 
 from fikitd.notify import NotifyListener  # noqa: E402
@@ -175,3 +177,80 @@ def fikitd_daemon(fk_root: Path) -> Iterator[DaemonProc]:
             rc = d.stop()
             assert rc == 0, d.log()
         d.close()
+
+
+def client_env(d: DaemonProc, fake_dir: Path, lib: Path, prio: str | None, **extra: str) -> dict[str, str]:
+    """A libfikit.so client of the daemon's domains on the fake driver (scrubbed of the caller's FIKIT_*).
+
+    FIKIT_DOMAIN names gpu0; the library finds the other GPUs' domains next to it (by-uuid/).
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FIKIT_", "FAKECUDA_")) and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")
+    }
+    env.update(LD_LIBRARY_PATH=str(fake_dir), FAKECUDA_DURATIONS=DURATIONS, PYTHONPATH=str(REPO))
+    if prio is not None:
+        env.update(
+            LD_PRELOAD=str(lib),
+            FIKIT_DOMAIN=str(d.root / "run" / "gpu0"),
+            FIKIT_SOCKET=str(d.socket),
+            FIKIT_PRIO=prio,
+        )
+    env.update(extra)
+    return env
+
+
+def wait_file(path: Path, timeout: float = 20.0, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before {path} appeared")
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+class Procs:
+    """tests/fakecuda/workload.py clients of a daemon on the fake driver, sharing one device timeline.
+
+    ``env`` is added to every client's environment (say FAKECUDA_DEVICES), ``start``'s to one client's.
+    """
+
+    def __init__(self, d: DaemonProc, fake_dir: Path, lib: Path, **env: str) -> None:
+        self.d, self.fake_dir, self.lib, self.env = d, fake_dir, lib, env
+        self.n = 0
+        self.all: list[subprocess.Popen[str]] = []
+        self.stats: dict[int, Path] = {}  # pid -> its FIKIT_STATS file (written at exit)
+
+    def start(self, kernels: str, prio: str, *args: str,
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
+        self.n += 1
+        progress = self.d.root / f"progress.{self.n}"
+        ready = self.d.root / f"ready.{self.n}"
+        extra = {"FAKECUDA_TIMELINE": str(self.d.root / "timeline"),
+                 "FIKIT_STATS": str(self.d.root / f"stats.{self.n}.%p.json"), **self.env, **(env or {})}
+        p = subprocess.Popen(
+            [sys.executable, str(WORKLOAD), "--kernels", kernels, "--progress", str(progress),
+             "--ready", str(ready), *args],
+            env=client_env(self.d, self.fake_dir, self.lib, prio, **extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.all.append(p)
+        self.stats[p.pid] = self.d.root / f"stats.{self.n}.{p.pid}.json"
+        wait_file(ready, proc=p)
+        return p, progress
+
+    def close(self) -> None:
+        for p in self.all:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+
+
+def times(progress: Path, device: int | None = None) -> list[int]:
+    """Completion times (monotonic ns) of a workload's kernels, of one device or of all."""
+    if not progress.exists():
+        return []
+    rows = [ln.split() for ln in progress.read_text().splitlines() if ln.strip()]
+    return [int(r[0]) for r in rows if device is None or (len(r) > 2 and int(r[2]) == device)]
+

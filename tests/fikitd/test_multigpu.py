@@ -1,8 +1,11 @@
-"""Several GPUs on one host: a domain per GPU, job placement, CUDA_VISIBLE_DEVICES, status and top.
+"""Several GPUs on one host: a domain per GPU, job placement, CUDA_VISIBLE_DEVICES, status and top,
+and the library scheduling each launch in the domain of its context's device.
 
 No GPU here: ``FIKIT_FAKE_GPUS`` (read by fikitd/gpus.py only while NVML is unavailable) declares
-two or four GPUs to the daemon.  What this cannot show is the library scheduling each launch in
-the domain of its context's device on real hardware; that needs a multi-GPU machine.
+two or four GPUs to the daemon, and the fake driver (tests/fakecuda, ``FAKECUDA_DEVICES``) gives
+processes as many devices, with the same uuids, numbered as ``CUDA_VISIBLE_DEVICES`` says.  Real
+processes under the real libfikit.so share the fake driver's per-device timelines.  What this cannot
+show is the same on real GPUs: bench/verify_multigpu.py does that on a two-GPU machine.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_fixture import REPO, DaemonProc, find_libfikit, start_daemon
+from daemon_fixture import REPO, DaemonProc, Procs, client_env, find_libfikit, start_daemon, times, wait_file
 from fake_client import slot_bytes
+from fakecuda_harness import FakeBuild, fake_uuid
 from helpers import wait_until
 
 from fikitd import gpus as gpus_mod
@@ -41,8 +46,8 @@ def _layout_from_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("FIKIT_LIBRARY", str(LIB))
 
 
-def _daemon(root: Path, fake: str) -> DaemonProc:
-    return start_daemon(root, env={"FIKIT_FAKE_GPUS": fake})
+def _daemon(root: Path, fake: str, extra: str = "") -> DaemonProc:
+    return start_daemon(root, extra=extra, env={"FIKIT_FAKE_GPUS": fake})
 
 
 @pytest.fixture
@@ -55,8 +60,8 @@ def four(fk_root: Path) -> Iterator[DaemonProc]:
     yield from _run(fk_root, "4")
 
 
-def _run(root: Path, fake: str) -> Iterator[DaemonProc]:
-    d = _daemon(root, fake)
+def _run(root: Path, fake: str, extra: str = "") -> Iterator[DaemonProc]:
+    d = _daemon(root, fake, extra)
     try:
         yield d
     finally:
@@ -292,3 +297,224 @@ def test_status_and_top_show_every_gpu(four: DaemonProc) -> None:
         assert once.returncode == 0 and all(f"GPU {i}" in once.stdout for i in range(4)), once.stderr
     finally:
         client.close()
+
+
+@needs_lib
+def test_set_prio_reaches_every_domain_of_a_process(two: DaemonProc) -> None:
+    """A process launching on both GPUs is a client of both domains: its priority changes in both."""
+    d = two
+    clients = [Registered(d, 0, 0), Registered(d, 1, 0)]
+    try:
+        assert d.call("set_prio", pid=os.getpid(), prio=2)["client"]["gpu"] == 0
+        grants = [shm.Domain.open(d.root / "run" / f"gpu{i}").grants() for i in (0, 1)]
+        assert [(g.pid, g.prio) for gs in grants for g in gs] == [(os.getpid(), 2)] * 2
+        assert [c["prio"] for c in d.call("status")["clients"]] == [2, 2]
+    finally:
+        for c in clients:
+            c.close()
+
+
+# --- the library: each launch in the domain of its device -----------------------------------------
+
+# idle_us long: a 2-core CI machine that stalls the busy HP for a few ms must not look like HP idling.
+SCHED = "\n[scheduler]\nidle_us = 8000\n"
+HP_BUSY = "hp_conv:200"  # 3 ms kernels back to back: no gap a 20 ms LP kernel fits
+UNTIL = ("--repeat", "0", "--seconds", "60", "--until")
+
+GpuHost = Callable[..., tuple[DaemonProc, Procs]]
+
+
+@pytest.fixture
+def gpu_host(fk_root: Path, fake_build: FakeBuild, libfikit: Path) -> Iterator[GpuHost]:
+    """gpu_host(n, devices=n): fikitd with n fake GPUs (the fake driver's uuids), and a launcher of
+    workload.py clients on a fake driver with `devices` devices (a device beyond n has no domain)."""
+    runs: list[Iterator[DaemonProc]] = []
+    procs: list[Procs] = []
+
+    def make(n: int, devices: int | None = None) -> tuple[DaemonProc, Procs]:
+        run = _run(fk_root, ",".join(fake_uuid(i) for i in range(n)), SCHED)
+        d = next(run)
+        runs.append(run)
+        procs.append(Procs(d, fake_build.fake_dir, libfikit, FAKECUDA_DEVICES=str(devices or n)))
+        return d, procs[-1]
+
+    yield make
+    for p in procs:
+        p.close()
+    for run in runs:
+        next(run, None)  # stops the daemon, checked to exit 0
+
+
+def _stats(procs: Procs, p: subprocess.Popen[str]) -> dict[str, Any]:
+    """The client's FIKIT_STATS, once it exited with 0."""
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "fikit:" not in err, err
+    stats: dict[str, Any] = json.loads(procs.stats[p.pid].read_text())
+    return stats
+
+
+def _clients(d: DaemonProc) -> list[tuple[int, int]]:
+    return sorted((c["gpu"], c["pid"]) for c in d.call("status")["clients"])
+
+
+@needs_lib
+@pytest.mark.parametrize(("n", "found_by"), [(2, "DOMAIN"), (4, "DOMAIN"), (2, "DOMAIN_ROOT"), (2, "link")])
+def test_a_process_on_every_gpu_is_a_client_of_every_domain(gpu_host: GpuHost, n: int, found_by: str) -> None:
+    """FIKIT_DOMAIN (gpu0, as jobs get it; or its by-uuid/ link, as pods set it) or FIKIT_DOMAIN_ROOT
+    alone: every GPU's domain is found."""
+    d, procs = gpu_host(n)
+    stop = d.root / "stop"
+    devices = ",".join(str(i) for i in range(n))
+    run = d.root / "run"
+    env = {"DOMAIN": {}, "DOMAIN_ROOT": {"FIKIT_DOMAIN": "", "FIKIT_DOMAIN_ROOT": str(run)},
+           "link": {"FIKIT_DOMAIN": str(run / "by-uuid" / fake_uuid(0))}}[found_by]
+    lp, _ = procs.start("lp_small:0", "low", *UNTIL, str(stop), "--devices", devices, env=env)
+    wait_until(lambda: _clients(d) == [(i, lp.pid) for i in range(n)], what="registered in every domain")
+    for i in range(n):
+        assert [g.pid for g in shm.Domain.open(d.root / "run" / f"gpu{i}").grants()] == [lp.pid]
+    status = json.loads(_fikitctl(d, "status", "--json").stdout)
+    assert [(g["index"], g["uuid"]) for g in status["gpus"]] == [(i, fake_uuid(i)) for i in range(n)]
+    text = [ln.strip() for ln in _fikitctl(d, "status").stdout.splitlines()]
+    for i in range(n):
+        assert any(ln.startswith(f"GPU {i}: ") and "workload.py" in ln for ln in text), text
+    top = json.loads(_fikitctl(d, "top", "--json", "--interval", "0.05").stdout)
+    assert [[c["pid"] for c in g["clients"]] for g in top["gpus"]] == [[lp.pid]] * n
+    stop.touch()
+    st = _stats(procs, lp)
+    doms = sorted(st["domains"], key=lambda x: x["device"])
+    assert [(x["device"], x["gpu"], x["uuid"]) for x in doms] == [(i, i, fake_uuid(i)) for i in range(n)]
+    assert all(x["slot"] >= 0 and x["prio"] == 2 and x["launches"] > 0 for x in doms), doms
+    assert sum(st["launches"].values()) == sum(x["launches"] for x in doms)
+    wait_until(lambda: _clients(d) == [], what="gone from every domain")
+
+
+@needs_lib
+@pytest.mark.parametrize(("n", "hp_gpu"), [(2, 1), (2, 0), (4, 2)])
+def test_an_hp_holds_a_multi_gpu_lp_on_its_own_gpu_only(gpu_host: GpuHost, n: int, hp_gpu: int) -> None:
+    """An LP launching 20 ms kernels on every GPU beside a busy HP on one: held there, free elsewhere."""
+    d, procs = gpu_host(n)
+    stop = d.root / "stop"
+    hp, _ = procs.start(HP_BUSY, "high", *UNTIL, str(stop), "--devices", str(hp_gpu))
+    wait_until(lambda: _clients(d) == [(hp_gpu, hp.pid)], what="HP registered")
+    time.sleep(0.3)  # HP's kernels measured
+    devices = ",".join(str(i) for i in range(n))
+    lp, progress = procs.start("lp_long:0", "low", *UNTIL, str(stop), "--devices", devices)
+    wait_until(lambda: len(_clients(d)) == n + 1, what="LP registered in every domain")
+    window = time.monotonic_ns()
+    time.sleep(1.5)
+    done = {i: len([t for t in times(progress, i) if t > window]) for i in range(n)}
+    print(f"LP kernels per GPU in 1.5 s beside a busy HP on GPU {hp_gpu}: {done}")
+    stop.touch()
+    lp_st, hp_st = _stats(procs, lp), _stats(procs, hp)
+    by_gpu = {x["gpu"]: x for x in lp_st["domains"]}
+    free = [done[i] for i in range(n) if i != hp_gpu]
+    # Free GPUs: 20 ms kernels back to back, about 75 in 1.5 s; a slow machine still runs 20.
+    assert min(free) >= 20, done
+    assert all(by_gpu[i]["held_launches"] == 0 for i in range(n) if i != hp_gpu), lp_st["domains"]
+    # HP's GPU: held (a kernel may slip in when a loaded machine stalls HP past idle_us).
+    assert done[hp_gpu] <= max(3, min(free) // 5), done
+    assert by_gpu[hp_gpu]["held_launches"] >= 1, lp_st["domains"]
+    assert hp_st["held_launches"] == 0 and [x["gpu"] for x in hp_st["domains"]] == [hp_gpu]
+
+
+@needs_lib
+@pytest.mark.parametrize("visible", ["1,0", f"{fake_uuid(1)},{fake_uuid(0)}", f"{fake_uuid(1).upper()}, 0"])
+def test_visible_devices_renumbering_finds_each_physical_gpus_domain(gpu_host: GpuHost, visible: str) -> None:
+    """Under CUDA_VISIBLE_DEVICES=1,0 the process's device 0 is GPU 1: its launches are scheduled in
+    GPU 1's domain (held by GPU 1's HP), those of its device 1 in GPU 0's (free)."""
+    d, procs = gpu_host(2)
+    stop = d.root / "stop"
+    hp, _ = procs.start(HP_BUSY, "high", *UNTIL, str(stop), "--devices", "1")
+    wait_until(lambda: _clients(d) == [(1, hp.pid)], what="HP registered")
+    time.sleep(0.3)
+    lp, progress = procs.start("lp_long:0", "low", *UNTIL, str(stop), "--devices", "0,1",
+                               env={"CUDA_VISIBLE_DEVICES": visible})
+    wait_until(lambda: _clients(d) == sorted([(0, lp.pid), (1, hp.pid), (1, lp.pid)]), what="LP registered")
+    window = time.monotonic_ns()
+    time.sleep(1.5)
+    done = {i: len([t for t in times(progress, i) if t > window]) for i in (0, 1)}
+    stop.touch()
+    st = _stats(procs, lp)
+    _stats(procs, hp)
+    doms = {x["device"]: x for x in st["domains"]}
+    assert [(doms[i]["gpu"], doms[i]["uuid"]) for i in (0, 1)] == [(1, fake_uuid(1)), (0, fake_uuid(0))]
+    assert done[1] >= 20 and done[0] <= max(3, done[1] // 5), done
+    assert doms[0]["held_launches"] >= 1 and doms[1]["held_launches"] == 0, st["domains"]
+
+
+@needs_lib
+def test_a_gpu_without_a_domain_runs_free(gpu_host: GpuHost) -> None:
+    """The daemon knows GPU 0 only; the process sees two devices: device 1 is measured, never held,
+    and costs no log line, no slot and no registration."""
+    d, procs = gpu_host(1, devices=2)
+    stop = d.root / "stop"
+    lp, progress = procs.start("lp_small:0", "low", *UNTIL, str(stop), "--devices", "0,1")
+    wait_until(lambda: _clients(d) == [(0, lp.pid)], what="LP registered in GPU 0's domain")
+    wait_until(lambda: len(times(progress, 1)) > 20, what="device 1 running")
+    stop.touch()
+    st = _stats(procs, lp)
+    doms = {x["device"]: x for x in st["domains"]}
+    assert doms[1]["gpu"] is None and doms[1]["slot"] == -1 and doms[1]["launches"] == len(times(progress, 1))
+    assert doms[0]["gpu"] == 0 and doms[0]["slot"] >= 0
+    assert st["slot"] == doms[0]["slot"]
+    assert not (d.root / "run" / "gpu1").exists()
+
+
+
+@needs_lib
+def test_a_two_gpu_client_registers_again_in_both_domains_after_a_daemon_restart(gpu_host: GpuHost) -> None:
+    """Each domain's registration has its own connection and watcher: after kill -9 of fikitd, a new
+    daemon knows the process in both domains again, with the same slots."""
+    d, procs = gpu_host(2)
+    stop = d.root / "stop"
+    lp, _ = procs.start("lp_small:1000", "low", *UNTIL, str(stop), "--devices", "0,1")
+    wait_until(lambda: _clients(d) == [(0, lp.pid), (1, lp.pid)], what="registered in both domains")
+    slots = sorted((c["gpu"], c["slot"]) for c in d.call("status")["clients"])
+    d.kill9()
+    d.start()
+    wait_until(lambda: _clients(d) == [(0, lp.pid), (1, lp.pid)], timeout=10, what="registered again in both")
+    assert sorted((c["gpu"], c["slot"]) for c in d.call("status")["clients"]) == slots
+    stop.touch()
+    doms = _stats(procs, lp)["domains"]
+    assert sorted(x["gpu"] for x in doms) == [0, 1]
+
+
+FORK_ON_TWO = r"""
+import ctypes, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from workload import Device
+cu = ctypes.CDLL("libcuda.so.1")
+assert cu.cuInit(0) == 0
+launch = cu.cuLaunchKernel
+launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+def run_on(ordinal):
+    d = Device(cu, ordinal, [(b"lp_small", 0.0)])
+    assert launch(d.funcs[0][0], 1, 1, 1, 32, 1, 1, 0, d.stream, None, None) == 0
+    assert cu.cuStreamSynchronize(d.stream) == 0
+run_on(0)
+child = os.fork()
+if child == 0:   # the child launches on device 1 only: a client of GPU 1's domain, not of GPU 0's
+    run_on(1)
+    open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)
+"""
+
+
+@needs_lib
+def test_a_forked_child_is_a_client_of_the_gpus_it_launches_on_only(gpu_host: GpuHost) -> None:
+    d, procs = gpu_host(2)
+    ready, stop = d.root / "child-ready", d.root / "stop"
+    env = client_env(d, procs.fake_dir, procs.lib, "low", FAKECUDA_DEVICES="2")
+    argv = [sys.executable, "-c", FORK_ON_TWO, str(REPO / "tests" / "fakecuda"), str(ready), str(stop)]
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.all.append(p)
+    wait_file(ready, proc=p)
+    wait_until(lambda: len(_clients(d)) == 2, what="parent and child registered")
+    clients = _clients(d)
+    stop.touch()
+    assert clients[0] == (0, p.pid) and clients[1][0] == 1 and clients[1][1] != p.pid, clients
+    _out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and "fikit:" not in err, err
+    wait_until(lambda: _clients(d) == [], what="both gone")

@@ -1,0 +1,785 @@
+#!/usr/bin/env python3
+"""Issue 8's proof on a two-GPU machine: a scheduling domain per GPU, each keeping its HP near solo.
+
+Through the product: fikitd in the foreground on a private config (`[mps] mode = "manage"`, the
+default `[scheduler]`: fikit mode, gap filling, no co-running), started and stopped as
+run_pairs.py does it. At the same time:
+  GPU 0   HP `bert` b1 back to back            + LP `vgg16_infer`
+  GPU 1   HP `resnet50` b1 back to back        + LP `resnet50_train`
+  both    one LP process with a model on cuda:0 and on cuda:1 (bench/worker.py --devices 0,1;
+          `resnet50_train` b32 a GPU), whose every step queues a step on each GPU
+Every process runs on the GPU(s) its CUDA_VISIBLE_DEVICES names (uuids). Windows, interleaved per
+repetition (the solo ones first, the sharing modes rotated):
+  solo_hp    both HPs, each alone on its GPU (plain processes: no MPS, no libfikit.so)
+  solo_lp    both single-GPU LPs alone on their GPUs (plain)
+  solo_lp2   the two-GPU LP alone (plain)
+  mps_prio   both pairs and the two-GPU LP under MPS, the LPs at MPS client priority 1
+  fikit      the same through fikitd: `fikitctl run --prio high|low --gpu I` for the single-GPU
+             processes, `fikitctl submit --prio low --wait` for the two-GPU job
+Per GPU: HP p50 and p99 over the same repetition's solo (median over repetitions, spread),
+against the single-GPU targets (bench/summarize.py); LP throughput over its solo and over
+mps_prio. Per domain: the clients fikitd had registered (`fikitctl status --json`: GPU, slot,
+granted priority), and the launches the library held in each domain during the fikit windows
+(read from the domains' slots around each window) and over the whole run (FIKIT_STATS `domains`),
+to show the two-GPU job in both domains and held in each by that GPU's HP only.
+Writes OUT/summary.json (top level: date, gpus [{index, name, uuid}], driver, commit, ...),
+OUT/raw.jsonl (a line per window), OUT/verify.log is what the caller tees, OUT/logs/, OUT/stats/,
+OUT/fikitd.log, OUT/status.json and OUT/top.json.
+
+    python3 bench/verify_multigpu.py --lib build/gpu/interpose/libfikit.so --out bench/results/D-2xh100
+    python3 bench/verify_multigpu.py --fake --out /tmp/mg     # CPU rehearsal: fake driver, 2 fake GPUs
+
+--budget-s bounds the whole run: no window starts unless it, the teardown and the summary fit;
+SIGTERM (timeout) unwinds through the same teardown, so OUT is complete either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import ctl
+import run_pairs
+import summarize
+import verify_daemon
+
+REPO = benchlib.REPO_ROOT
+STATS_KEY = "multigpu"  # run_pairs.read_stats finds OUT/stats/<key>.<tag>.<pid>.json
+MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit"]
+SHARED = ["mps_prio", "fikit"]
+
+
+@dataclass
+class Role:
+    """One process of the setup: which model, on which GPU(s), at which priority."""
+
+    key: str  # hp0, lp0, hp1, lp1, lp2
+    model: str
+    gpus: list[int]
+    role: str  # hp / lp
+    batch: int | None = None
+
+    @property
+    def prio(self) -> str:
+        return "high" if self.role == "hp" else "low"
+
+
+@dataclass
+class Group:
+    name: str  # plain, mpsprio, fikit
+    workers: dict[str, ctl.WorkerProc] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Verify:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.t0 = time.monotonic()
+        self.fake = bool(a.fake or a.fake_cuda_dir)
+        self.base = Path(tempfile.mkdtemp(prefix="fkmg", dir="/tmp"))  # short: Unix socket paths
+        self.lib = benchlib.find_lib(a.lib)
+        self.gpus: list[dict[str, Any]] = []
+        self.roles = [
+            Role("hp0", a.hp0, [0], "hp"),
+            Role("lp0", a.lp0, [0], "lp"),
+            Role("hp1", a.hp1, [1], "hp"),
+            Role("lp1", a.lp1, [1], "lp"),
+            Role("lp2", a.lp2, [0, 1], "lp", a.lp2_batch),
+        ]
+        self.groups = {g: Group(g) for g in ("plain", "mpsprio", "fikit")}
+        self.daemon: run_pairs.Daemon | None = None
+        self.checks: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.registered: list[dict[str, Any]] = []
+        self.job: dict[str, Any] | None = None
+        self.stop_reason: str | None = None
+        self.out = Path(a.out) if a.out else None
+        self.probes: dict[int, benchlib.FillProbe] = {}
+
+    # --------------------------------------------------------------------------------- helpers
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def left(self) -> float:
+        return self.a.budget_s - self.elapsed()
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.elapsed():6.1f}s] {msg}", flush=True)
+
+    def check(self, name: str, ok: bool | None, evidence: Any) -> bool:
+        """ok None: not applicable here (the evidence says why)."""
+        self.checks.append({"check": name, "ok": ok, "t_s": round(self.elapsed(), 1), "evidence": evidence})
+        mark = {True: "PASS", False: "FAIL", None: "n/a "}[ok]
+        self.log(f"{mark} {name}: {json.dumps(evidence, default=str)[:400]}")
+        return bool(ok)
+
+    def device(self) -> str:
+        return "fake" if self.fake else "cuda"
+
+    def fikitctl(self) -> list[str]:
+        return [sys.executable, "-m", "cli"]
+
+    # --------------------------------------------------------------------------------- set-up
+    def find_gpus(self) -> None:
+        if self.fake:
+            sys.path.append(str(verify_daemon.FAKE_SRC))
+            from workload import fake_uuid
+
+            self.gpus = [
+                {"index": i, "name": "fake GPU (tests/fakecuda)", "uuid": fake_uuid(i)} for i in (0, 1)
+            ]
+        else:
+            self.gpus = benchlib.gpus_smi()
+
+    def default_out(self) -> Path:
+        names = {g["name"] for g in self.gpus}
+        slug = (
+            "fake"
+            if self.fake
+            else "-".join(sorted(n.split()[1].lower() for n in names if " " in n)) or "gpu"
+        )
+        return benchlib.BENCH_DIR / "results" / f"{dt.date.today().isoformat()}-{len(self.gpus)}x{slug}"
+
+    def prepare_fake(self) -> None:
+        """The fake driver for every process (and the stand-in MPS for fikitd), through the environment."""
+        import fake_workloads
+
+        fake_dir = (
+            Path(self.a.fake_cuda_dir) if self.a.fake_cuda_dir else verify_daemon.build_fake(self.base / "fc")
+        )
+        os.environ["LD_LIBRARY_PATH"] = str(fake_dir)
+        os.environ["FAKECUDA_DEVICES"] = "2"
+        os.environ["FAKECUDA_DURATIONS"] = fake_workloads.FAKE_DURATIONS
+        os.environ["FAKECUDA_TIMELINE"] = str(self.base / "timeline")
+        os.environ["PATH"] = f"{verify_daemon.FAKEBIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+    def start_daemon(self) -> bool:
+        extra = {"FIKIT_FAKE_GPUS": ",".join(g["uuid"] for g in self.gpus)} if self.fake else {}
+        d = run_pairs.Daemon(
+            self.base,
+            self.lib,
+            mps=True,
+            budget_us=None,
+            template=None,
+            fikitd_cmd=[sys.executable, "-m", "fikitd.main"],
+            extra_env=extra,
+            high_users=(pwd.getpwuid(os.getuid()).pw_name,),
+        )
+        ok = d.start(timeout=self.a.ready_timeout_s)
+        self.daemon = d
+        st = d.request({"op": "status"}) if ok else None
+        res = (st or {}).get("result") or {}
+        doms = [
+            (g.get("index"), g.get("uuid"), (g.get("domain") or {}).get("available"))
+            for g in res.get("gpus", [])
+        ]
+        want = [(g["index"], g["uuid"], True) for g in self.gpus]
+        self.check(
+            "fikitd ready, MPS managed",
+            ok and (res.get("mps") or {}).get("state") == "running",
+            {"error": d.error, "mps": res.get("mps")},
+        )
+        self.check("a domain per GPU, with its uuid", ok and doms == want, {"domains": doms, "gpus": want})
+        return ok
+
+    def env_for(self, g: str, r: Role, tag: str) -> dict[str, str]:
+        env = run_pairs.base_env()
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[i]["uuid"] for i in r.gpus)
+        env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.base / "nomps")
+        env["CUDA_MPS_LOG_DIRECTORY"] = str(self.base / "nomps")
+        assert self.daemon is not None
+        if g in ("mpsprio", "fikit"):
+            env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.daemon.pipe)
+            env["CUDA_MPS_LOG_DIRECTORY"] = str(self.daemon.mps_log)
+            if r.role == "lp":
+                env["CUDA_MPS_CLIENT_PRIORITY"] = "1"
+        if g == "fikit":
+            keep = ("FIKIT_CONFIG", "FIKIT_SOCKET", "FIKIT_LIBRARY", "PYTHONPATH")
+            env.update({k: v for k, v in self.daemon.env().items() if k in keep})
+            env["FIKIT_STATS"] = str(self.outdir() / "stats" / f"{STATS_KEY}.{tag}.%p.json")
+            env["FIKIT_PROG"] = f"mg-{r.key}-{r.model}"  # the profile key (a job's --name is not it)
+        return env
+
+    def argv_for(self, g: str, r: Role, w: ctl.WorkerProc) -> list[str]:
+        cpus = ",".join(map(str, benchlib.parse_cpus(getattr(self.a, f"{r.key}_cores"))))
+        argv = ctl.worker_argv(
+            sys.executable,
+            r.model,
+            self.device(),
+            False,
+            w.sock_path,
+            w.tag,
+            cpus=cpus,
+            warmup_s=self.a.warmup_s,
+            release_mem=r.role == "lp" and not self.fake,
+            seed=self.a.seed,
+            batch=r.batch,
+            devices=",".join(str(i) for i in range(len(r.gpus))) if len(r.gpus) > 1 else "",
+        )
+        if g != "fikit":
+            return argv
+        name = f"mg-{r.key}-{r.model}"
+        if len(r.gpus) > 1:  # the two-GPU job: submitted, run by fikitd with both GPUs it names
+            return [
+                *self.fikitctl(),
+                "submit",
+                "--prio",
+                r.prio,
+                "--name",
+                name,
+                "--wait",
+                "--json",
+                "--",
+                *argv,
+            ]
+        return [
+            *self.fikitctl(),
+            "run",
+            "--prio",
+            r.prio,
+            "--gpu",
+            str(r.gpus[0]),
+            "--name",
+            name,
+            "--",
+            *argv,
+        ]
+
+    def spawn_all(self) -> None:
+        (self.base / "nomps").mkdir(exist_ok=True)
+        for g in self.groups.values():
+            for j, r in enumerate(self.roles):
+                tag = f"{g.name}-{r.key}-{r.model}"
+                w = ctl.WorkerProc(tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
+                w.sock_path = self.base / "ctl" / f"{g.name[:5]}{j}.sock"
+                w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, tag), cwd=str(REPO))
+                g.workers[r.key] = w
+
+    def all_workers(self) -> list[ctl.WorkerProc]:
+        return [w for g in self.groups.values() for w in g.workers.values()]
+
+    def start_workers(self) -> None:
+        t = time.monotonic()
+        self.spawn_all()
+        workers = self.all_workers()
+        ctl.connect_and_build(workers, timeout=self.a.startup_timeout_s)
+        ctl.warm_up(workers, self.a.warmup_s, timeout=self.a.startup_timeout_s)
+        for g in self.groups.values():
+            for w in g.workers.values():
+                err = w.error or (None if w.ready else "not ready after warm-up")
+                want = g.name == "fikit"
+                if err is None and bool((w.built or {}).get("preloaded")) != want:
+                    err = f"libfikit.so {'not ' if want else ''}mapped (env {(w.built or {}).get('env')})"
+                if err and not g.error:
+                    g.error = f"{w.tag}: {err}"[:3000]
+        self.startup_s = round(time.monotonic() - t, 1)
+        self.check(
+            "every process built and warmed up (fikit ones under libfikit.so, the others plain)",
+            not any(g.error for g in self.groups.values()),
+            {"startup_s": self.startup_s, "errors": {g.name: g.error for g in self.groups.values()}},
+        )
+
+    def pid(self, g: str, key: str) -> int:
+        return int((self.groups[g].workers[key].built or {}).get("pid") or -1)
+
+    # --------------------------------------------------------------------------------- evidence
+    def registrations(self) -> None:
+        """Which domain each fikit process registered in: fikitctl status --json, and top --json."""
+        assert self.daemon is not None
+        env = {
+            **os.environ,
+            **{k: v for k, v in self.daemon.env().items() if k.startswith("FIKIT_")},
+            "PYTHONPATH": str(REPO),
+        }
+        outs: dict[str, Any] = {}
+        for what, args in (("status", ["status", "--json"]), ("top", ["top", "--json", "--interval", "0.2"])):
+            p = subprocess.run(
+                [*self.fikitctl(), *args],
+                env=env,
+                cwd=str(REPO),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            with contextlib.suppress(json.JSONDecodeError):
+                outs[what] = json.loads(p.stdout)
+            (self.outdir() / f"{what}.json").write_text(p.stdout or p.stderr)
+        by_pid = {self.pid("fikit", r.key): r for r in self.roles}
+        clients = (outs.get("status") or {}).get("clients") or []
+        self.registered = [
+            {
+                "role": by_pid[c["pid"]].key if c.get("pid") in by_pid else None,
+                **{k: c.get(k) for k in ("gpu", "slot", "pid", "prio", "prio_requested", "job", "prog")},
+            }
+            for c in clients
+        ]
+        got = sorted((c["role"], c["gpu"]) for c in self.registered if c["role"])
+        want = sorted((r.key, i) for r in self.roles for i in r.gpus)
+        self.check(
+            "each fikit process registered in the domain of each GPU it runs on (fikitctl status)",
+            got == want,
+            {"registered": self.registered, "expected": want},
+        )
+        lp2 = [c for c in self.registered if c["role"] == "lp2"]
+        self.check(
+            "the two-GPU job holds a slot in both domains, at low priority",
+            sorted(c["gpu"] for c in lp2) == [0, 1] and all(c["slot"] >= 0 and c["prio"] == 2 for c in lp2),
+            lp2,
+        )
+        tops = [[c.get("pid") for c in g.get("clients", [])] for g in (outs.get("top") or {}).get("gpus", [])]
+        self.check(
+            "fikitctl top shows every GPU with its clients",
+            len(tops) == len(self.gpus) and all(tops),
+            {"clients_by_gpu": tops},
+        )
+        mps = run_pairs.mps_clients(self.daemon.pipe, self.daemon.mps_log)
+        if mps is None or self.fake:
+            self.check("MPS clients", None, "no MPS server here (stand-in MPS)" if self.fake else "unknown")
+        else:
+            shared = [self.pid(g, r.key) for g in ("mpsprio", "fikit") for r in self.roles]
+            plain = [self.pid("plain", r.key) for r in self.roles]
+            self.check(
+                "mps_prio and fikit processes are MPS clients, plain ones are not",
+                all(p in mps for p in shared) and not any(p in mps for p in plain),
+                {"mps_clients": sorted(mps), "shared": shared, "plain": plain},
+            )
+        jobs = (self.daemon.request({"op": "jobs"}) or {}).get("result", {}).get("jobs", [])
+        self.job = next((j for j in jobs if str(j.get("name", "")).startswith("mg-lp2")), None)
+
+    def held(self) -> dict[str, dict[int, dict[str, float] | None]]:
+        """Each fikit process's counters in each GPU's domain (None: no slot there)."""
+        assert self.daemon is not None
+        for i in (0, 1):
+            self.probes.setdefault(i, benchlib.FillProbe(self.daemon.rt / f"gpu{i}", self.lib))
+        return {r.key: {i: self.probes[i].read(self.pid("fikit", r.key)) for i in (0, 1)} for r in self.roles}
+
+    # --------------------------------------------------------------------------------- windows
+    def window_cost(self) -> float:
+        return self.a.window_s + self.a.discard_s + self.a.window_overhead_s
+
+    def run_mode(self, mode: str, rep: int, pos: int) -> dict[str, Any]:
+        a = self.a
+        g = {
+            "solo_hp": "plain",
+            "solo_lp": "plain",
+            "solo_lp2": "plain",
+            "mps_prio": "mpsprio",
+            "fikit": "fikit",
+        }[mode]
+        keys = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"]}.get(
+            mode, [r.key for r in self.roles]
+        )
+        row: dict[str, Any] = {
+            "mode": mode,
+            "rep": rep,
+            "position": pos,
+            "ts": benchlib.now_iso(),
+            "window_s": a.window_s,
+            "discard_s": a.discard_s,
+            "ok": False,
+            "error": None,
+            "hp": {},
+            "lp": {},
+        }
+        group = self.groups[g]
+        if group.error:
+            row["error"] = group.error
+            return row
+        workers = [group.workers[k] for k in keys]
+        before = self.held() if mode == "fikit" else None
+        dur = a.discard_s + a.window_s
+        try:
+            start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
+        except ctl.WorkerError as e:
+            row["error"] = str(e)[:3000]
+            group.error = f"window {mode} rep {rep} failed: {e}"[:3000]
+            return row
+        t_a, t_b = start + a.discard_s, start + dur
+        for k, w in zip(keys, workers, strict=True):
+            if k.startswith("hp"):
+                row["hp"][k] = ctl.hp_stats(recs[w.tag], t_a, t_b)
+            else:
+                row["lp"][k] = run_pairs.Runner.lp_row(w, recs[w.tag], t_a, t_b)
+        if before is not None:
+            after = self.held()
+            row["held_in_window"] = {
+                k: {
+                    str(i): None
+                    if not (b := before[k][i]) or not (f := after[k][i])
+                    else {
+                        "launches": int(f["launches"] - b["launches"]),
+                        "held_launches": int(f["held_launches"] - b["held_launches"]),
+                        "held_ms": round((f["held_ns"] - b["held_ns"]) / 1e6, 3),
+                    }
+                    for i in (0, 1)
+                }
+                for k in before
+            }
+        row["ok"] = all(s["n"] > 0 for s in row["hp"].values()) and all(s["its"] for s in row["lp"].values())
+        if not row["ok"]:
+            row["error"] = "empty window (no HP request or no LP progress measured)"
+        return row
+
+    def run_windows(self) -> None:
+        need_tail = self.a.shutdown_margin_s
+        for rep in range(self.a.reps):
+            k = rep % len(SHARED)
+            order = ["solo_hp", "solo_lp", "solo_lp2", *SHARED[k:], *SHARED[:k]]
+            if self.left() < len(order) * self.window_cost() + need_tail:
+                self.stop_reason = (
+                    f"budget: rep {rep} would not fit ({self.elapsed():.0f}s of {self.a.budget_s:.0f}s)"
+                )
+                self.log(self.stop_reason)
+                return
+            for pos, mode in enumerate(order):
+                row = self.run_mode(mode, rep, pos)
+                self.rows.append(row)
+                benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
+                hs = " ".join(
+                    f"{k} p50 {s.get('p50_ms')} p99 {s.get('p99_ms')}" for k, s in row["hp"].items()
+                )
+                ls = " ".join(f"{k} {s.get('its')} it/s" for k, s in row["lp"].items())
+                held = {
+                    k: {i: (v or {}).get("held_launches") for i, v in d.items()}
+                    for k, d in (row.get("held_in_window") or {}).items()
+                }
+                self.log(
+                    f"rep{rep} {mode:9} {hs} | {ls}{' | held ' + json.dumps(held) if held else ''}"
+                    f"{'' if row['ok'] else ' | ERROR ' + str(row['error'])[:200]}"
+                )
+
+    # --------------------------------------------------------------------------------- summary
+    def ratios(self) -> dict[str, Any]:
+        """Per repetition against the same repetition's solo windows; medians and spreads."""
+        by: dict[tuple[str, int], dict[str, Any]] = {(r["mode"], r["rep"]): r for r in self.rows if r["ok"]}
+        reps = sorted({r for _, r in by})
+        per: dict[str, dict[str, list[float | None]]] = {}
+
+        def add(name: str, mode: str, v: float | None) -> None:
+            per.setdefault(name, {}).setdefault(mode, []).append(v)
+
+        for rep in reps:
+            sh, sl, sl2 = by.get(("solo_hp", rep)), by.get(("solo_lp", rep)), by.get(("solo_lp2", rep))
+            mp = by.get(("mps_prio", rep))
+            for mode in SHARED:
+                row = by.get((mode, rep))
+                if row is None:
+                    continue
+                for k in ("hp0", "hp1"):
+                    if sh and k in sh["hp"]:
+                        for q in ("p50", "p99"):
+                            add(
+                                f"{k}_{q}_ratio",
+                                mode,
+                                benchlib.ratio(row["hp"][k][f"{q}_ms"], sh["hp"][k][f"{q}_ms"]),
+                            )
+                for k, solo in (("lp0", sl), ("lp1", sl), ("lp2", sl2)):
+                    its = row["lp"][k]["its"]
+                    if solo and k in solo["lp"]:
+                        add(f"{k}_tput_ratio", mode, benchlib.ratio(its, solo["lp"][k]["its"]))
+                    if mode == "fikit" and mp:
+                        add(f"{k}_vs_mps_prio", mode, benchlib.ratio(its, mp["lp"][k]["its"]))
+        out: dict[str, Any] = {}
+        for name, modes in per.items():
+            out[name] = {
+                m: {"median": benchlib.rnd(benchlib.median(v)), "spread": benchlib.spread(v), "n": len(v)}
+                for m, v in modes.items()
+            }
+        return out
+
+    def per_gpu(self, ratios: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for i, gpu in enumerate(self.gpus):
+            hp = next(r for r in self.roles if r.role == "hp" and r.gpus == [i])
+            lp = next(r for r in self.roles if r.role == "lp" and r.gpus == [i])
+
+            def med(name: str, mode: str) -> float | None:
+                return (ratios.get(name) or {}).get(mode, {}).get("median")
+
+            fik50, fik99 = med(f"{hp.key}_p50_ratio", "fikit"), med(f"{hp.key}_p99_ratio", "fikit")
+            missed = []
+            if fik50 is None or fik50 > summarize.TARGET_HP_P50:
+                missed.append(f"HP p50 {fik50} x solo (target <= {summarize.TARGET_HP_P50})")
+            if fik99 is None or fik99 > summarize.TARGET_HP_P99:
+                missed.append(f"HP p99 {fik99} x solo (target <= {summarize.TARGET_HP_P99})")
+            held = [r.get("held_in_window") or {} for r in self.rows if r["mode"] == "fikit" and r["ok"]]
+            out.append(
+                {
+                    **gpu,
+                    "hp": hp.model,
+                    "lp": lp.model,
+                    "two_gpu_lp": self.a.lp2,
+                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in SHARED},
+                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in SHARED},
+                    "lp_tput_ratio": {m: (ratios.get(f"{lp.key}_tput_ratio") or {}).get(m) for m in SHARED},
+                    "lp_vs_mps_prio": (ratios.get(f"{lp.key}_vs_mps_prio") or {}).get("fikit"),
+                    "targets": {
+                        "hp_p50_ratio": summarize.TARGET_HP_P50,
+                        "hp_p99_ratio": summarize.TARGET_HP_P99,
+                    },
+                    "targets_met": not missed,
+                    "targets_missed": missed,
+                    "registered": [c for c in self.registered if c.get("gpu") == i],
+                    "held_launches_in_fikit_windows": {
+                        k: sum(((h.get(k) or {}).get(str(i)) or {}).get("held_launches", 0) for h in held)
+                        for r in self.roles
+                        for k in [r.key]
+                        if i in r.gpus
+                    },
+                }
+            )
+        return out
+
+    def final_checks(self, per_gpu: list[dict[str, Any]]) -> None:
+        fik = [r for r in self.rows if r["mode"] == "fikit" and r["ok"]]
+        if not fik:
+            self.check("fikit windows measured", False, self.stop_reason or "no fikit window ran")
+            return
+        lp2 = {
+            i: sum(
+                ((r["held_in_window"].get("lp2") or {}).get(str(i)) or {}).get("held_launches", 0)
+                for r in fik
+            )
+            for i in (0, 1)
+        }
+        hp = {
+            k: sum(
+                ((r["held_in_window"].get(k) or {}).get(str(i)) or {}).get("held_launches", 0)
+                for r in fik
+                for i in (0, 1)
+            )
+            for k in ("hp0", "hp1")
+        }
+        self.check(
+            "the two-GPU job was held in each domain (by that GPU's HP), the HPs never",
+            all(v > 0 for v in lp2.values()) and not any(hp.values()),
+            {"lp2_held_by_gpu": lp2, "hp_held": hp},
+        )
+        stats = run_pairs.read_stats(self.outdir() / "stats", STATS_KEY, "fikit-lp2-" + self.a.lp2) or []
+        doms = [d for s in stats for d in s.get("domains", [])]
+        self.check(
+            "at exit, the two-GPU job's FIKIT_STATS lists both domains with a slot each",
+            sorted(d.get("gpu") for d in doms) == [0, 1] and all(d.get("slot", -1) >= 0 for d in doms),
+            doms,
+        )
+        for g in per_gpu:
+            ok = g["targets_met"] if not self.fake else None
+            ev = {
+                "hp_p50_ratio": g["hp_p50_ratio"]["fikit"],
+                "hp_p99_ratio": g["hp_p99_ratio"]["fikit"],
+                "missed": g["targets_missed"],
+            }
+            if self.fake:
+                ev["note"] = "fake driver on a CPU: timing rehearsed, not measured"
+            self.check(
+                f"GPU {g['index']}: fikit keeps its HP ({g['hp']}) within the single-GPU targets", ok, ev
+            )
+
+    @staticmethod
+    def table(per_gpu: list[dict[str, Any]], lp2: dict[str, Any]) -> list[str]:
+        """The summary in a few lines: medians over repetitions (fikit / mps_prio)."""
+
+        def m(d: dict[str, Any] | None) -> str:
+            return "-" if not d or d.get("median") is None else f"{d['median']:.3f}"
+
+        out = []
+        for g in per_gpu:
+            p50, p99, lp = g["hp_p50_ratio"], g["hp_p99_ratio"], g["lp_tput_ratio"]
+            targets = "met" if g["targets_met"] else "missed: " + "; ".join(g["targets_missed"])
+            out.append(
+                f"GPU {g['index']} {g['hp']}+{g['lp']}: HP p50 x solo {m(p50['fikit'])} fikit / "
+                f"{m(p50['mps_prio'])} mps_prio, p99 {m(p99['fikit'])} / {m(p99['mps_prio'])}; "
+                f"LP x solo {m(lp['fikit'])} / {m(lp['mps_prio'])}, "
+                f"LP fikit/mps_prio {m(g['lp_vs_mps_prio'])}; targets {targets}"
+            )
+        t = lp2.get("tput_ratio") or {}
+        doms = [c.get("gpu") for c in lp2.get("registered", [])]
+        out.append(
+            f"two-GPU job: x solo {m(t.get('fikit'))} fikit / {m(t.get('mps_prio'))} mps_prio, "
+            f"fikit/mps_prio {m(lp2.get('vs_mps_prio'))}; domains {doms}"
+        )
+        return out
+
+    def outdir(self) -> Path:
+        assert self.out is not None
+        return self.out
+
+    def write_summary(self, info: dict[str, Any]) -> None:
+        ratios = self.ratios()
+        per_gpu = self.per_gpu(ratios)
+        self.final_checks(per_gpu)
+        summary = {
+            "what": "issue 8: a scheduling domain per GPU; two HP/LP pairs and one two-GPU LP job at once",
+            "date": info["date"],
+            "gpus": [{k: g[k] for k in ("index", "name", "uuid")} for g in self.gpus],
+            "driver": info["driver"],
+            "commit": os.environ.get("FIKIT_COMMIT") or info["commit"],
+            "fake": self.fake,
+            "lib": self.lib,
+            "setup": {
+                r.key: {"model": r.model, "gpus": r.gpus, "prio": r.prio, "batch": r.batch}
+                for r in self.roles
+            },
+            "scheduler": "fikitd defaults (fikitd/config.py SchedulerConfig): fikit mode, gap filling",
+            "modes": MODES,
+            "reps_done": len({r["rep"] for r in self.rows if r["mode"] == "fikit" and r["ok"]}),
+            "window_s": self.a.window_s,
+            "startup_s": getattr(self, "startup_s", None),
+            "stop_reason": self.stop_reason,
+            "per_gpu": per_gpu,
+            "two_gpu_job": {
+                "job": {
+                    k: (self.job or {}).get(k) for k in ("id", "name", "gpu", "state", "exit_code", "prio")
+                },
+                "registered": [c for c in self.registered if c.get("role") == "lp2"],
+                "tput_ratio": ratios.get("lp2_tput_ratio"),
+                "vs_mps_prio": (ratios.get("lp2_vs_mps_prio") or {}).get("fikit"),
+                "fikit_stats": run_pairs.read_stats(
+                    self.outdir() / "stats", STATS_KEY, "fikit-lp2-" + self.a.lp2
+                ),
+            },
+            "ratios": ratios,
+            "checks": self.checks,
+            "ok": all(c["ok"] is not False for c in self.checks),
+            "wall_s": round(self.elapsed(), 1),
+        }
+        benchlib.write_json(self.outdir() / "summary.json", summary)
+        for line in self.table(per_gpu, summary["two_gpu_job"]):
+            self.log(line)
+        failed = [c["check"] for c in self.checks if c["ok"] is False]
+        self.log(
+            f"verify_multigpu: {'ALL PASS' if not failed else 'FAILED: ' + '; '.join(failed)} "
+            f"-> {self.outdir() / 'summary.json'}"
+        )
+
+    # --------------------------------------------------------------------------------- run
+    def teardown(self) -> None:
+        ctl.stop_all(self.all_workers())
+        if self.daemon is None:
+            return
+        # a two-GPU job still running (its worker hung) must not outlive the run: fikitd leaves jobs
+        with contextlib.suppress(Exception):
+            for j in (self.daemon.request({"op": "jobs"}) or {}).get("result", {}).get("jobs", []):
+                if j.get("state") in ("queued", "running"):
+                    self.daemon.request({"op": "cancel", "job": j["id"]})
+        if self.job:
+            with contextlib.suppress(Exception):
+                shown = (self.daemon.request({"op": "show", "job": self.job["id"]}) or {}).get("result", {})
+                self.job = shown.get("job") or self.job
+                res = self.daemon.request({"op": "logs", "job": self.job["id"], "max": 20000}) or {}
+                log = str(res.get("result", {}).get("data", ""))
+                (self.outdir() / "logs" / "fikit-lp2-job.log").write_text(log)
+            job = self.job or {}
+            self.check(
+                "the two-GPU job (fikitctl submit --wait) ended done, exit 0",
+                job.get("state") == "done" and job.get("exit_code") == 0,
+                {k: job.get(k) for k in ("id", "gpu", "state", "exit_code", "reason")},
+            )
+        self.daemon.stop()
+        with contextlib.suppress(OSError):
+            shutil.copy(self.daemon.log_path, self.outdir() / "fikitd.log")
+
+    def run(self) -> int:
+        self.find_gpus()
+        if self.out is None:
+            self.out = self.default_out()
+        self.outdir().mkdir(parents=True, exist_ok=True)
+        for stale in ("raw.jsonl", "summary.json"):
+            (self.outdir() / stale).unlink(missing_ok=True)
+        shutil.rmtree(self.outdir() / "stats", ignore_errors=True)
+        (self.outdir() / "stats").mkdir()
+        if self.fake:
+            self.prepare_fake()
+        info = {
+            "date": benchlib.now_iso(),
+            "driver": benchlib.nvidia_smi_query()["driver"],
+            "commit": benchlib.git_commit(),
+        }
+        self.log(
+            f"verify_multigpu: out={self.outdir()} gpus={self.gpus} lib={self.lib} budget={self.a.budget_s}s"
+        )
+        finished = False
+        try:
+            if self.lib is None:
+                self.check("libfikit.so found", False, "pass --lib (or build it: cmake --build build/gpu)")
+            elif len(self.gpus) < 2:
+                self.check("two GPUs", False, {"gpus": self.gpus})
+            elif self.start_daemon():
+                self.start_workers()
+                if not self.groups["fikit"].error:
+                    self.registrations()
+                self.run_windows()
+            finished = True
+        except Exception as e:
+            finished = True
+            self.check("verify_multigpu ran to the end", False, repr(e)[:2000])
+        finally:
+            if not finished:
+                self.check("verify_multigpu ran to the end", False, "interrupted (SIGTERM: the time limit?)")
+            try:
+                self.teardown()
+            finally:
+                shutil.rmtree(self.base, ignore_errors=True)
+                self.write_summary(info)
+        return 0 if all(c["ok"] is not False for c in self.checks) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="result folder (default bench/results/<date>-<n>x<gpu>)")
+    p.add_argument("--lib", default=None, help="libfikit.so (default: $FIKIT_LIB or a build/ folder)")
+    p.add_argument("--fake", action="store_true", help="CPU rehearsal: build tests/fakecuda, 2 fake GPUs")
+    p.add_argument("--fake-cuda-dir", default=None, help="CPU rehearsal with a built fake libcuda.so.1")
+    p.add_argument("--hp0", default="bert")
+    p.add_argument("--lp0", default="vgg16_infer")
+    p.add_argument("--hp1", default="resnet50")
+    p.add_argument("--lp1", default="resnet50_train")
+    p.add_argument("--lp2", default="resnet50_train", help="the two-GPU LP job's model (one copy a GPU)")
+    p.add_argument("--lp2-batch", type=int, default=32, help="its batch on each GPU")
+    p.add_argument(
+        "--reps", type=int, default=5, help="interleaved repetitions (as many as --budget-s allows)"
+    )
+    p.add_argument("--window-s", type=float, default=2.5)
+    p.add_argument("--discard-s", type=float, default=0.5)
+    p.add_argument("--window-overhead-s", type=float, default=0.8, help="planning: extra seconds per window")
+    p.add_argument("--warmup-s", type=float, default=1.5)
+    p.add_argument("--window-grace-s", type=float, default=20.0)
+    p.add_argument("--budget-s", type=float, default=300.0, help="deadline: no window starts past what fits")
+    p.add_argument("--shutdown-margin-s", type=float, default=30.0, help="kept for teardown and the summary")
+    p.add_argument("--ready-timeout-s", type=float, default=60.0)
+    p.add_argument("--startup-timeout-s", type=float, default=180.0)
+    p.add_argument("--seed", type=int, default=0)
+    # CPU cores (a 32-core two-GPU host): the processes of one window never share cores
+    p.add_argument("--hp0-cores", default="2-3")
+    p.add_argument("--hp1-cores", default="4-5")
+    p.add_argument("--lp0-cores", default="6-12")
+    p.add_argument("--lp1-cores", default="13-19")
+    p.add_argument("--lp2-cores", default="20-27")
+    a = p.parse_args(argv)
+    # `timeout` sends SIGTERM: unwind through run()'s finally (workers, jobs, fikitd and MPS stopped)
+    signal.signal(signal.SIGTERM, _terminate)
+    return Verify(a).run()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: `timeout` then signals the whole group
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
