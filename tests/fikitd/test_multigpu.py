@@ -317,7 +317,8 @@ def test_set_prio_reaches_every_domain_of_a_process(two: DaemonProc) -> None:
 # --- the library: each launch in the domain of its device -----------------------------------------
 
 # idle_us long: a 2-core CI machine that stalls the busy HP for a few ms must not look like HP idling.
-SCHED = "\n[scheduler]\nidle_us = 8000\n"
+# corun_sm_pct = 0: holding is what shows which domain decided a launch (co-running would let it run).
+SCHED = "\n[scheduler]\nidle_us = 8000\ncorun_sm_pct = 0\n"
 HP_BUSY = "hp_conv:200"  # 3 ms kernels back to back: no gap a 20 ms LP kernel fits
 UNTIL = ("--repeat", "0", "--seconds", "60", "--until")
 
