@@ -335,8 +335,8 @@ class FillProbe:
                 if not s:
                     continue
                 if int(s.get("pid", 0)) == pid:
-                    hp = {k: float(s.get(k, 0))
-                          for k in ("idle_gap_ns", "gpu_ns", "launches", "held_launches", "held_ns")}
+                    keys = ("idle_gap_ns", "gpu_ns", "launches", "held_launches", "held_ns", "released_corun")
+                    hp = {k: float(s.get(k, 0)) for k in keys}
                 else:
                     filled += float(s.get("filled_ns", 0))
             if hp is not None:
