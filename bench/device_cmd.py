@@ -28,6 +28,10 @@ CORE = f"--modes {CORE_MODES} --smcap 40,60 --corun-sm-pct 50,70 --reps 5"
 
 # Calls 1 and 2 take run_pairs' first two pairs (issue 11's core); call 3 the rest.
 REST = run_pairs.DEFAULT_PAIRS[2:]
+# Session 2 measured the first four and the CUDA-graph and GPT-2 pairs; call 5 takes the others.
+ISSUE9_DONE = ("gpt2:resnet50_train", "resnet50_graph:resnet50_train")
+ISSUE9_REST = [p for p in run_pairs.DEFAULT_PAIRS[4:] if p not in ISSUE9_DONE]
+ISSUE9_MODES = "solo,solo_preload,timeslice,mps,mps_prio,fikit_strict,fikit"
 
 # (what, estimated seconds on the H100 without the ~90 s machine start, shell steps)
 CALLS: dict[int, tuple[str, int, list[str]]] = {
@@ -77,9 +81,21 @@ CALLS: dict[int, tuple[str, int, list[str]]] = {
             " | grep -E 'PASS|FAIL|n/a|GPU [01] |two-GPU|verify_multigpu'",
         ],
     ),
+    5: (
+        "issue 9's pairs not yet measured after session 2 (Poisson transformer, torch.compile, three "
+        "levels, four LPs), issue 9's modes, 3 reps, into the folder session 2 started; resumable",
+        40 + 500,
+        [
+            "B=$((DL-SECONDS)); timeout $((B+25)) python3 bench/run_pairs.py --lib $L --out $R --pairs '"
+            + ",".join(ISSUE9_REST)
+            + f"' --modes {ISSUE9_MODES} --reps 3 --window-s 1.5 --discard-s 0.3 --budget-s $B 2>&1"
+            " | tee -a $R/run_pairs.log | tail -40",
+            'grep -h "co-running share" $R/*.log > $R/share_steps.txt',
+        ],
+    ),
 }
 # Calls other than the one-GPU H100 ones: their results folder and their own deadline.
-SUFFIX = {4: "2xh100"}
+SUFFIX = {4: "2xh100", 5: "h100-pairs9"}
 DEADLINES = {4: 330}  # the whole call within ~6 minutes, the results packed before it
 
 

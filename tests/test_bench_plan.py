@@ -97,7 +97,8 @@ def test_device_commands_fit_the_tool() -> None:
 
 def test_next_session_shows_the_command_device_cmd_prints() -> None:
     text = (REPO / "bench" / "NEXT_SESSION.md").read_text()
-    assert device_cmd.command(1, "<DATE>", "<HASH>") in text.splitlines()
+    assert device_cmd.command(5, "2026-11-25", "<HASH>") in text.splitlines()
+    assert len(device_cmd.command(5, "2026-11-25", "x" * 40)) <= device_cmd.LIMIT
 
 
 def test_fill_counts_lp_filled_time_against_hp_idle_gaps(tmp_path: Path, libfikit: Path) -> None:
