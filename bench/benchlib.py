@@ -100,50 +100,31 @@ def git_commit() -> str | None:
     return env
 
 
-def nvidia_smi_query() -> dict[str, str | None]:
-    """Driver version and GPU name from nvidia-smi (read-only query; never changes settings)."""
-    out: dict[str, str | None] = {"driver": None, "gpu_smi": None}
+def _smi_rows(fields: str) -> list[list[str]]:
+    """nvidia-smi --query-gpu=FIELDS as rows of stripped cells; [] without nvidia-smi (read-only)."""
     exe = shutil.which("nvidia-smi")
     if not exe:
-        return out
+        return []
     try:
-        res = subprocess.run(
-            [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        line = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
-        if "," in line:
-            drv, name = (s.strip() for s in line.split(",", 1))
-            out["driver"], out["gpu_smi"] = drv, name
-    except (OSError, subprocess.SubprocessError, IndexError):
-        pass
-    return out
+        res = subprocess.run([exe, f"--query-gpu={fields}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [[c.strip() for c in line.split(",")] for line in res.stdout.strip().splitlines() if line.strip()]
+
+
+def nvidia_smi_query() -> dict[str, str | None]:
+    """Driver version and GPU name of the first GPU (read-only query; never changes settings)."""
+    rows = _smi_rows("driver_version,name")
+    if rows and len(rows[0]) >= 2:
+        return {"driver": rows[0][0], "gpu_smi": ",".join(rows[0][1:])}
+    return {"driver": None, "gpu_smi": None}
 
 
 def gpus_smi() -> list[dict[str, Any]]:
     """Every GPU as nvidia-smi lists it: index (NVML's), name, uuid; [] without nvidia-smi."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        res = subprocess.run(
-            [exe, "--query-gpu=index,name,uuid", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    out: list[dict[str, Any]] = []
-    for line in res.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3 and parts[0].isdigit():
-            out.append({"index": int(parts[0]), "name": parts[1], "uuid": parts[2]})
-    return out
+    return [{"index": int(r[0]), "name": r[1], "uuid": r[2]} for r in _smi_rows("index,name,uuid")
+            if len(r) == 3 and r[0].isdigit()]
 
 
 def gpu_name_via_child(device: str) -> str | None:

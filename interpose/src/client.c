@@ -677,6 +677,16 @@ int fikit_dev_count(void)
     return n + (n == FIKIT_MAX_DEVS && spill.me ? 1 : 0);
 }
 
+/* Pass-through: one private slot, and no driver call per launch to find a device. */
+static void passthrough_slot(void)
+{
+    if (fikit_cfg.passthrough) {
+        dev_init(&devs[0], 0, 0);
+        if (dev_private(&devs[0]))
+            atomic_store(&n_devs, 1);
+    }
+}
+
 struct fikit_dev *fikit_dev_at(int i) { return i < FIKIT_MAX_DEVS ? &devs[i] : &spill; }
 
 void fikit_client_start(void)
@@ -710,12 +720,7 @@ void fikit_client_start(void)
     env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
     atomic_store(&n_ctx, 0);
     atomic_store(&n_devs, 0);
-    /* Pass-through: one private slot, and no driver call per launch to find a device. */
-    if (fikit_cfg.passthrough) {
-        dev_init(&devs[0], 0, 0);
-        if (dev_private(&devs[0]))
-            atomic_store(&n_devs, 1);
-    }
+    passthrough_slot();
 }
 
 /*
@@ -740,11 +745,7 @@ void fikit_client_after_fork(void)
     memset(&spill, 0, sizeof spill);
     atomic_store(&n_ctx, 0);
     atomic_store(&n_devs, 0);
-    if (fikit_cfg.passthrough) {
-        dev_init(&devs[0], 0, 0);
-        if (dev_private(&devs[0]))
-            atomic_store(&n_devs, 1);
-    }
+    passthrough_slot();
 }
 
 void fikit_client_stop(void)
