@@ -401,6 +401,31 @@ def fill_between(before: dict[str, float] | None, after: dict[str, float] | None
 # ---------------------------------------------------------------------------------------------- MPS
 
 
+def mps_ask(
+    pipe: Path, log: Path, cmd: str, timeout: float = 10.0, path: str | None = None
+) -> tuple[int, str]:
+    """One command to the MPS control daemon of a pipe directory: (exit status, its output);
+    (-1, why) when it could not be asked."""
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    env.update({"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(log)})
+    try:
+        r = subprocess.run(
+            ["nvidia-cuda-mps-control"],
+            input=cmd + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return -1, repr(e)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+
 class Mps:
     """An MPS control daemon in private pipe/log directories (never touches the GPU's settings)."""
 

@@ -452,29 +452,17 @@ def mps_clients(pipe: Path, log: Path) -> list[int] | None:
     """PIDs of every client of every MPS server behind this pipe directory (None if unknown)."""
     if not shutil.which("nvidia-cuda-mps-control"):
         return None
-    env = dict(os.environ)
-    env.update({"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(log)})
-
-    def ask(cmd: str) -> str:
-        r = subprocess.run(
-            ["nvidia-cuda-mps-control"],
-            input=cmd + "\n",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return r.stdout
-
-    try:
-        pids: list[int] = []
-        for srv in ask("get_server_list").split():
-            if srv.isdigit():
-                pids.extend(int(x) for x in ask(f"get_client_list {srv}").split() if x.isdigit())
-        return pids
-    except (OSError, subprocess.SubprocessError):
+    pids: list[int] = []
+    rc, servers = benchlib.mps_ask(pipe, log, "get_server_list")
+    if rc == -1:
         return None
+    for srv in servers.split():
+        if srv.isdigit():
+            rc, clients = benchlib.mps_ask(pipe, log, f"get_client_list {srv}")
+            if rc == -1:
+                return None
+            pids.extend(int(x) for x in clients.split() if x.isdigit())
+    return pids
 
 
 # ---------------------------------------------------------------------------------------------- runner

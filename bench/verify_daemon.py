@@ -116,28 +116,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def mps_ask(
-    pipe: Path, log: Path, cmd: str, timeout: float = 10.0, path: str | None = None
-) -> tuple[int, str]:
-    env = dict(os.environ)
-    if path is not None:
-        env["PATH"] = path
-    env.update({"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(log)})
-    try:
-        r = subprocess.run(
-            ["nvidia-cuda-mps-control"],
-            input=cmd + "\n",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        return -1, repr(e)
-    return r.returncode, (r.stdout + r.stderr).strip()
-
-
 def own_samples_max(count: int) -> int:
     """The most duration samples a run can take of a kernel it launched `count` times."""
     return min(count, WARM_LAUNCHES) + math.ceil(count / SAMPLE_EVERY)
@@ -246,7 +224,7 @@ class Verify:
 
     def ask(self, cmd: str) -> tuple[int, str]:
         """One nvidia-cuda-mps-control command on our pipe directory (the stand-in's PATH on CPU)."""
-        return mps_ask(self.pipe, self.mps_log, cmd, timeout=10, path=self.env().get("PATH"))
+        return benchlib.mps_ask(self.pipe, self.mps_log, cmd, timeout=10, path=self.env().get("PATH"))
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         from fikitd.protocol import Client

@@ -1551,12 +1551,17 @@ EXPORT CUresult cuStreamSynchronize_ptsz(CUstream h)
     return stream_sync(h, 1);
 }
 
-static CUresult stream_query(CUstream h, int ptsz)
+/* The stream of an entry point that takes one, once the driver is initialised. */
+static CUresult ready_stream(CUstream h, int ptsz, struct CUstream_st **s)
 {
     CUresult rc = need_init();
+    return rc == CUDA_SUCCESS ? get_stream(h, ptsz, s) : rc;
+}
+
+static CUresult stream_query(CUstream h, int ptsz)
+{
     struct CUstream_st *s;
-    if (rc == CUDA_SUCCESS)
-        rc = get_stream(h, ptsz, &s);
+    CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
     return now_ns() >= atomic_load(reach(s)) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
@@ -1575,10 +1580,8 @@ EXPORT CUresult cuStreamQuery_ptsz(CUstream h)
 static CUresult stream_is_capturing(CUstream h, CUstreamCaptureStatus *st, int ptsz)
 {
     FAIL_IF(F_STREAM_IS_CAPTURING);
-    CUresult rc = need_init();
     struct CUstream_st *s;
-    if (rc == CUDA_SUCCESS)
-        rc = get_stream(h, ptsz, &s);
+    CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
     if (!st)
@@ -1600,10 +1603,8 @@ EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream h, CUstreamCaptureStatus *st)
 static CUresult stream_get_ctx(CUstream h, CUcontext *c, int ptsz)
 {
     FAIL_IF(F_STREAM_GET_CTX);
-    CUresult rc = need_init();
     struct CUstream_st *s;
-    if (rc == CUDA_SUCCESS)
-        rc = get_stream(h, ptsz, &s);
+    CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
     if (!c)
@@ -1637,10 +1638,8 @@ EXPORT CUresult cuStreamGetCtx_ptsz(CUstream h, CUcontext *c)
 
 static CUresult stream_wait_event(CUstream h, CUevent e, unsigned int flags, int ptsz)
 {
-    CUresult rc = need_init();
     struct CUstream_st *s;
-    if (rc == CUDA_SUCCESS)
-        rc = get_stream(h, ptsz, &s);
+    CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
     if (!e || e->magic != MAGIC_EVENT)
@@ -1827,10 +1826,8 @@ EXPORT CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *d, void *p, unsigned i
  * can see that the library gated a measurement, and checked for a valid stream. */
 static CUresult stream_wait_value(CUstream h, CUdeviceptr addr, uint32_t value, unsigned int flags, int ptsz)
 {
-    CUresult rc = need_init();
     struct CUstream_st *s;
-    if (rc == CUDA_SUCCESS)
-        rc = get_stream(h, ptsz, &s);
+    CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
     (void)value;
