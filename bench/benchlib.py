@@ -19,6 +19,7 @@ from typing import Any
 # The modes a pair runs in, in report order (issue 9's keys, then the co-running variants).
 MODES = ["solo", "solo_preload", "timeslice", "mps", "mps_prio", "mps_prio_smcap", "fikit_strict", "fikit"]
 CORUN_MODE = "fikit_corun"
+SOLO_MPS_MODE = "solo_mps"  # HP and LP each alone as MPS clients: MPS's own cost
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

@@ -31,7 +31,7 @@ REST = run_pairs.DEFAULT_PAIRS[2:]
 # Session 2 measured the first four and the CUDA-graph and GPT-2 pairs; call 5 takes the others.
 ISSUE9_DONE = ("gpt2:resnet50_train", "resnet50_graph:resnet50_train")
 ISSUE9_REST = [p for p in run_pairs.DEFAULT_PAIRS[4:] if p not in ISSUE9_DONE]
-ISSUE9_MODES = "solo,solo_preload,timeslice,mps,mps_prio,fikit_strict,fikit"
+ISSUE9_MODES = "solo,solo_preload,solo_mps,timeslice,mps,mps_prio,fikit_strict,fikit"
 
 # (what, estimated seconds on the H100 without the ~90 s machine start, shell steps)
 CALLS: dict[int, tuple[str, int, list[str]]] = {

@@ -47,11 +47,14 @@ import workloads_catalog
 ALL_MODES = list(benchlib.MODES)
 # fikit with LP co-running beside busy HP on a green context of corun_sm_pct of the SMs (issue 11), in a
 # self-granted domain: `fikit_corun` expands to one mode per --corun-sm-pct value, `fikit_corunNN` names one
-OPTIONAL_MODES = [benchlib.CORUN_MODE]
+OPTIONAL_MODES = [benchlib.CORUN_MODE, benchlib.SOLO_MPS_MODE]
 # fikit's gap filling alone (corun_sm_pct = 0) in a self-granted domain: the `fikit` mode runs fikitd's
 # defaults, which co-run with an "auto" share since issue 11; this keeps issue 11's `gapfill` variant.
 GAPFILL_MODE = "fikit_gapfill"
 DEFAULT_MODES = [*ALL_MODES, benchlib.CORUN_MODE]
+# Modes whose HP and LP each run alone, in two windows: plain, under libfikit.so, or as MPS clients
+# (solo_mps tells MPS's own cost from fikit's: every fikit mode runs its clients under MPS).
+SOLO_MODES = ("solo", "solo_preload", benchlib.SOLO_MPS_MODE)
 # Issue 9's pairs (>= 8) ordered by value: the two HP-b1-back-to-back pairs next to LP kernels over 300 us
 # (issue 11's core question) first, then the other back-to-back pairs, Poisson arrivals (CNN, transformer),
 # a CUDA-graph HP, a torch.compile HP, three priority levels, four LP clients.
@@ -195,7 +198,7 @@ def mode_groups(mode: str, via: str, default_smcap: int, default_corun: int = 50
         return "plain", "plain"
     if mode == "solo_preload":
         return "preload", "preload"
-    if mode == "mps":
+    if mode in ("mps", benchlib.SOLO_MPS_MODE):
         return "mps", "mps"
     if mode == "mps_prio":
         return "mps", "mpsprio"
@@ -247,7 +250,7 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
 
 
 def windows_of(mode: str) -> int:
-    return 2 if mode in ("solo", "solo_preload") else 1
+    return 2 if mode in SOLO_MODES else 1
 
 
 # ---------------------------------------------------------------------------------------------- daemon
@@ -842,7 +845,7 @@ class Runner:
                     return row
             dur = a.discard_s + a.window_s
             assert hg.hp is not None
-            if mode in ("solo", "solo_preload"):
+            if mode in SOLO_MODES:
                 with self.clocks.window() as row["gpu_clock"]:
                     start, recs = ctl.run_window([hg.hp], f"{mode}-{rep}-hp", dur, grace_s=a.window_grace_s)
                 row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
