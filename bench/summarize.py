@@ -3,9 +3,15 @@
 
 Ratios are computed per repetition against the same repetition's `solo` row (the windows of one
 repetition are seconds apart), then the median over repetitions is reported with its spread
-[min, max]. `lp_vs_mps_ratio` compares with the same repetition's plain-MPS row.
+[min, max]. `lp_vs_mps_ratio` compares with the same repetition's plain-MPS row. Where a pair ran
+`solo_mps` (HP and LP each alone as MPS clients), `hp_p50_vs_solo_mps` / `hp_p99_vs_solo_mps` say how
+much of a mode's HP cost is MPS's own rather than fikit's.
+
+Several --dir (each one run, measured side by side within itself) make one table: every ratio stays
+within its own folder, and where two folders measured the same mode of a pair the later folder's wins.
 
     python3 bench/summarize.py --dir bench/results/X [--verify bench/results/X/verify/summary.json]
+    python3 bench/summarize.py --dir bench/results/X --dir bench/results/Y --out /tmp/XY
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Any
 import benchlib
 
 RATIO_KEYS = ["hp_p50_ratio", "hp_p99_ratio", "hp_jct_ratio", "lp_tput_ratio", "lp_vs_mps_ratio", "fill"]
+SOLO_MPS_KEYS = ["hp_p50_vs_solo_mps", "hp_p99_vs_solo_mps"]  # only where the pair ran solo_mps
 MODE_ORDER = [*benchlib.MODES, benchlib.CORUN_MODE]
+MODE_ORDER.insert(MODE_ORDER.index("solo_preload") + 1, benchlib.SOLO_MPS_MODE)  # with the other solos
 TARGET_HP_P50 = 1.02
 TARGET_HP_P99 = 1.05
 TARGET_LP_VS_MPS = 0.90
@@ -101,6 +109,7 @@ def pair_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
         by_rep_mode[(int(r["rep"]), str(r["mode"]))] = r  # a later line for the same key wins
     solos = [r for (_, m), r in by_rep_mode.items() if m == "solo"]
     mpss = [r for (_, m), r in by_rep_mode.items() if m == "mps"]
+    solo_mpss = [r for (_, m), r in by_rep_mode.items() if m == benchlib.SOLO_MPS_MODE]
 
     def pooled(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
         if not rs:
@@ -119,6 +128,7 @@ def pair_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     solo_pool = pooled(solos)
     mps_pool = pooled(mpss)
+    solo_mps_pool = pooled(solo_mpss)
     modes: dict[str, Any] = {}
     per_mode: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (rep, mode), r in sorted(by_rep_mode.items()):
@@ -139,10 +149,14 @@ def pair_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "lp_its": sum(x for x in lp_its(r) if x) if lp_its(r) else None,
             "solo_same_rep": (rep, "solo") in by_rep_mode,
         }
+        if solo_mps_pool:
+            smh = (by_rep_mode.get((rep, benchlib.SOLO_MPS_MODE)) or solo_mps_pool).get("hp_stats") or {}
+            vals["hp_p50_vs_solo_mps"] = benchlib.ratio(hs.get("p50_ms"), smh.get("p50_ms"))
+            vals["hp_p99_vs_solo_mps"] = benchlib.ratio(hs.get("p99_ms"), smh.get("p99_ms"))
         per_mode[mode].append(vals)
     for mode, vs in per_mode.items():
         m: dict[str, Any] = {}
-        for k in RATIO_KEYS:
+        for k in RATIO_KEYS + (SOLO_MPS_KEYS if solo_mps_pool else []):
             xs = [v[k] for v in vs]
             m[k] = benchlib.rnd(benchlib.median(xs))
             m[k + "_spread"] = [benchlib.rnd(x) for x in (benchlib.spread(xs) or [])] or None
@@ -305,13 +319,30 @@ def report_md(
         )
         L.append("HP p99 below MPS client priority, overhead <= 0.5 us/launch and <= 2% on ResNet-50 b1).")
     L.append("")
+    srcs = summary.get("sources")
+    commits = (summary.get("commits") or []) if srcs else []
+    commit = f"commit `{summary.get('commit')}`"
+    if len(commits) > 1:  # a merged table's, every run's
+        commit = "commits " + ", ".join(f"`{c}`" for c in commits)
     L.append(
         f"Date {summary.get('date')}, GPU {summary.get('gpu')}, driver {summary.get('driver')}, "
-        f"commit `{summary.get('commit')}`; {raw_count} raw rows; ratios are medians over interleaved "
+        f"{commit}; {raw_count} raw rows; ratios are medians over interleaved "
         "repetitions of per-repetition ratios against the same repetition's solo windows, [min–max] over "
         "repetitions."
     )
     L.append("")
+    if srcs:
+        L.append(
+            f"Assembled from {len(srcs)} result folders, each measured side by side within its own run: "
+            "every ratio is against its own folder's solo and MPS rows, and where two folders measured "
+            "the same mode of a pair the later folder's is shown (column `source`)."
+        )
+        L.append("")
+        for src in srcs:
+            c = ", ".join(f"`{x}`" for x in src.get("commits") or [src.get("commit")])
+            L.append(f"- `{src['dir']}`: {src.get('date')}, {src.get('gpu')}, driver {src.get('driver')}, "
+                     f"commit {c}")
+        L.append("")
     L.append("## Paper-style table")
     L.append("")
     L.append(
@@ -339,23 +370,34 @@ def report_md(
         L.append("")
         L.append(f"### {p['hp']} + {p['lp']}")
         L.append("")
-        L.append(
-            "| mode | HP p50 / solo | HP p99 / solo | HP mean / solo | LP / solo | LP / MPS | fill "
-            "| HP p50 ms | reps |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|")
+        # optional columns only where some mode has them: solo_mps ran, or folders were merged
+        solo_mps = any(k in m for m in p["modes"].values() for k in SOLO_MPS_KEYS)
+        source = any("source" in m for m in p["modes"].values())
+        head = ["mode", "HP p50 / solo", "HP p99 / solo"]
+        head += ["HP p50 / solo MPS", "HP p99 / solo MPS"] if solo_mps else []
+        head += ["HP mean / solo", "LP / solo", "LP / MPS", "fill", "HP p50 ms", "reps"]
+        head += ["source"] if source else []
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|" + "---|" * len(head))
         for mode, m in p["modes"].items():
-            L.append(
-                f"| {mode} | {fmt_sp(m, 'hp_p50_ratio')} | {fmt_sp(m, 'hp_p99_ratio')} "
-                f"| {fmt_sp(m, 'hp_jct_ratio')} "
-                f"| {fmt_sp(m, 'lp_tput_ratio')} | {fmt_sp(m, 'lp_vs_mps_ratio')} | {fmt(m.get('fill'))} "
-                f"| {fmt(m.get('hp_p50_ms'), 3)} | {m.get('reps')} |"
-            )
+            cells = [mode, fmt_sp(m, "hp_p50_ratio"), fmt_sp(m, "hp_p99_ratio")]
+            cells += [fmt_sp(m, k) for k in SOLO_MPS_KEYS] if solo_mps else []
+            cells += [
+                fmt_sp(m, "hp_jct_ratio"),
+                fmt_sp(m, "lp_tput_ratio"),
+                fmt_sp(m, "lp_vs_mps_ratio"),
+                fmt(m.get("fill")),
+                fmt(m.get("hp_p50_ms"), 3),
+                str(m.get("reps")),
+            ]
+            cells += [fmt(m.get("source"))] if source else []
+            L.append("| " + " | ".join(cells) + " |")
         if p.get("errors"):
             L.append("")
             L.append(f"Failed rows ({len(p['errors'])}):")
             for e in p["errors"][:8]:
-                L.append(f"- {e['mode']} rep {e['rep']}: `{e['error'][:200]}`")
+                where = f" ({e['source']})" if e.get("source") else ""
+                L.append(f"- {e['mode']} rep {e['rep']}{where}: `{e['error'][:200]}`")
     ov = summary.get("overhead") or {}
     L.append("")
     if corun and any(len(p["variants"]) > 2 for p in corun["pairs"]):
@@ -400,7 +442,11 @@ def report_md(
     if via:
         L.append(f"fikit modes ran via: {', '.join(via)}.")
     L.append("")
-    L.append("Plots: `plots/*.png`. Raw rows: `raw.jsonl`; per-pair worker details: `pairs_meta.jsonl`.")
+    if srcs:
+        L.append("Plots: `plots/*.png`. Raw rows and per-pair worker details: each source folder's "
+                 "`raw.jsonl` and `pairs_meta.jsonl`.")
+    else:
+        L.append("Plots: `plots/*.png`. Raw rows: `raw.jsonl`; per-pair worker details: `pairs_meta.jsonl`.")
     return "\n".join(L) + "\n"
 
 
@@ -459,42 +505,15 @@ def plots(summary: dict[str, Any], outdir: Path) -> list[str]:
     return made
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", required=True, help="run_pairs.py --out directory (raw.jsonl)")
-    p.add_argument("--out", default=None, help="where to write (default: --dir)")
-    p.add_argument("--verify", default=None, help="verify_interpose.py summary.json (default: DIR/verify/)")
-    p.add_argument(
-        "--default-variant",
-        default=None,
-        help="corun.json 'default': the variant fikit uses (default: from fikitd's [scheduler] corun_sm_pct)",
-    )
-    args = p.parse_args(argv)
-    d = Path(args.dir)
-    out = Path(args.out) if args.out else d
-    rows = benchlib.read_jsonl(d / "raw.jsonl")
-    if not rows:
-        print(f"summarize: no rows in {d / 'raw.jsonl'}", file=sys.stderr)
-        return 2
-    meta = benchlib.read_jsonl(d / "pairs_meta.jsonl")
+def pair_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One folder's pairs, in the order they first ran, each with its own pair_table."""
     by_pair: dict[str, list[dict[str, Any]]] = defaultdict(list)
     order: list[str] = []
     for r in rows:
         if r["pair"] not in by_pair:
             order.append(r["pair"])
         by_pair[r["pair"]].append(r)
-    env = env_of(d)
-    summary: dict[str, Any] = {
-        "date": env.get("date"),
-        "gpu": env.get("gpu"),
-        "driver": env.get("driver"),
-        "commit": env.get("commit"),
-        "pairs": [],
-        "overhead": {},
-    }
-    if env.get("commits"):
-        summary["commits"] = env["commits"]
-    summary["via"] = env.get("via")
+    entries = []
     for spec in order:
         rs = by_pair[spec]
         t = pair_table(rs)
@@ -507,8 +526,84 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {"pair": spec, "hp": hp, "lp": lp, "modes": t["modes"]}
         if t["errors"]:
             entry["errors"] = t["errors"]
-        summary["pairs"].append(entry)
-    ver = find_verify(d, args.verify)
+        entries.append(entry)
+    return entries
+
+
+def merge_pairs(folders: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """(folder name, its pair_entries), in the order given -> one list of pairs. Whole mode entries
+    are taken, never recomputed, so each ratio stays against its own folder's solo/MPS rows (rows
+    of different runs are not side by side); a later folder's mode replaces an earlier one's."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name, entries in folders:
+        for e in entries:
+            m = merged.setdefault(e["pair"], {"pair": e["pair"], "hp": e["hp"], "lp": e["lp"], "modes": {}})
+            for mode, v in e["modes"].items():
+                m["modes"][mode] = {**v, "source": name}
+            for err in e.get("errors", []):
+                m.setdefault("errors", []).append({**err, "source": name})
+    for m in merged.values():
+        m["modes"] = dict(sorted(m["modes"].items(), key=lambda kv: mode_key(kv[0])))
+    return list(merged.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--dir",
+        required=True,
+        action="append",
+        help="run_pairs.py --out directory (raw.jsonl); again to merge several runs (later wins)",
+    )
+    p.add_argument("--out", default=None, help="where to write (default: --dir; required with several)")
+    p.add_argument("--verify", default=None, help="verify_interpose.py summary.json (default: DIR/verify/)")
+    p.add_argument(
+        "--default-variant",
+        default=None,
+        help="corun.json 'default': the variant fikit uses (default: from fikitd's [scheduler] corun_sm_pct)",
+    )
+    args = p.parse_args(argv)
+    dirs = [Path(x) for x in args.dir]
+    names = [d.resolve().name for d in dirs]
+    if len(dirs) > 1 and not args.out:
+        p.error("several --dir need --out: a merged summary belongs to none of them")
+    if len(set(names)) < len(names):
+        p.error(f"--dir names must differ (each mode's `source` is its folder's name): {names}")
+    out = Path(args.out) if args.out else dirs[0]
+    rows_of: dict[str, list[dict[str, Any]]] = {}
+    for name, d in zip(names, dirs, strict=True):
+        rows_of[name] = benchlib.read_jsonl(d / "raw.jsonl")
+        if not rows_of[name]:
+            print(f"summarize: no rows in {d / 'raw.jsonl'}", file=sys.stderr)
+            return 2
+    rows = [r for rs in rows_of.values() for r in rs]
+    meta = [m for d in dirs for m in benchlib.read_jsonl(d / "pairs_meta.jsonl")]
+    envs = [env_of(d) for d in dirs]
+    env = envs[-1]
+    summary: dict[str, Any] = {
+        "date": env.get("date"),
+        "gpu": env.get("gpu"),
+        "driver": env.get("driver"),
+        "commit": env.get("commit"),
+        "pairs": [],
+        "overhead": {},
+    }
+    if len(dirs) == 1:
+        if env.get("commits"):
+            summary["commits"] = env["commits"]
+        summary["via"] = env.get("via")
+        summary["pairs"] = pair_entries(rows)
+    else:
+        commits = (c for e in envs for c in e.get("commits") or [e.get("commit")])
+        summary["commits"] = list(dict.fromkeys(commits))  # distinct, in the order the folders were given
+        summary["via"] = sorted({v for e in envs for v in e.get("via") or []})
+        summary["sources"] = [
+            {"dir": name, **{k: e.get(k) for k in ("date", "gpu", "driver", "commit")}}
+            | ({"commits": e["commits"]} if e.get("commits") else {})
+            for name, e in zip(names, envs, strict=True)
+        ]
+        summary["pairs"] = merge_pairs([(name, pair_entries(rows_of[name])) for name in names])
+    ver = next((v for d in reversed(dirs) if (v := find_verify(d, args.verify))), None)
     if ver:
         ov = ver.get("overhead") or {}
         summary["overhead"] = {
@@ -532,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.write_json(out / "summary.json", summary)
 
     corun: dict[str, Any] = {k: summary[k] for k in ("date", "gpu", "driver", "commit")}
+    if "sources" in summary:
+        corun["sources"] = summary["sources"]
     corun["pairs"] = []
     for pe in summary["pairs"]:
         modes = pe["modes"]
@@ -548,10 +645,12 @@ def main(argv: list[str] | None = None) -> int:
                     "hp_p99_ratio_spread",
                     "lp_vs_mps_ratio_spread",
                 )
-            }
+            } | ({"source": m["source"]} if "source" in m else {})
 
-        # `fikit` ran fikitd's configuration of the day: its rows say which share it had
-        fikit_pct = next((r.get("corun_sm_pct") for r in rows
+        # `fikit` ran fikitd's configuration of the day: its rows say which share it had (the rows
+        # of the folder its figures came from first: another run may have had another default)
+        fikit_rows = [*rows_of.get((modes.get("fikit") or {}).get("source") or "", []), *rows]
+        fikit_pct = next((r.get("corun_sm_pct") for r in fikit_rows
                           if r.get("mode") == "fikit" and r.get("pair") == pe["pair"]), 0)
         for name, mode in (
             ("mps", "mps"),
@@ -594,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.md").write_text(report_md(summary, miss, len(rows), meta, corun), encoding="utf-8")
     made = plots(summary, out / "plots")
     print(
-        f"summarize: {len(summary['pairs'])} pairs, {len(rows)} rows -> {out / 'summary.json'}, "
+        f"summarize: {len(summary['pairs'])} pairs, {len(rows)} rows"
+        + (f" from {len(dirs)} folders" if len(dirs) > 1 else "")
+        + f" -> {out / 'summary.json'}, "
         "corun.json, report.md, "
         f"{len(made)} plots"
     )
