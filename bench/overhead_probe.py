@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Where does libfikit.so's cost on a launch-bound HP come from?
+
+Issue 9's `solo_preload` windows showed GPT-2 b1 1.08-1.44x slower under the library than plain,
+while the launch micro-benchmark (bench/launch_loop.c) costs well under a microsecond: the
+micro-benchmark keeps its stream busy, so it never takes the measurement gate of an idle stream
+(interpose/src/launch.c, "measurement: sampled event pairs"). This probe runs each HP model alone
+in interleaved windows under variants that switch one part of the measuring off at a time, so the
+figure that moves names the part that costs:
+
+  plain        no library
+  preload      the library as shipped (events on 1 launch in FIKIT_SAMPLE, gated on idle streams)
+  nogate       FIKIT_GATE=0: sampled events, never gated
+  nosample     FIKIT_SAMPLE=1000000: only the first launches of each kernel are timed
+  passthrough  FIKIT_PASSTHROUGH=1: counted, never measured nor decided
+
+Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
+p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
+
+    python3 bench/overhead_probe.py --lib build/gpu/interpose/libfikit.so --out DIR
+    python3 bench/overhead_probe.py --device fake --lib build/dev/interpose/libfikit.so --out /tmp/o
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import ctl
+
+VARIANTS: dict[str, dict[str, str] | None] = {
+    "plain": None,
+    "preload": {},
+    "nogate": {"FIKIT_GATE": "0"},
+    "nosample": {"FIKIT_SAMPLE": "1000000"},
+    "passthrough": {"FIKIT_PASSTHROUGH": "1"},
+}
+
+
+def variant_env(lib: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = benchlib.base_env()
+    if extra is not None:
+        env["LD_PRELOAD"] = lib
+        env.update(extra)
+    return env
+
+
+def prepare_fake(base: Path) -> None:
+    """The fake driver for every worker (a CPU rehearsal: logic, never speed)."""
+    import fake_workloads
+    import verify_daemon
+
+    os.environ["LD_LIBRARY_PATH"] = str(verify_daemon.build_fake(base / "fc"))
+    os.environ["FAKECUDA_DURATIONS"] = fake_workloads.FAKE_DURATIONS
+    os.environ["FAKECUDA_TIMELINE"] = str(base / "timeline")
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios to `plain` of the same model and repetition; medians over repetitions."""
+    plain = {(r["model"], r["rep"]): r for r in rows if r["variant"] == "plain" and r.get("stats")}
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        per: dict[str, Any] = {}
+        for v in VARIANTS:
+            rs = [r for r in rows if r["model"] == model and r["variant"] == v and r.get("stats")]
+            if not rs:
+                continue
+            entry: dict[str, Any] = {"reps": len(rs)}
+            for k in ("p50_ms", "p99_ms", "mean_ms"):
+                entry[k] = benchlib.rnd(benchlib.median(r["stats"][k] for r in rs))
+                ratios = [
+                    benchlib.ratio(r["stats"][k], plain[(model, r["rep"])]["stats"][k])
+                    for r in rs
+                    if (model, r["rep"]) in plain
+                ]
+                key = k.replace("_ms", "_ratio")
+                entry[key] = benchlib.rnd(benchlib.median(ratios))
+                entry[key + "_spread"] = [benchlib.rnd(x) for x in (benchlib.spread(ratios) or [])] or None
+            per[v] = entry
+        out[model] = per
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lib", required=True, help="libfikit.so")
+    p.add_argument("--out", required=True)
+    p.add_argument("--models", default="gpt2,bert,resnet50")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--device", default="cuda", choices=["cuda", "fake"])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--window-s", type=float, default=2.0)
+    p.add_argument("--discard-s", type=float, default=0.3)
+    p.add_argument("--cpus", default="2-3", help="every HP worker's CPUs (one runs at a time)")
+    p.add_argument("--budget-s", type=float, default=240.0, help="start no window after this")
+    a = p.parse_args(argv)
+    t0 = time.monotonic()
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        known = ", ".join(VARIANTS)
+        print(f"overhead_probe: unknown variant(s) {', '.join(bad)}; known: {known}", file=sys.stderr)
+        return 2
+    if not os.path.isfile(a.lib):
+        print(f"overhead_probe: --lib {a.lib}: no such file", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sock_dir = Path(tempfile.mkdtemp(prefix="fikit-ovh-"))
+    if a.device == "fake":
+        prepare_fake(sock_dir)
+    workers: dict[tuple[str, str], ctl.WorkerProc] = {}
+    for model in [m.strip() for m in a.models.split(",") if m.strip()]:
+        for v in variants:
+            tag = f"{model}-{v}"
+            w = ctl.WorkerProc(tag, model, "hp", sock_dir, out / "logs")
+            w.spawn(
+                ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
+                                tag, cpus=a.cpus),
+                variant_env(a.lib, VARIANTS[v]),
+            )
+            workers[(model, v)] = w
+    ws = list(workers.values())
+    rows: list[dict[str, Any]] = []
+    try:
+        ctl.connect_and_build(ws, timeout=240)
+        ctl.warm_up(ws, 2.0, timeout=120, serial_roles=())
+        for w in ws:
+            if w.error:
+                print(f"  {w.tag}: {w.error[:300]}", flush=True)
+        print(f"[overhead] {len(ws)} workers ready in {time.monotonic() - t0:.0f}s", flush=True)
+        keys = list(workers)
+        for rep in range(a.reps):
+            k = rep % len(variants)
+            for model in dict.fromkeys(m for m, _ in keys):
+                for v in variants[k:] + variants[:k]:  # rotate the order per repetition
+                    if time.monotonic() - t0 > a.budget_s:
+                        break
+                    w = workers[(model, v)]
+                    if w.error:
+                        continue
+                    row: dict[str, Any] = {"model": model, "variant": v, "rep": rep, "stats": None}
+                    try:
+                        dur = a.discard_s + a.window_s
+                        start, recs = ctl.run_window([w], f"{v}-{rep}", dur)
+                        row["stats"] = ctl.hp_stats(recs[w.tag], start + a.discard_s, start + dur)
+                    except ctl.WorkerError as e:
+                        row["error"] = str(e)[:300]
+                    rows.append(row)
+                    benchlib.append_jsonl(out / "overhead.jsonl", row)
+                    st = row["stats"] or {}
+                    print(f"  rep{rep} {model:9s} {v:12s} p50 {st.get('p50_ms')} ms "
+                          f"p99 {st.get('p99_ms')} ms n={st.get('n')}", flush=True)
+    finally:
+        ctl.stop_all(ws)
+    env = benchlib.env_info(a.device)
+    result = {
+        "date": env.get("date"),
+        "gpu": env.get("gpu"),
+        "driver": env.get("driver"),
+        "commit": benchlib.git_commit(),
+        "variants": {v: VARIANTS[v] for v in variants},
+        "models": summarize(rows),
+    }
+    benchlib.write_json(out / "overhead.json", result)
+    for model, per in result["models"].items():
+        for v, e in per.items():
+            print(f"{model:9s} {v:12s} p50 x{e['p50_ratio']} p99 x{e['p99_ratio']} mean x{e['mean_ratio']} "
+                  f"(spread p50 {e['p50_ratio_spread']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
