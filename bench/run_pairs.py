@@ -249,6 +249,11 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
     raise ValueError(name)
 
 
+def needs_mps(modes: list[str]) -> bool:
+    """From the groups, not the names: solo_mps once ran without MPS because its name says "solo"."""
+    return any(make_group(g).mps for m in modes for g in mode_groups(m, "domain", 60))
+
+
 def windows_of(mode: str) -> int:
     return 2 if mode in SOLO_MODES else 1
 
@@ -559,7 +564,7 @@ class Runner:
 
     # ------------------------------------------------------------------------------------- control plane
     def setup_control_plane(self, modes: list[str]) -> None:
-        need_mps = any(m.startswith("mps") or m.startswith("fikit") for m in modes)
+        need_mps = needs_mps(modes)
         need_fikit = any(m.startswith("fikit") or m == "solo_preload" for m in modes)
         if need_fikit and self.lib is None and not self.a.dry_run:
             self.via_note = "libfikit.so not found: fikit modes will fail"
@@ -618,8 +623,9 @@ class Runner:
     def teardown(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()
-            with contextlib.suppress(OSError):
-                shutil.copy(self.daemon.log_path, self.out / "fikitd.log")
+            # appended: a folder filled by several invocations keeps every run's share decisions
+            with contextlib.suppress(OSError), open(self.out / "fikitd.log", "ab") as dst:
+                dst.write(self.daemon.log_path.read_bytes())
         self.mps.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 

@@ -63,6 +63,12 @@ def test_fikit_runs_the_daemon_default_and_gapfill_pins_zero(tmp_path: Path) -> 
     assert g.corun == 0 and g.force_domain and g.fikit and g.sched_mode == "fikit"
 
 
+def test_mps_is_started_for_every_mode_that_runs_mps_clients() -> None:
+    assert not run_pairs.needs_mps(["solo", "solo_preload", "timeslice"])
+    for mode in ("solo_mps", "mps", "mps_prio_smcap60", "fikit", "fikit_gapfill", "fikit_corun50"):
+        assert run_pairs.needs_mps(["solo", mode]), mode
+
+
 def test_plan_only_estimates(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run_pairs.py"), "--out", str(tmp_path), "--plan-only",
