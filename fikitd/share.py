@@ -16,6 +16,13 @@ measured while no LP kernel co-ran, and moves the share:
   than ``probe_s``: when HP's kernel mix changes, its new kernels have none, so the share follows
   the mix.  From 0 it climbs again after a back-off that doubles while HP keeps objecting.
 
+A baseline is learned only from a *clean* tick: no LP client, or LP released nothing at all in it
+(held throughout).  Gap and idle releases count as LP running: beside a Poisson HP the LP runs
+between requests and its long kernels overlap the next request's first kernels, and a controller
+that learned from such ticks (2026-11-25, bench/results/2026-11-25-h100-base2/share_steps.txt) read
+HP at 0.1-0.4x its "baseline" and raised the share to its cap while HP ran 1.5-1.9x slower.  A probe
+that finds LP running anyway fails: the share stays at 0 (gap filling only) until the back-off.
+
 Durations are compared in SM clock cycles where the GPU's clock is known (NVML): on the H100 the
 first controller (2026-11-25, bench/results/2026-11-25-h100-auto/share_steps.txt) read HP kernels at
 0.2x to 1.9x of their baselines, baselines learned at whatever clock the GPU had boosted to.
@@ -54,6 +61,12 @@ class Tick:
     lp_corun: int  # LP launches released to co-run in the tick
     lp_held: int  # LP launches that waited in the tick
     sm_mhz: float | None = None  # the GPU's SM clock over the tick, when known
+    lp_other: int = 0  # LP launches released into gaps or idle time (or by the guard) in the tick
+
+    @property
+    def clean(self) -> bool:
+        """HP ran with no LP work released beside it: its kernel times are a baseline."""
+        return not self.lp_present or (self.lp_corun == 0 and self.lp_other == 0)
 
     @property
     def scale(self) -> float:
@@ -85,15 +98,20 @@ class ShareController:
         """Take one tick's measurements; returns the share to publish (percent of the SMs)."""
         ran = [k for k in t.hp if k.n > 0]
         if self._probing_from is not None:
-            self._learn(ran, t.scale)
-            self.pct, self._probing_from = self._probing_from, None
             self._last_probe_s = t.now_s
-            self.why = "probed"
-            return self.pct
+            if t.clean:
+                self._learn(ran, t.scale)
+                self.pct, self._probing_from = self._probing_from, None
+                self.why = "probed"
+                return self.pct
+            self.pct, self._probing_from = 0, None
+            self._zero_since_s = t.now_s
+            self.why = "probe: LP ran beside HP in its gaps, no clean baseline: gap filling only"
+            return self.pct  # 0 until the back-off; _climb retries
+        if ran and t.clean:
+            self._learn(ran, t.scale)  # HP ran with no LP beside it: that is its baseline
         if not ran or not t.lp_present:
             return self.pct  # nothing to judge: HP idle (LP runs free anyway) or no LP
-        if t.lp_corun == 0:
-            self._learn(ran, t.scale)  # HP ran with no LP beside it: that is its baseline
         if self.pct == 0:
             return self._climb(t)
         if self._needs_probe(ran, t.now_s):
@@ -162,6 +180,7 @@ class _Seen:
     kernels: dict[str, tuple[int, int]]
     corun: int
     held: int
+    other: int = 0
 
 
 class DomainShares:
@@ -186,7 +205,7 @@ class DomainShares:
         live = [c for c in clients if c.get("pid")]
         top = min((int(c["prio"]) for c in live), default=None)
         hp: list[KernelTick] = []
-        corun = held = 0
+        corun = held = other = 0
         lp_present = False
         for c in live:
             key = (gpu, int(c["slot"]))
@@ -204,17 +223,21 @@ class DomainShares:
             else:
                 lp_present = True
                 cr, hd = int(c.get("released_corun") or 0), int(c.get("held_launches") or 0)
+                ot = sum(int(c.get(k) or 0) for k in ("released_gap", "released_idle", "released_guard"))
                 if not fresh and old is not None:
                     corun += max(0, cr - old.corun)
                     held += max(0, hd - old.held)
-                self._seen[key] = _Seen(int(c["pid"]), {}, cr, hd)
+                    other += max(0, ot - old.other)
+                else:
+                    other += 1  # a new LP: what it released before we saw it is unknown
+                self._seen[key] = _Seen(int(c["pid"]), {}, cr, hd, ot)
         # the clock over the tick: the mean of its two ends' readings
         last = self._clock.get(gpu)
         self._clock[gpu] = sm_mhz
         mhz = (sm_mhz + last) / 2 if sm_mhz and last else sm_mhz
         if top is None:
             return ctl.pct
-        return ctl.step(Tick(now_s, tuple(hp), lp_present, corun, held, mhz))
+        return ctl.step(Tick(now_s, tuple(hp), lp_present, corun, held, mhz, other))
 
 
 def _sum_ns(k: dict[str, Any]) -> int:

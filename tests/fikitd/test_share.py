@@ -69,16 +69,40 @@ def test_new_hp_kernels_or_old_baselines_trigger_a_probe() -> None:
     assert c.step(tick(34.0, {K1: 20.0, new: 500.0})) == 0, "30 s after the last probe"
 
 
-def test_idle_hp_or_no_lp_changes_nothing() -> None:
+def test_idle_hp_or_no_lp_keeps_the_share_and_hp_alone_is_a_baseline() -> None:
     c = ShareController()
     assert c.step(Tick(0.0, (), True, 5, 5)) == 50
-    assert c.step(tick(1.0, {K1: 20.0}, lp=False)) == 50
     assert c.base_us == {}
+    assert c.step(tick(1.0, {K1: 20.0}, lp=False)) == 50
+    assert c.base_us == {K1: 20.0}, "HP with no LP client at all: the cleanest baseline there is"
+
+
+def test_ticks_with_lp_released_into_gaps_teach_nothing() -> None:
+    """Beside a Poisson HP the LP runs between requests; its kernels overlap HP's next ones."""
+    c = ShareController()
+    settled(c, {K1: 20.0})
+    c.step(Tick(2.0, (KernelTick(K1, 10, 2_000_000),), True, 0, 5, None, 7))  # 200 us: LP in HP's gaps
+    assert c.base_us[K1] == pytest.approx(20.0), "a tick with LP gap/idle releases is no baseline"
+
+
+def test_a_probe_polluted_by_lp_fails_to_gap_filling_then_retries_after_back_off() -> None:
+    c = ShareController()
+    assert c.step(tick(0.0, {K1: 20.0})) == 0, "no baseline: probe"
+    polluted = Tick(1.0, (KernelTick(K1, 10, 900_000),), True, 0, 5, None, 12)
+    assert c.step(polluted) == 0, "LP ran in the probe (idle releases): no share from a dirty baseline"
+    assert c.base_us == {}
+    assert "no clean baseline" in c.why
+    assert c.step(Tick(3.0, (KernelTick(K1, 10, 900_000),), True, 0, 5, None, 12)) == 0, "back-off"
+    assert c.step(Tick(6.5, (KernelTick(K1, 10, 900_000),), True, 0, 5, None, 3)) == 10, "5 s on: retry"
+    assert c.step(tick(7.5, {K1: 20.0})) == 0, "still no baseline: probe again"
+    assert c.step(tick(8.5, {K1: 20.0}, corun=0)) == 10, "a clean probe restores the share"
+    assert c.base_us[K1] == pytest.approx(20.0)
 
 
 def client(slot: int, pid: int, prio: int, **counters: int) -> dict[str, Any]:
     return {"slot": slot, "pid": pid, "prio": prio, "prog": "bert" if prio == 0 else "vgg",
-            "released_corun": counters.get("corun", 0), "held_launches": counters.get("held", 0)}
+            "released_corun": counters.get("corun", 0), "held_launches": counters.get("held", 0),
+            "released_idle": counters.get("idle", 0)}
 
 
 def kern(kid: str, n: int, mean_us: float) -> dict[str, Any]:
@@ -106,6 +130,12 @@ def test_domain_shares_turns_cumulative_slot_counters_into_ticks() -> None:
     # a new process in the HP slot: its counters are a fresh start, not a delta
     tables[0] = [kern("k1", 5, 90.0)]
     assert ds.tick(0, 6.0, [client(0, 99, 0), client(1, 12, 2, corun=25)], tables.__getitem__) == 40
+    # LP idle releases in a tick without co-running: seen as LP running, so no baseline is learned
+    ctl = ds.controller(0)
+    before = dict(ctl.base_us)
+    tables[0] = [kern("k1", 15, 200.0)]
+    assert ds.tick(0, 7.0, [client(0, 99, 0), client(1, 12, 2, corun=25, idle=40)], tables.__getitem__) == 40
+    assert ctl.base_us == before
 
 
 @pytest.mark.skipif(find_libfikit() is None, reason="libfikit.so not built (cmake)")
