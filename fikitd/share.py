@@ -16,8 +16,9 @@ measured while no LP kernel co-ran, and moves the share:
   than ``probe_s``: when HP's kernel mix changes, its new kernels have none, so the share follows
   the mix.  From 0 it climbs again after a back-off that doubles while HP keeps objecting.
 
-A baseline is learned only from a *clean* tick: no LP client, or LP released nothing at all in it
-(held throughout).  Gap and idle releases count as LP running: beside a Poisson HP the LP runs
+A baseline is learned only from a *clean* tick that follows another (so that what LP queued before
+has drained): no LP client, or LP released nothing at all in it (held throughout); a probe lasts
+two ticks for that reason.  Gap and idle releases count as LP running: beside a Poisson HP the LP runs
 between requests and its long kernels overlap the next request's first kernels, and a controller
 that learned from such ticks (2026-11-25, bench/results/2026-11-25-h100-base2/share_steps.txt) read
 HP at 0.1-0.4x its "baseline" and raised the share to its cap while HP ran 1.5-1.9x slower.  A probe
@@ -87,6 +88,7 @@ class ShareController:
     why: str = "start"
     base_us: dict[tuple[str, str], float] = field(default_factory=dict)  # in Tick.scale units
     _probing_from: int | None = None
+    _prev_clean: bool = False
     _last_probe_s: float | None = None
     _backoff_s: float = 5.0
     _zero_since_s: float | None = None
@@ -97,9 +99,14 @@ class ShareController:
     def step(self, t: Tick) -> int:
         """Take one tick's measurements; returns the share to publish (percent of the SMs)."""
         ran = [k for k in t.hp if k.n > 0]
+        clean_run = t.clean and self._prev_clean  # this tick and the one before: LP's queue drained
+        self._prev_clean = t.clean
         if self._probing_from is not None:
             self._last_probe_s = t.now_s
-            if t.clean:
+            if t.clean and not clean_run:
+                self.why = "probe: LP held, its queued kernels draining"
+                return 0  # one more tick: what LP queued before the probe may still run in this one
+            if clean_run:
                 self._learn(ran, t.scale)
                 self.pct, self._probing_from = self._probing_from, None
                 self.why = "probed"
@@ -108,7 +115,7 @@ class ShareController:
             self._zero_since_s = t.now_s
             self.why = "probe: LP ran beside HP in its gaps, no clean baseline: gap filling only"
             return self.pct  # 0 until the back-off; _climb retries
-        if ran and t.clean:
+        if ran and clean_run:
             self._learn(ran, t.scale)  # HP ran with no LP beside it: that is its baseline
         if not ran or not t.lp_present:
             return self.pct  # nothing to judge: HP idle (LP runs free anyway) or no LP

@@ -24,6 +24,7 @@ def settled(c: ShareController, base: dict[tuple[str, str], float]) -> None:
     """Start, then let the controller take its first probe (no baselines yet)."""
     assert c.pct == 50
     assert c.step(tick(0.0, base)) == 0, "no baseline: the first judged tick is a probe at share 0"
+    assert c.step(tick(0.5, base, corun=0)) == 0, "LP held: one tick for what it queued to drain"
     assert c.step(tick(1.0, base, corun=0)) == 50, "the probe learns the baselines and restores the share"
     assert c.base_us[K1] == pytest.approx(base[K1])
 
@@ -63,6 +64,7 @@ def test_new_hp_kernels_or_old_baselines_trigger_a_probe() -> None:
     settled(c, {K1: 20.0})
     new = ("bert", "k_new")
     assert c.step(tick(2.0, {K1: 20.0, new: 500.0})) == 0, "most of HP's time has no baseline"
+    assert c.step(tick(2.5, {K1: 20.0, new: 500.0}, corun=0)) == 0
     assert c.step(tick(3.0, {K1: 20.0, new: 500.0}, corun=0)) == 50
     assert new in c.base_us
     assert c.step(tick(20.0, {K1: 20.0, new: 500.0})) in (50, 60)
@@ -73,7 +75,9 @@ def test_idle_hp_or_no_lp_keeps_the_share_and_hp_alone_is_a_baseline() -> None:
     c = ShareController()
     assert c.step(Tick(0.0, (), True, 5, 5)) == 50
     assert c.base_us == {}
-    assert c.step(tick(1.0, {K1: 20.0}, lp=False)) == 50
+    assert c.step(tick(1.0, {K1: 30.0}, lp=False)) == 50
+    assert c.base_us == {}, "LP co-ran in the tick before: its queued kernels may still run"
+    assert c.step(tick(2.0, {K1: 20.0}, lp=False)) == 50
     assert c.base_us == {K1: 20.0}, "HP with no LP client at all: the cleanest baseline there is"
 
 
@@ -95,6 +99,7 @@ def test_a_probe_polluted_by_lp_fails_to_gap_filling_then_retries_after_back_off
     assert c.step(Tick(3.0, (KernelTick(K1, 10, 900_000),), True, 0, 5, None, 12)) == 0, "back-off"
     assert c.step(Tick(6.5, (KernelTick(K1, 10, 900_000),), True, 0, 5, None, 3)) == 10, "5 s on: retry"
     assert c.step(tick(7.5, {K1: 20.0})) == 0, "still no baseline: probe again"
+    assert c.step(tick(8.0, {K1: 20.0}, corun=0)) == 0, "draining"
     assert c.step(tick(8.5, {K1: 20.0}, corun=0)) == 10, "a clean probe restores the share"
     assert c.base_us[K1] == pytest.approx(20.0)
 
@@ -118,11 +123,12 @@ def test_domain_shares_turns_cumulative_slot_counters_into_ticks() -> None:
     tables[0] = [kern("k1", 110, 20.0)]
     lp = client(1, 12, 2, corun=15, held=9)
     assert ds.tick(0, 1.0, [hp, lp], tables.__getitem__) == 0
-    assert ds.tick(0, 2.0, [hp, lp], tables.__getitem__) == 50  # (no new samples: the probe learns nothing)
+    # LP held (its counters still): the first clean tick only drains what LP had queued
     tables[0] = [kern("k1", 120, 20.0)]
-    assert ds.tick(0, 3.0, [hp, client(1, 12, 2, corun=16, held=9)], tables.__getitem__) == 0
+    assert ds.tick(0, 2.0, [hp, lp], tables.__getitem__) == 0
+    assert ds.controller(0).base_us == {}
     tables[0] = [kern("k1", 130, 20.0)]
-    assert ds.tick(0, 4.0, [hp, client(1, 12, 2, corun=16, held=9)], tables.__getitem__) == 50
+    assert ds.tick(0, 4.0, [hp, client(1, 12, 2, corun=15, held=12)], tables.__getitem__) == 50
     assert ds.controller(0).base_us[("bert", "k1")] == pytest.approx(20.0)
     # samples now average 30 us (130 x 20 + 10 x 30 over 140): 1.5x the baseline -> down
     tables[0] = [kern("k1", 140, (130 * 20.0 + 10 * 30.0) / 140)]
@@ -161,6 +167,7 @@ def test_kernel_times_are_compared_in_clock_cycles() -> None:
     HP running at half its time (and LP getting more); at a slower clock, not as HP slowed."""
     c = ShareController(max_pct=70)
     assert c.step(Tick(0.0, (KernelTick(K1, 10, 400_000),), True, 10, 5, 990.0)) == 0  # probe
+    assert c.step(Tick(0.5, (KernelTick(K1, 10, 400_000),), True, 0, 5, 990.0)) == 0  # LP's queue drains
     assert c.step(Tick(1.0, (KernelTick(K1, 10, 400_000),), True, 0, 5, 990.0)) == 50  # 40 us learned
     assert c.step(Tick(2.0, (KernelTick(K1, 10, 200_000),), True, 10, 5, 1980.0)) == 60, c.why  # same cycles
     assert "1.000x" in c.why
