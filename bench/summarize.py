@@ -279,7 +279,33 @@ def misses(summary: dict[str, Any]) -> list[str]:
         out.append(
             f"overhead: solo ResNet-50 b1 under libfikit.so = {rr} x (target <= {TARGET_RESNET_RATIO})"
         )
+    # The library measures by default: its per-launch cost is the one users pay, not pass-through's.
+    pn = ov.get("per_launch_us_normal")
+    if pn is not None and pn > TARGET_PER_LAUNCH_US:
+        out.append(f"overhead: {pn} us added per launch in the default (measuring) mode "
+                   f"(target <= {TARGET_PER_LAUNCH_US})")
+    for pair, r in sorted((ov.get("solo_preload_hp_p50_ratio") or {}).items()):
+        if r is not None and r > TARGET_RESNET_RATIO:
+            out.append(f"overhead: {pair}: HP alone under libfikit.so, p50 = {r} x plain "
+                       f"(the {TARGET_RESNET_RATIO} bound of ResNet-50 b1)")
     return out
+
+
+def mechanisms(path: Path) -> dict[str, Any]:
+    """Issue 11's candidate mechanisms, measured on a synthetic HP/LP pair (bench/corun_mech.py):
+    the same ratio keys as the pairs' variants, so one file answers which mechanism was tried."""
+    m = json.loads(path.read_text(encoding="utf-8"))
+    variants = m.get("variants") or {}
+    keep = ("hp_p50_ratio", "hp_p99_ratio", "lp_vs_mps_ratio", "lp_tput_ratio", "hp_p50_ratio_spread",
+            "hp_p99_ratio_spread", "lp_vs_mps_ratio_spread", "lp_sms_got", "errors")
+    return {
+        "source": str(path),
+        "commit": m.get("commit"),
+        "date": m.get("date"),
+        "what": "synthetic MPS clients: HP = requests of 40 ~20 us kernels with 8 us host gaps; "
+        "LP = back-to-back ~0.6 ms memory-streaming kernels",
+        "variants": {name: {k: v.get(k) for k in keep if k in v} for name, v in variants.items()},
+    }
 
 
 def fmt(x: Any, nd: int = 2) -> str:
@@ -441,6 +467,20 @@ def report_md(
     via = summary.get("via")
     if via:
         L.append(f"fikit modes ran via: {', '.join(via)}.")
+    mech = (corun or {}).get("mechanisms")
+    if mech:
+        L.append("")
+        L.append(f"## Co-running mechanisms (issue 11), {mech['what']}")
+        L.append("")
+        L.append(f"From `{mech['source']}` (commit `{mech.get('commit')}`); medians [min–max] of 3 "
+                 "interleaved repetitions, HP against HP alone, LP against plain MPS.")
+        L.append("")
+        L.append("| variant | HP p50 / alone | HP p99 / alone | LP / plain MPS | LP SMs |")
+        L.append("|---|---|---|---|---|")
+        for name, v in mech["variants"].items():
+            sms = ", ".join(map(str, v.get("lp_sms_got") or [])) or "–"
+            L.append(f"| {name} | {fmt_sp(v, 'hp_p50_ratio')} | {fmt_sp(v, 'hp_p99_ratio')} | "
+                     f"{fmt_sp(v, 'lp_vs_mps_ratio')} | {sms} |")
     L.append("")
     if srcs:
         L.append("Plots: `plots/*.png`. Raw rows and per-pair worker details: each source folder's "
@@ -561,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         "--default-variant",
         default=None,
         help="corun.json 'default': the variant fikit uses (default: from fikitd's [scheduler] corun_sm_pct)",
+    )
+    p.add_argument(
+        "--mech",
+        default=None,
+        help="bench/corun_mech.py's mech.json: its variants go into corun.json as `mechanisms`",
     )
     args = p.parse_args(argv)
     dirs = [Path(x) for x in args.dir]
@@ -688,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     dflt, dflt_src = default_variant()
     corun["default"] = args.default_variant or dflt
     corun["default_source"] = "--default-variant" if args.default_variant else dflt_src
+    if args.mech:
+        corun["mechanisms"] = mechanisms(Path(args.mech))
     benchlib.write_json(out / "corun.json", corun)
 
     (out / "report.md").write_text(report_md(summary, miss, len(rows), meta, corun), encoding="utf-8")
