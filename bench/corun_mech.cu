@@ -94,6 +94,25 @@ static long long now_ns()
     return t.tv_sec * 1000000000ll + t.tv_nsec;
 }
 
+// n launches, each timed alone by an event pair on stream s (us appended to out).
+template <typename Launch> static void time_launches(int n, CUstream s, Launch launch, std::vector<double> &out)
+{
+    CUevent a, b;
+    CK(cuEventCreate(&a, 0));
+    CK(cuEventCreate(&b, 0));
+    for (int i = 0; i < n; i++) {
+        CK(cuEventRecord(a, s));
+        launch();
+        CK(cuEventRecord(b, s));
+        CK(cuEventSynchronize(b));
+        float ms = 0;
+        CK(cuEventElapsedTime(&ms, a, b));
+        out.push_back(ms * 1e3);
+    }
+    CK(cuEventDestroy(a));
+    CK(cuEventDestroy(b));
+}
+
 static double pct(std::vector<double> v, double q) // linear interpolation, as benchlib.quantile
 {
     if (v.empty())
@@ -221,18 +240,8 @@ static int run_hp(const Opts &o, const Where &w, CUfunction f)
         lat.push_back(request());
     long long t1 = now_ns();
     // Kernel time by events, after the window (still beside the LP, if one runs): queueing included.
-    CUevent a, b;
-    CK(cuEventCreate(&a, 0)), CK(cuEventCreate(&b, 0));
     std::vector<double> kev;
-    for (int i = 0; i < 20; i++) {
-        CK(cuEventRecord(a, w.s));
-        launch();
-        CK(cuEventRecord(b, w.s));
-        CK(cuEventSynchronize(b));
-        float ms = 0;
-        CK(cuEventElapsedTime(&ms, a, b));
-        kev.push_back(ms * 1e3);
-    }
+    time_launches(20, w.s, launch, kev);
     double sum = 0, mx = 0;
     for (double x : lat) {
         sum += x;
@@ -268,19 +277,9 @@ static int run_lp(const Opts &o, const Where &w, CUfunction f)
     void *args[] = {&bp, &n4, &a};
     auto launch = [&]() { CK(cuLaunchKernel(f, o.lp_blocks, 1, 1, LP_THREADS, 1, 1, 0, w.s, args, NULL)); };
     // Its kernel time on its own share, before the HP starts: what the confinement costs it.
-    CUevent a0, a1;
-    CK(cuEventCreate(&a0, 0)), CK(cuEventCreate(&a1, 0));
     launch();
     std::vector<double> kus;
-    for (int i = 0; i < 3; i++) {
-        CK(cuEventRecord(a0, w.s));
-        launch();
-        CK(cuEventRecord(a1, w.s));
-        CK(cuEventSynchronize(a1));
-        float ms = 0;
-        CK(cuEventElapsedTime(&ms, a0, a1));
-        kus.push_back(ms * 1e3);
-    }
+    time_launches(3, w.s, launch, kus);
     printf("{\"ready\": true, ");
     print_where(o, w);
     printf(", \"kernel_us\": %.1f, \"lp_blocks\": %d, \"lp_mib\": %zu}\n", pct(kus, 0.5), o.lp_blocks,
