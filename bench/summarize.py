@@ -467,6 +467,12 @@ def report_md(
     via = summary.get("via")
     if via:
         L.append(f"fikit modes ran via: {', '.join(via)}.")
+    notes = (corun or {}).get("notes")
+    if notes:
+        L.append("")
+        L.append("## Where the time went")
+        L.append("")
+        L.extend(f"- {n}" for n in notes)
     mech = (corun or {}).get("mechanisms")
     if mech:
         L.append("")
@@ -607,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="bench/corun_mech.py's mech.json: its variants go into corun.json as `mechanisms`",
     )
+    p.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a finding for corun.json's `notes` and report.md (where the time went); repeatable",
+    )
     args = p.parse_args(argv)
     dirs = [Path(x) for x in args.dir]
     names = [d.resolve().name for d in dirs]
@@ -735,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     corun["default_source"] = "--default-variant" if args.default_variant else dflt_src
     if args.mech:
         corun["mechanisms"] = mechanisms(Path(args.mech))
+    if args.note:
+        corun["notes"] = list(args.note)
     benchlib.write_json(out / "corun.json", corun)
 
     (out / "report.md").write_text(report_md(summary, miss, len(rows), meta, corun), encoding="utf-8")

@@ -162,3 +162,21 @@ def test_vs_solo_mps_same_rep_else_pooled(tmp_path: Path) -> None:
     report = (d / "report.md").read_text(encoding="utf-8")
     assert "| HP p99 / solo | HP p50 / solo MPS | HP p99 / solo MPS | HP mean / solo |" in report
     assert "| fikit | 2.10 [1.80–2.40] | 2.10 [1.80–2.40] | 1.75 [1.50–2.00] | 1.75 [1.50–2.00] |" in report
+
+
+def test_notes_and_mechanisms_reach_corun_json_and_the_report(two: tuple[Path, Path], tmp_path: Path) -> None:
+    a, _ = two
+    mech = tmp_path / "mech.json"
+    mech.write_text(json.dumps({"commit": "abc", "date": "d", "variants": {
+        "green33": {"hp_p50_ratio": 1.34, "hp_p99_ratio": 2.0, "lp_vs_mps_ratio": 0.87, "lp_sms_got": [40],
+                    "hp_p50_us": 752.0}}}))
+    out = tmp_path / "o"
+    assert summarize.main(["--dir", str(a), "--out", str(out), "--mech", str(mech),
+                           "--note", "LP kernels outlast HP gaps", "--note", "memory is shared"]) == 0
+    corun = json.loads((out / "corun.json").read_text())
+    assert corun["notes"] == ["LP kernels outlast HP gaps", "memory is shared"]
+    g = corun["mechanisms"]["variants"]["green33"]
+    assert g["lp_sms_got"] == [40] and "hp_p50_us" not in g  # the ratio keys only, as the pairs' variants
+    report = (out / "report.md").read_text()
+    assert "## Where the time went" in report and "- memory is shared" in report
+    assert "| green33 | 1.34" in report
