@@ -13,6 +13,7 @@ figure that moves names the part that costs:
   nogate       FIKIT_GATE=0: sampled events, never gated
   nosample     FIKIT_SAMPLE=1000000: only the first launches of each kernel are timed
   passthrough  FIKIT_PASSTHROUGH=1: counted, never measured nor decided
+  profile      FIKIT_PROFILE=1: every kernel timed by CUPTI activity records instead of events
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -40,14 +41,17 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "nogate": {"FIKIT_GATE": "0"},
     "nosample": {"FIKIT_SAMPLE": "1000000"},
     "passthrough": {"FIKIT_PASSTHROUGH": "1"},
+    "profile": {"FIKIT_PROFILE": "1"},  # every kernel timed by CUPTI (--cupti names the libcupti)
 }
 
 
-def variant_env(lib: str, extra: dict[str, str] | None) -> dict[str, str]:
+def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
     env = benchlib.base_env()
     if extra is not None:
         env["LD_PRELOAD"] = lib
         env.update(extra)
+        if cupti and "FIKIT_PROFILE" in extra:
+            env["FIKIT_CUPTI"] = cupti
     return env
 
 
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lib", required=True, help="libfikit.so")
     p.add_argument("--out", required=True)
     p.add_argument("--models", default="gpt2,bert,resnet50")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="plain,preload,nogate,nosample,passthrough")
+    p.add_argument("--cupti", default="", help="libcupti for the profile variant (FIKIT_CUPTI)")
     p.add_argument("--device", default="cuda", choices=["cuda", "fake"])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--window-s", type=float, default=2.0)
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
                                 tag, cpus=a.cpus),
-                variant_env(a.lib, VARIANTS[v]),
+                variant_env(a.lib, VARIANTS[v], a.cupti),
             )
             workers[(model, v)] = w
     ws = list(workers.values())

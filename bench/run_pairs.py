@@ -249,6 +249,17 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
     raise ValueError(name)
 
 
+def parse_env(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE options; a malformed one is an error that names it."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            raise SystemExit(f"run_pairs: --fikit-hp-env {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def needs_mps(modes: list[str]) -> bool:
     """From the groups, not the names: solo_mps once ran without MPS because its name says "solo"."""
     return any(make_group(g).mps for m in modes for g in mode_groups(m, "domain", 60))
@@ -499,6 +510,7 @@ class Runner:
         self.via_note = ""
         self.stats_dir = self.out / "stats"
         self.logs = self.out / "logs"
+        self.fikit_hp_env = parse_env(args.fikit_hp_env)
         self.hp_cores = ",".join(map(str, benchlib.parse_cpus(args.hp_cores)))
         self.lp_cores = ",".join(map(str, benchlib.parse_cpus(args.lp_cores)))
         self.stop_reason: str | None = None
@@ -708,6 +720,8 @@ class Runner:
                     env["FIKIT_SOCKET"] = str(self.base / "no-daemon.sock")
                     if g.domain is not None:
                         env["FIKIT_DOMAIN"] = str(g.domain)
+            if g.fikit and role == "hp":
+                env.update(self.fikit_hp_env)
             w.spawn(argv, env, cwd=str(benchlib.REPO_ROOT))
             if role == "hp":
                 g.hp = w
@@ -1138,6 +1152,13 @@ def main(argv: list[str] | None = None) -> int:
         "--daemon-corun-sm-pct",
         default="auto",
         help="record only: the corun_sm_pct your --daemon-config gives the fikit modes",
+    )
+    p.add_argument(
+        "--fikit-hp-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the HP in fikit modes (FIKIT_PROFILE=1: HP timed by CUPTI); repeatable",
     )
     p.add_argument("--hp-cores", default="2-3")
     p.add_argument("--lp-cores", default="4-11")

@@ -122,6 +122,7 @@ class Worker:
                     "FIKIT_DOMAIN",
                     "CUDA_VISIBLE_DEVICES",
                     "FIKIT_PASSTHROUGH",
+                    "FIKIT_PROFILE",
                     "CUDA_MPS_PIPE_DIRECTORY",
                     "CUDA_MPS_CLIENT_PRIORITY",
                     "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",

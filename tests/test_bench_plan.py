@@ -69,6 +69,14 @@ def test_mps_is_started_for_every_mode_that_runs_mps_clients() -> None:
         assert run_pairs.needs_mps(["solo", mode]), mode
 
 
+def test_fikit_hp_env_takes_key_value_pairs_only() -> None:
+    assert run_pairs.parse_env(["FIKIT_PROFILE=1", "FIKIT_CUPTI=/x/libcupti.so=odd"]) == {
+        "FIKIT_PROFILE": "1", "FIKIT_CUPTI": "/x/libcupti.so=odd"}
+    for bad in ("FIKIT_PROFILE", "=1", "A B=1"):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            run_pairs.parse_env([bad])
+
+
 def test_plan_only_estimates(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run_pairs.py"), "--out", str(tmp_path), "--plan-only",
