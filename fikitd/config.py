@@ -56,7 +56,9 @@ class SchedulerConfig:
     idle_us: int = 500
     unknown_us: int = 1000
     min_lp_share: float = 0.0
-    corun_sm_pct: int | str = "auto"
+    # HP first by default: on the H100 the "auto" share ran HP 1.8-2.5x slower beside LP in back-to-back
+    # pairs (bench/results/2026-11-25-h100-cupti), gap filling 0.9-1.2x (bench/results/2026-11-26-h100).
+    corun_sm_pct: int | str = 0
     corun_max_pct: int = 70
     corun_hp_tolerance: float = 0.03
 

@@ -53,7 +53,7 @@ def test_modes_expand_to_issue_11_variants() -> None:
 
 
 def test_fikit_runs_the_daemon_default_and_gapfill_pins_zero(tmp_path: Path) -> None:
-    """`fikit` measures what users get (fikitd's default share, "auto"); `fikit_gapfill` keeps
+    """`fikit` measures what users get (fikitd's default share); `fikit_gapfill` keeps
     issue 11's gap-filling-alone variant in a domain pinned at corun_sm_pct = 0."""
     d = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"])
     assert "corun_sm_pct" not in d.config_text()

@@ -62,9 +62,9 @@ def test_defaults() -> None:
     assert c.mps_log_dir == Path("/var/log/fikit/mps")
     assert (c.scheduler.mode, c.scheduler.budget_us, c.scheduler.idle_us, c.scheduler.unknown_us) == (
         "fikit", 50, 500, 1000)
-    assert c.scheduler.min_lp_share == 0.0 and c.scheduler.corun_sm_pct == "auto"
+    assert c.scheduler.min_lp_share == 0.0 and c.scheduler.corun_sm_pct == 0
     sched = c.scheduler
-    assert (sched.corun_max_pct, sched.corun_hp_tolerance, sched.corun_start_pct) == (70, 0.03, 50)
+    assert (sched.corun_max_pct, sched.corun_hp_tolerance, sched.corun_start_pct) == (70, 0.03, 0)
     assert c.metrics.listen == "127.0.0.1:9464" and c.metrics.enabled
 
 

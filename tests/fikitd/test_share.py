@@ -148,7 +148,7 @@ def test_domain_shares_turns_cumulative_slot_counters_into_ticks() -> None:
 def test_daemon_publishes_auto_share_and_set_mode_pins_it(fk_root: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIKIT_LIBRARY", str(find_libfikit()))
-    d = start_daemon(fk_root)
+    d = start_daemon(fk_root, extra='[scheduler]\ncorun_sm_pct = "auto"\n')
     try:
         assert shm.Domain.open(fk_root / "run" / "gpu0").config()["corun_sm_pct"] == 50
         st = d.call("status")
@@ -158,6 +158,19 @@ def test_daemon_publishes_auto_share_and_set_mode_pins_it(fk_root: Path,
         gpu = d.call("status")["gpus"][0]
         assert gpu.get("corun_source", gpu.get("domain", {}).get("corun_source")) == "pinned", gpu
         assert shm.Domain.open(fk_root / "run" / "gpu0").config()["corun_sm_pct"] == 30
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.skipif(find_libfikit() is None, reason="libfikit.so not built (cmake)")
+def test_the_default_is_hp_first_gap_filling(fk_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped default publishes share 0 (no co-running) and never steers it."""
+    monkeypatch.setenv("FIKIT_LIBRARY", str(find_libfikit()))
+    d = start_daemon(fk_root)
+    try:
+        assert shm.Domain.open(fk_root / "run" / "gpu0").config()["corun_sm_pct"] == 0
+        gpu = d.call("status")["gpus"][0]
+        assert gpu.get("corun_source", gpu.get("domain", {}).get("corun_source")) == "pinned", gpu
     finally:
         assert d.stop() == 0
 
