@@ -49,7 +49,8 @@ ALL_MODES = list(benchlib.MODES)
 # self-granted domain: `fikit_corun` expands to one mode per --corun-sm-pct value, `fikit_corunNN` names one
 OPTIONAL_MODES = [benchlib.CORUN_MODE, benchlib.SOLO_MPS_MODE]
 # fikit's gap filling alone (corun_sm_pct = 0) in a self-granted domain: the `fikit` mode runs fikitd's
-# defaults, which co-run with an "auto" share since issue 11; this keeps issue 11's `gapfill` variant.
+# defaults (an "auto" co-running share from issue 11 until 2026-11-26, gap filling since), or the share
+# --daemon-corun-sm-pct gives; this keeps issue 11's `gapfill` variant whatever the daemon does.
 GAPFILL_MODE = "fikit_gapfill"
 DEFAULT_MODES = [*ALL_MODES, benchlib.CORUN_MODE]
 # Modes whose HP and LP each run alone, in two windows: plain, under libfikit.so, or as MPS clients
@@ -249,6 +250,24 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
     raise ValueError(name)
 
 
+def daemon_default_share() -> int | str:
+    """fikitd's default co-running share, as rows record it (this checkout's fikitd)."""
+    if str(benchlib.REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(benchlib.REPO_ROOT))
+    from fikitd.config import SchedulerConfig
+
+    return SchedulerConfig().corun_sm_pct
+
+
+def share_value(text: str) -> int | str:
+    """--daemon-corun-sm-pct: "auto" or 0-100, as fikitd's config takes it."""
+    if text == "auto":
+        return text
+    if text.isdigit() and 0 <= int(text) <= 100:
+        return int(text)
+    raise SystemExit(f"run_pairs: --daemon-corun-sm-pct {text!r}: expected \"auto\" or an integer 0-100")
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     """KEY=VALUE options; a malformed one is an error that names it."""
     out: dict[str, str] = {}
@@ -285,8 +304,10 @@ class Daemon:
         fikitd_cmd: list[str],
         extra_env: dict[str, str] | None = None,
         high_users: tuple[str, ...] = ("root",),
+        corun_sm_pct: str | None = None,
     ) -> None:
         self.base = base
+        self.corun_sm_pct = corun_sm_pct  # None: fikitd's default
         self.extra_env = extra_env or {}  # e.g. FIKIT_FAKE_GPUS for a CPU rehearsal
         self.high_users = high_users
         self.lib = lib
@@ -318,6 +339,9 @@ class Daemon:
             "sched_mode": "fikit",
             "budget_line": f"budget_us = {self.budget_us}" if self.budget_us is not None else "",
         }
+        if self.corun_sm_pct is not None:
+            v = share_value(self.corun_sm_pct)
+            vals["budget_line"] += "\ncorun_sm_pct = " + (str(v) if isinstance(v, int) else '"auto"')
         if self.template:
             return Path(self.template).read_text(encoding="utf-8").format(**vals)
         return (
@@ -331,7 +355,7 @@ class Daemon:
             f'log_dir = "{vals["mps_log"]}"\n\n'
             "[scheduler]\n"
             f'mode = "{vals["sched_mode"]}"\n'
-            # no corun_sm_pct: the fikit modes run fikitd's default ("auto" co-running share)
+            # no corun_sm_pct unless --daemon-corun-sm-pct: the fikit modes run fikitd's default
             f"{vals['budget_line']}\n\n"
             "[access]\n"
             f"high_users = {json.dumps(list(self.high_users))}\n\n"
@@ -511,6 +535,8 @@ class Runner:
         self.stats_dir = self.out / "stats"
         self.logs = self.out / "logs"
         self.fikit_hp_env = parse_env(args.fikit_hp_env)
+        given = args.daemon_corun_sm_pct
+        self.daemon_share = share_value(given) if given is not None else daemon_default_share()
         self.hp_cores = ",".join(map(str, benchlib.parse_cpus(args.hp_cores)))
         self.lp_cores = ",".join(map(str, benchlib.parse_cpus(args.lp_cores)))
         self.stop_reason: str | None = None
@@ -588,6 +614,7 @@ class Runner:
                 budget_us=self.a.budget_us,
                 template=self.a.daemon_config,
                 fikitd_cmd=self.a.fikitd_cmd.split(),
+                corun_sm_pct=self.a.daemon_corun_sm_pct,
             )
             print(f"[control] starting fikitd ({' '.join(d.cmd)} --config {d.cfg})", flush=True)
             if d.start():
@@ -842,7 +869,7 @@ class Runner:
             "via": hg.via if hg.fikit else "none",
             "mps": hg.mps and self.mps_up,
             "smcap_pct": lg.smcap,
-            "corun_sm_pct": (lg.corun if lg.force_domain else a.daemon_corun_sm_pct) if lg.fikit else None,
+            "corun_sm_pct": (lg.corun if lg.force_domain else self.daemon_share) if lg.fikit else None,
             "budget_us": a.budget_us if lg.fikit else None,
             "cores": {"hp": self.hp_cores, "lp": self.lp_cores},
             "ok": False,
@@ -1150,8 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--daemon-corun-sm-pct",
-        default="auto",
-        help="record only: the corun_sm_pct your --daemon-config gives the fikit modes",
+        default=None,
+        help="the corun_sm_pct fikitd gives the fikit modes: \"auto\" or 0-100 (default: fikitd's own, "
+        f"{daemon_default_share()!r}); with --daemon-config, say what that file sets",
     )
     p.add_argument(
         "--fikit-hp-env",

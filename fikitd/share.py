@@ -28,6 +28,12 @@ Durations are compared in SM clock cycles where the GPU's clock is known (NVML):
 first controller (2026-11-25, bench/results/2026-11-25-h100-auto/share_steps.txt) read HP kernels at
 0.2x to 1.9x of their baselines, baselines learned at whatever clock the GPU had boosted to.
 
+Why "auto" is not the default (config.py): on the H100 this controller read HP's kernels at
+0.6-0.9x their baselines while LP co-ran, with event or CUPTI timing alike, while HP's requests ran
+1.8-2.5x slower (bench/results/2026-11-25-h100-cupti).  HP loses its time before its kernels start,
+to LP work ahead of them, and kernel durations do not show that; the signal to try next is HP's own
+progress (launch-to-start time, or sync waits per request).
+
 One implementation for the daemon and its tests; the library only reads the share it publishes.
 """
 

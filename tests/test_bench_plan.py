@@ -57,6 +57,15 @@ def test_fikit_runs_the_daemon_default_and_gapfill_pins_zero(tmp_path: Path) -> 
     issue 11's gap-filling-alone variant in a domain pinned at corun_sm_pct = 0."""
     d = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"])
     assert "corun_sm_pct" not in d.config_text()
+    assert run_pairs.daemon_default_share() == 0, "fikitd's default: HP first, gap filling"
+    auto = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=50, template=None, fikitd_cmd=["true"],
+                            corun_sm_pct="auto")
+    assert 'corun_sm_pct = "auto"' in auto.config_text() and "budget_us = 50" in auto.config_text()
+    pinned = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"],
+                              corun_sm_pct="30")
+    assert "corun_sm_pct = 30\n" in pinned.config_text()
+    with pytest.raises(SystemExit, match="auto"):
+        run_pairs.share_value("101")
     run_pairs.check_mode("fikit_gapfill")
     assert run_pairs.mode_groups("fikit_gapfill", "daemon", 60, 50) == ("fikit_gapfill", "fikit_gapfill")
     g = run_pairs.make_group("fikit_gapfill", 50)
