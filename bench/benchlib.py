@@ -191,6 +191,15 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def fikitd_default_share() -> int | str:
+    """fikitd's default [scheduler] corun_sm_pct, from this checkout's fikitd (not an installed one)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from fikitd.config import SchedulerConfig
+
+    return SchedulerConfig().corun_sm_pct
+
+
 def base_env() -> dict[str, str]:
     """This process's environment without anything of fikit or MPS: each mode adds its own."""
     env = dict(os.environ)

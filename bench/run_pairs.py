@@ -250,15 +250,6 @@ def make_group(name: str, corun_pct: int = 0) -> Group:
     raise ValueError(name)
 
 
-def daemon_default_share() -> int | str:
-    """fikitd's default co-running share, as rows record it (this checkout's fikitd)."""
-    if str(benchlib.REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(benchlib.REPO_ROOT))
-    from fikitd.config import SchedulerConfig
-
-    return SchedulerConfig().corun_sm_pct
-
-
 def share_value(text: str) -> int | str:
     """--daemon-corun-sm-pct: "auto" or 0-100, as fikitd's config takes it."""
     if text == "auto":
@@ -536,7 +527,7 @@ class Runner:
         self.logs = self.out / "logs"
         self.fikit_hp_env = parse_env(args.fikit_hp_env)
         given = args.daemon_corun_sm_pct
-        self.daemon_share = share_value(given) if given is not None else daemon_default_share()
+        self.daemon_share = share_value(given) if given is not None else benchlib.fikitd_default_share()
         self.hp_cores = ",".join(map(str, benchlib.parse_cpus(args.hp_cores)))
         self.lp_cores = ",".join(map(str, benchlib.parse_cpus(args.lp_cores)))
         self.stop_reason: str | None = None
@@ -1179,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
         "--daemon-corun-sm-pct",
         default=None,
         help="the corun_sm_pct fikitd gives the fikit modes: \"auto\" or 0-100 (default: fikitd's own, "
-        f"{daemon_default_share()!r}); with --daemon-config, say what that file sets",
+        f"{benchlib.fikitd_default_share()!r}); with --daemon-config, say what that file sets",
     )
     p.add_argument(
         "--fikit-hp-env",

@@ -64,11 +64,7 @@ def default_variant() -> tuple[str, str]:
     """The variant fikit runs when nothing is configured: fikitd's default [scheduler]
     corun_sm_pct; (name, where that came from)."""
     try:
-        if str(benchlib.REPO_ROOT) not in sys.path:
-            sys.path.insert(0, str(benchlib.REPO_ROOT))  # this checkout's fikitd, not an installed one
-        from fikitd.config import SchedulerConfig
-
-        pct = SchedulerConfig().corun_sm_pct
+        pct = benchlib.fikitd_default_share()
     except Exception as e:  # no fikitd beside this checkout: say so rather than guess silently
         return "gapfill", f"fikitd.config not importable ({e!r}): assumed corun_sm_pct = 0"
     return pct_variant(pct), f"fikitd.config.SchedulerConfig().corun_sm_pct = {pct!r}"

@@ -57,7 +57,7 @@ def test_fikit_runs_the_daemon_default_and_gapfill_pins_zero(tmp_path: Path) -> 
     issue 11's gap-filling-alone variant in a domain pinned at corun_sm_pct = 0."""
     d = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=None, template=None, fikitd_cmd=["true"])
     assert "corun_sm_pct" not in d.config_text()
-    assert run_pairs.daemon_default_share() == 0, "fikitd's default: HP first, gap filling"
+    assert run_pairs.benchlib.fikitd_default_share() == 0, "fikitd's default: HP first, gap filling"
     auto = run_pairs.Daemon(tmp_path, None, mps=True, budget_us=50, template=None, fikitd_cmd=["true"],
                             corun_sm_pct="auto")
     assert 'corun_sm_pct = "auto"' in auto.config_text() and "budget_us = 50" in auto.config_text()
