@@ -293,13 +293,16 @@ def mechanisms(path: Path) -> dict[str, Any]:
     m = json.loads(path.read_text(encoding="utf-8"))
     variants = m.get("variants") or {}
     keep = ("hp_p50_ratio", "hp_p99_ratio", "lp_vs_mps_ratio", "lp_tput_ratio", "hp_p50_ratio_spread",
-            "hp_p99_ratio_spread", "lp_vs_mps_ratio_spread", "lp_sms_got", "errors")
+            "hp_p99_ratio_spread", "lp_vs_mps_ratio_spread", "lp_sms_got", "reps", "errors")
+    # the kernels' lengths as measured alone, not as the probe meant them to be
+    hp_us = (variants.get("hp_alone") or {}).get("hp_kernel_ev_us")
+    lp_us = (variants.get("lp_alone") or {}).get("lp_kernel_us")
     return {
         "source": str(path),
         "commit": m.get("commit"),
         "date": m.get("date"),
-        "what": "synthetic MPS clients: HP = requests of 40 ~20 us kernels with 8 us host gaps; "
-        "LP = back-to-back ~0.6 ms memory-streaming kernels",
+        "what": f"synthetic MPS clients: HP = requests of short kernels ({fmt(hp_us, 1)} us alone) with "
+        f"host gaps; LP = back-to-back memory-streaming kernels ({fmt(lp_us, 0)} us alone)",
         "variants": {name: {k: v.get(k) for k in keep if k in v} for name, v in variants.items()},
     }
 
@@ -474,15 +477,15 @@ def report_md(
         L.append("")
         L.append(f"## Co-running mechanisms (issue 11), {mech['what']}")
         L.append("")
-        L.append(f"From `{mech['source']}` (commit `{mech.get('commit')}`); medians [min–max] of 3 "
+        L.append(f"From `{mech['source']}` (commit `{mech.get('commit')}`); medians [min–max] over "
                  "interleaved repetitions, HP against HP alone, LP against plain MPS.")
         L.append("")
-        L.append("| variant | HP p50 / alone | HP p99 / alone | LP / plain MPS | LP SMs |")
-        L.append("|---|---|---|---|---|")
+        L.append("| variant | HP p50 / alone | HP p99 / alone | LP / plain MPS | LP SMs | reps |")
+        L.append("|---|---|---|---|---|---|")
         for name, v in mech["variants"].items():
             sms = ", ".join(map(str, v.get("lp_sms_got") or [])) or "–"
             L.append(f"| {name} | {fmt_sp(v, 'hp_p50_ratio')} | {fmt_sp(v, 'hp_p99_ratio')} | "
-                     f"{fmt_sp(v, 'lp_vs_mps_ratio')} | {sms} |")
+                     f"{fmt_sp(v, 'lp_vs_mps_ratio')} | {sms} | {fmt(v.get('reps'))} |")
     L.append("")
     if srcs:
         L.append("Plots: `plots/*.png`. Raw rows and per-pair worker details: each source folder's "
