@@ -49,6 +49,21 @@ def test_durations(run_client: RunClient, mode: str) -> None:
             assert 8 <= dur["n"] < count, f"{name}: sampled mode measured {dur['n']} of {count} launches"
 
 
+def test_settled_kernels_are_sampled_less(run_client: RunClient) -> None:
+    """Past 1024 launches a kernel's prediction has settled and is sampled 16 times less often.
+
+    Each sample costs several driver calls on the launching thread; for a batch-1 model launching
+    tens of thousands of kernels a second that was half of the library's cost.
+    """
+    run = run_client(["--api", "kernel", "-n", "2048", "--kernels", "gemm"],
+                     env={"FAKECUDA_DURATIONS": "gemm=5", "FIKIT_SAMPLE": "4"})
+    gemm = _by_name(run.stats[run.pid])["gemm"]
+    assert gemm["count"] == 2048
+    # the first 8, then 1 in 4 up to 1024 launches (8, 12, ..., 1020), then 1 in 64 (1024, ..., 1984)
+    warm, early, settled = 8, len(range(8, 1024, 4)), len(range(1024, 2048, 64))
+    assert gemm["dur_us"]["n"] == warm + early + settled, gemm
+
+
 def test_durations_under_queueing(run_client: RunClient) -> None:
     """Back-to-back launches queue up on the GPU; a kernel's duration must not include its wait."""
     run = run_client(["--api", "kernel", "-n", "300", "--kernels", "conv,gemm"],

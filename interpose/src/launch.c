@@ -34,7 +34,23 @@ static _Atomic int ready;
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
-#define WARM_LAUNCHES 8 /* every launch of a kernel is measured until it has this many */
+#define WARM_LAUNCHES 8      /* every launch of a kernel is measured until it has this many */
+#define SETTLED_LAUNCHES 1024 /* past this many, a kernel's prediction is settled: */
+#define SETTLED_FACTOR 16     /* it is sampled this many times less often */
+
+/* Whether this launch of a kernel (its count-th) is timed.  A sample costs
+ * several driver calls (two event records, a stream query, a stream wait),
+ * so once a kernel's prediction has had a thousand launches to settle, 1 in
+ * 16 x FIKIT_SAMPLE keeps it tracking drift at a fraction of the cost. */
+static inline bool sample_due(uint64_t count)
+{
+    if (fikit_cfg.profile || count < WARM_LAUNCHES)
+        return true;
+    uint64_t every = fikit_cfg.sample;
+    if (count >= SETTLED_LAUNCHES)
+        every *= SETTLED_FACTOR;
+    return count % every == 0;
+}
 
 /* ---- measurement: sampled event pairs ----------------------------------- */
 /*
@@ -518,8 +534,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (k && L->run == stream && !by_cupti &&
-        (fikit_cfg.profile || count < WARM_LAUNCHES || count % fikit_cfg.sample == 0) && !capturing(stream))
+    if (k && L->run == stream && !by_cupti && sample_due(count) && !capturing(stream))
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
 }
 
