@@ -8,6 +8,7 @@ step on each. `tiny=True` shrinks batch and input sizes so the whole harness can
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,7 +260,11 @@ def build_devices(
 ) -> Workload:
     """The model on `device`, or with ordinals (device "cuda") one copy on each cuda:N: a step queues
     a step on each GPU in turn (no wait between them, as a data-parallel program does), sync waits
-    for all of them, and the batch is the sum."""
+    for all of them, and the batch is the sum.
+
+    Each step starts on the next GPU in turn. A program launching from one thread is held at the first
+    GPU whose domain holds it; always starting on the same GPU, it would reach the others only while
+    that GPU's HP idles, and their domains would never be seen deciding."""
     if not ordinals:
         wl = build(name, device, tiny=tiny, batch=batch)
         wl.sync = lambda: sync(device)
@@ -267,8 +272,11 @@ def build_devices(
     devs = [f"{device}:{i}" if device == "cuda" else device for i in ordinals]
     parts = [build(name, d, tiny=tiny, batch=batch) for d in devs]
 
+    turn = itertools.count()
+
     def step() -> Any:
-        return [p.step() for p in parts]
+        start = next(turn) % len(parts)
+        return [p.step() for p in parts[start:] + parts[:start]]
 
     def sync_all() -> None:
         for d in devs:
