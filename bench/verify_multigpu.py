@@ -2,7 +2,7 @@
 """Issue 8's proof on a two-GPU machine: a scheduling domain per GPU, each keeping its HP near solo.
 
 Through the product: fikitd in the foreground on a private config (`[mps] mode = "manage"`, the
-default `[scheduler]`: fikit mode, co-running share "auto"), started and stopped as
+default `[scheduler]`: fikit mode, gap filling, HP first), started and stopped as
 run_pairs.py does it. At the same time:
   GPU 0   HP `bert` b1 back to back            + LP `vgg16_infer`
   GPU 1   HP `resnet50` b1 back to back        + LP `resnet50_train`
@@ -16,12 +16,15 @@ repetition (the solo ones first, the sharing modes rotated):
   mps_prio   both pairs and the two-GPU LP under MPS, the LPs at MPS client priority 1
   fikit      the same through fikitd: `fikitctl run --prio high|low --gpu I` for the single-GPU
              processes, `fikitctl submit --prio low --wait` for the two-GPU job
+  fikit_hp   the fikit processes' HPs alone (their LPs idle): the floor fikit's HP sits on, the
+             cost of MPS, the library and the daemon without any LP work to schedule
 Per GPU: HP p50 and p99 over the same repetition's solo (median over repetitions, spread),
-against the single-GPU targets (bench/summarize.py); LP throughput over its solo and over
-mps_prio. Per domain: the clients fikitd had registered (`fikitctl status --json`: GPU, slot,
-granted priority), and the launches the library held in each domain during the fikit windows
-(read from the domains' slots around each window) and over the whole run (FIKIT_STATS `domains`),
-to show the two-GPU job in both domains and held in each by that GPU's HP only.
+against the single-GPU targets (bench/summarize.py), and over fikit_hp (what scheduling the LPs
+costs the HP beyond that floor); LP throughput over its solo and over mps_prio. Per domain: the
+clients fikitd had registered (`fikitctl status --json`: GPU, slot, granted priority), and the
+launches the library held in each domain during the fikit windows (read from the domains' slots
+around each window) and over the whole run (FIKIT_STATS `domains`), to show the two-GPU job in both
+domains and held in each by that GPU's HP only.
 Writes OUT/summary.json (top level: date, gpus [{index, name, uuid}], driver, commit, ...),
 OUT/raw.jsonl (a line per window), OUT/verify.log is what the caller tees, OUT/logs/, OUT/stats/,
 OUT/fikitd.log, OUT/status.json and OUT/top.json.
@@ -59,8 +62,9 @@ import verify_daemon
 
 REPO = benchlib.REPO_ROOT
 STATS_KEY = "multigpu"  # run_pairs.read_stats finds OUT/stats/<key>.<tag>.<pid>.json
-MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit"]
-SHARED = ["mps_prio", "fikit"]
+MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp"]
+SHARED = ["mps_prio", "fikit"]  # every process runs
+ROTATED = [*SHARED, "fikit_hp"]  # the windows after the solo ones, rotated by repetition
 
 
 @dataclass
@@ -380,8 +384,10 @@ class Verify:
             "solo_lp2": "plain",
             "mps_prio": "mpsprio",
             "fikit": "fikit",
+            "fikit_hp": "fikit",
         }[mode]
-        keys = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"]}.get(
+        keys = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
+                "fikit_hp": ["hp0", "hp1"]}.get(
             mode, [r.key for r in self.roles]
         )
         row: dict[str, Any] = {
@@ -439,8 +445,8 @@ class Verify:
     def run_windows(self) -> None:
         need_tail = self.a.shutdown_margin_s
         for rep in range(self.a.reps):
-            k = rep % len(SHARED)
-            order = ["solo_hp", "solo_lp", "solo_lp2", *SHARED[k:], *SHARED[:k]]
+            k = rep % len(ROTATED)
+            order = ["solo_hp", "solo_lp", "solo_lp2", *ROTATED[k:], *ROTATED[:k]]
             if self.left() < len(order) * self.window_cost() + need_tail:
                 self.stop_reason = (
                     f"budget: rep {rep} would not fit ({self.elapsed():.0f}s of {self.a.budget_s:.0f}s)"
@@ -476,19 +482,20 @@ class Verify:
 
         for rep in reps:
             sh, sl, sl2 = by.get(("solo_hp", rep)), by.get(("solo_lp", rep)), by.get(("solo_lp2", rep))
-            mp = by.get(("mps_prio", rep))
-            for mode in SHARED:
+            mp, floor = by.get(("mps_prio", rep)), by.get(("fikit_hp", rep))
+            for mode in ROTATED:
                 row = by.get((mode, rep))
                 if row is None:
                     continue
                 for k in ("hp0", "hp1"):
-                    if sh and k in sh["hp"]:
-                        for q in ("p50", "p99"):
-                            add(
-                                f"{k}_{q}_ratio",
-                                mode,
-                                benchlib.ratio(row["hp"][k][f"{q}_ms"], sh["hp"][k][f"{q}_ms"]),
-                            )
+                    for q in ("p50", "p99"):
+                        ms = row["hp"][k][f"{q}_ms"]
+                        if sh and k in sh["hp"]:
+                            add(f"{k}_{q}_ratio", mode, benchlib.ratio(ms, sh["hp"][k][f"{q}_ms"]))
+                        if mode == "fikit" and floor and k in floor["hp"]:
+                            add(f"{k}_{q}_vs_fikit_hp", mode, benchlib.ratio(ms, floor["hp"][k][f"{q}_ms"]))
+                if mode not in SHARED:
+                    continue
                 for k, solo in (("lp0", sl), ("lp1", sl), ("lp2", sl2)):
                     its = row["lp"][k]["its"]
                     if solo and k in solo["lp"]:
@@ -525,8 +532,11 @@ class Verify:
                     "hp": hp.model,
                     "lp": lp.model,
                     "two_gpu_lp": self.a.lp2,
-                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in SHARED},
-                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in SHARED},
+                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in ROTATED},
+                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in ROTATED},
+                    # fikit's HP over the same HP with its LPs idle: the scheduling's own cost
+                    "hp_p50_vs_fikit_hp": (ratios.get(f"{hp.key}_p50_vs_fikit_hp") or {}).get("fikit"),
+                    "hp_p99_vs_fikit_hp": (ratios.get(f"{hp.key}_p99_vs_fikit_hp") or {}).get("fikit"),
                     "lp_tput_ratio": {m: (ratios.get(f"{lp.key}_tput_ratio") or {}).get(m) for m in SHARED},
                     "lp_vs_mps_prio": (ratios.get(f"{lp.key}_vs_mps_prio") or {}).get("fikit"),
                     "targets": {
@@ -606,7 +616,9 @@ class Verify:
                 f"GPU {g['index']} {g['hp']}+{g['lp']}: HP p50 x solo {m(p50['fikit'])} fikit / "
                 f"{m(p50['mps_prio'])} mps_prio, p99 {m(p99['fikit'])} / {m(p99['mps_prio'])}; "
                 f"LP x solo {m(lp['fikit'])} / {m(lp['mps_prio'])}, "
-                f"LP fikit/mps_prio {m(g['lp_vs_mps_prio'])}; targets {targets}"
+                f"LP fikit/mps_prio {m(g['lp_vs_mps_prio'])}; HP alone under fikit (LPs idle) p50 x solo "
+                f"{m(p50.get('fikit_hp'))}, p99 {m(p99.get('fikit_hp'))}; fikit HP over that p50 "
+                f"{m(g['hp_p50_vs_fikit_hp'])}, p99 {m(g['hp_p99_vs_fikit_hp'])}; targets {targets}"
             )
         t = lp2.get("tput_ratio") or {}
         doms = [c.get("gpu") for c in lp2.get("registered", [])]

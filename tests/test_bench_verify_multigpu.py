@@ -44,8 +44,10 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     assert [c["ok"] for name, c in by.items() if "single-GPU targets" in name] == [None, None]
     # every window of both repetitions, interleaved, measured
     rows = [json.loads(ln) for ln in (out / "raw.jsonl").read_text().splitlines()]
-    assert sorted((r["rep"], r["mode"]) for r in rows) == sorted(
-        (rep, m) for rep in (0, 1) for m in ("solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit"))
+    modes = ("solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp")
+    assert sorted((r["rep"], r["mode"]) for r in rows) == sorted((rep, m) for rep in (0, 1) for m in modes)
+    # the HP-alone window under fikit runs only the HPs, and gives the floor fikit's HP is judged over
+    assert all(sorted(r["hp"]) == ["hp0", "hp1"] and r["lp"] == {} for r in rows if r["mode"] == "fikit_hp")
     assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
     assert s["reps_done"] == 2
     # per GPU: its pair registered in its domain, the two-GPU job in both
@@ -53,6 +55,7 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         roles = sorted(c["role"] for c in g["registered"])
         assert roles == sorted([f"hp{g['index']}", f"lp{g['index']}", "lp2"]), g["registered"]
         assert g["hp_p50_ratio"]["fikit"]["n"] == 2 and g["lp_vs_mps_prio"]["n"] == 2
+        assert g["hp_p50_ratio"]["fikit_hp"]["n"] == 2 and g["hp_p50_vs_fikit_hp"]["n"] == 2
         assert g["held_launches_in_fikit_windows"][f"hp{g['index']}"] == 0
     job = s["two_gpu_job"]
     assert sorted(c["gpu"] for c in job["registered"]) == [0, 1]
