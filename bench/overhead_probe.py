@@ -14,6 +14,9 @@ figure that moves names the part that costs:
   nosample     FIKIT_SAMPLE=1000000: only the first launches of each kernel are timed
   passthrough  FIKIT_PASSTHROUGH=1: counted, never measured nor decided
   profile      FIKIT_PROFILE=1: every kernel timed by CUPTI activity records instead of events
+  plain_b      a second plain process, and preload_b a second preload one: each variant is one
+  preload_b    long-lived process, so these A/A pairs show how far two identical processes differ,
+               the noise floor below which no variant's ratio means anything
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -42,6 +45,8 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "nosample": {"FIKIT_SAMPLE": "1000000"},
     "passthrough": {"FIKIT_PASSTHROUGH": "1"},
     "profile": {"FIKIT_PROFILE": "1"},  # every kernel timed by CUPTI (--cupti names the libcupti)
+    "plain_b": None,
+    "preload_b": {},
 }
 
 
