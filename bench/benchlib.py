@@ -339,13 +339,13 @@ class FillProbe:
 
 
 class ClockSampler:
-    """GPU 0's SM clock and utilisation every 50 ms while a window runs (NVML; None without it).
+    """A GPU's SM clock and utilisation (NVML index, 0 by default) every 50 ms while a window runs.
 
     Why: a batch-1 HP alone leaves the GPU mostly idle, and its latency moves with the clock the
     GPU settles at (seen on the H100: solo BERT p50 4.5 or 7-8 ms from one window to the next), so
     each row says what clock it ran at."""
 
-    def __init__(self, period_s: float = 0.05) -> None:
+    def __init__(self, period_s: float = 0.05, index: int = 0) -> None:
         self.period_s = period_s
         self.handle: Any = None
         self.nvml: Any = None
@@ -353,7 +353,7 @@ class ClockSampler:
             import pynvml
 
             pynvml.nvmlInit()
-            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
         except Exception:
             self.handle = None
 
@@ -393,6 +393,48 @@ class ClockSampler:
             if clocks:
                 out.update(sm_mhz_mean=rnd(sum(clocks) / len(clocks)), sm_mhz_min=min(clocks),
                            sm_mhz_max=max(clocks), util_pct_mean=rnd(sum(utils) / max(1, len(utils))))
+
+
+def cpu_ticks(cpus: Sequence[int]) -> tuple[int, int, int] | None:
+    """(total, busy, steal) jiffies of these CPUs so far, from /proc/stat; None where unreadable."""
+    want = {f"cpu{c}" for c in cpus}
+    total = busy = steal = 0
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    seen = 0
+    for ln in lines:
+        f = ln.split()
+        if not f or f[0] not in want:
+            continue
+        # user nice system idle iowait irq softirq steal
+        v = [int(x) for x in f[1:9]] + [0] * max(0, 8 - len(f[1:9]))
+        total += sum(v)
+        busy += v[0] + v[1] + v[2] + v[5] + v[6]
+        steal += v[7]
+        seen += 1
+    return (total, busy, steal) if seen else None
+
+
+@contextlib.contextmanager
+def cpu_window(cpus: Sequence[int]) -> Iterator[dict[str, Any]]:
+    """Yields a dict filled, when the block ends, with how busy these CPUs were and how much time
+    the hypervisor stole from them (percent of their time in the window).
+
+    Why: an HP at batch 1 is bound by its host thread, and on a shared host whole windows ran
+    1.5-2x slower than their neighbours with nothing of ours changed (2026-11-25-2xh200-run3);
+    a window whose HP cores were stolen from, or shared, says so in its row."""
+    out: dict[str, Any] = {}
+    a = cpu_ticks(cpus)
+    try:
+        yield out
+    finally:
+        b = cpu_ticks(cpus)
+        if a and b and b[0] > a[0]:
+            t = b[0] - a[0]
+            out.update(busy_pct=rnd(100.0 * (b[1] - a[1]) / t, 1))
+            out.update(steal_pct=rnd(100.0 * (b[2] - a[2]) / t, 1))
 
 
 def fill_between(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:

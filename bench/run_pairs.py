@@ -884,7 +884,7 @@ class Runner:
             dur = a.discard_s + a.window_s
             assert hg.hp is not None
             if mode in SOLO_MODES:
-                with self.clocks.window() as row["gpu_clock"]:
+                with self.clocks.window() as row["gpu_clock"], self.cpu_window() as row["cpu"]:
                     start, recs = ctl.run_window([hg.hp], f"{mode}-{rep}-hp", dur, grace_s=a.window_grace_s)
                 row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
                 with self.clocks.window() as row["gpu_clock_lp"]:
@@ -898,7 +898,7 @@ class Runner:
                 if hg.fikit and hg.domain is not None and self.lib is not None:
                     probe = benchlib.FillProbe(hg.domain, self.lib)
                     before = probe.read(int((hg.hp.built or {}).get("pid", -1)))
-                with self.clocks.window() as row["gpu_clock"]:
+                with self.clocks.window() as row["gpu_clock"], self.cpu_window() as row["cpu"]:
                     start, recs = ctl.run_window([hg.hp, *lg.lps], f"{mode}-{rep}", dur,
                                                  grace_s=a.window_grace_s)
                 row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
@@ -926,6 +926,11 @@ class Runner:
                 g.error = f"window {mode} rep {rep} failed: {e}"[:3000]
         self.windows_done += 1
         return row
+
+    def cpu_window(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """How busy the HP's cores were during a window, and how much the hypervisor stole."""
+        cores = benchlib.parse_cpus(self.hp_cores) if self.hp_cores else list(range(os.cpu_count() or 1))
+        return benchlib.cpu_window(cores)
 
     @staticmethod
     def lp_row(w: ctl.WorkerProc, recs: list[list[float]], t_a: float, t_b: float) -> dict[str, Any]:

@@ -110,6 +110,7 @@ class Verify:
         self.rows: list[dict[str, Any]] = []
         self.registered: list[dict[str, Any]] = []
         self.job: dict[str, Any] | None = None
+        self.clocks: dict[int, benchlib.ClockSampler] = {}
         self.stop_reason: str | None = None
         self.out = Path(a.out) if a.out else None
         self.probes: dict[int, benchlib.FillProbe] = {}
@@ -148,6 +149,8 @@ class Verify:
             ]
         else:
             self.gpus = benchlib.gpus_smi()
+            # each window records the clock each GPU ran at (NVML indices are the smi's)
+            self.clocks = {g["index"]: benchlib.ClockSampler(index=g["index"]) for g in self.gpus}
 
     def default_out(self) -> Path:
         names = {g["name"] for g in self.gpus}
@@ -409,8 +412,15 @@ class Verify:
         workers = [group.workers[k] for k in keys]
         before = self.held() if mode == "fikit" else None
         dur = a.discard_s + a.window_s
+        # What the host and the GPUs were doing meanwhile: the HPs' cores (busy, stolen by the
+        # hypervisor), every core, each GPU's clock; a window far off its neighbours says why here.
+        cores = {k: benchlib.parse_cpus(getattr(a, f"{k}_cores")) for k in ("hp0", "hp1")}
+        cores["all"] = list(range(os.cpu_count() or 1))
         try:
-            start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
+            with contextlib.ExitStack() as stack:
+                row["cpu"] = {k: stack.enter_context(benchlib.cpu_window(c)) for k, c in cores.items()}
+                row["gpu_clock"] = {str(i): stack.enter_context(c.window()) for i, c in self.clocks.items()}
+                start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
         except ctl.WorkerError as e:
             row["error"] = str(e)[:3000]
             group.error = f"window {mode} rep {rep} failed: {e}"[:3000]
@@ -465,8 +475,13 @@ class Verify:
                     k: {i: (v or {}).get("held_launches") for i, v in d.items()}
                     for k, d in (row.get("held_in_window") or {}).items()
                 }
+                cpu, clk = row.get("cpu", {}), row.get("gpu_clock", {})
+                env = " ".join(
+                    [f"{k} busy {v.get('busy_pct')}% steal {v.get('steal_pct')}%" for k, v in cpu.items()]
+                    + [f"gpu{i} {v.get('sm_mhz_mean')} MHz" for i, v in clk.items()]
+                )
                 self.log(
-                    f"rep{rep} {mode:9} {hs} | {ls}{' | held ' + json.dumps(held) if held else ''}"
+                    f"rep{rep} {mode:9} {hs} | {ls}{' | held ' + json.dumps(held) if held else ''} | {env}"
                     f"{'' if row['ok'] else ' | ERROR ' + str(row['error'])[:200]}"
                 )
 

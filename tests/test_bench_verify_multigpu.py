@@ -49,6 +49,8 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     # the HP-alone window under fikit runs only the HPs, and gives the floor fikit's HP is judged over
     assert all(sorted(r["hp"]) == ["hp0", "hp1"] and r["lp"] == {} for r in rows if r["mode"] == "fikit_hp")
     assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
+    # every window says how busy the host's cores were, and how much the hypervisor stole
+    assert all(0 <= r["cpu"]["all"]["busy_pct"] <= 100 and "steal_pct" in r["cpu"]["all"] for r in rows)
     assert s["reps_done"] == 2
     # per GPU: its pair registered in its domain, the two-GPU job in both
     for g in s["per_gpu"]:
