@@ -111,6 +111,10 @@ struct pool {
     _Atomic uint64_t last_launch_t;
     struct fikit_kstat *_Atomic last_launch_k;
     _Atomic uint64_t last_sync_end;
+    /* The stream of the latest launch, and whether work may be queued on another one too: a
+     * sync of that stream then says the device has finished all this client queued. */
+    _Atomic(CUstream) last_stream;
+    _Atomic bool several_streams;
 };
 static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
 
@@ -558,6 +562,9 @@ static void after(struct launch *L, CUresult r)
     }
     if (r != CUDA_SUCCESS || !L->k)
         return;
+    CUstream prev = atomic_exchange_explicit(&p->last_stream, L->stream, memory_order_relaxed);
+    if (prev != L->stream && atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
+        atomic_store_explicit(&p->several_streams, true, memory_order_relaxed);
     struct fikit_params prm = params_default;
     if (d->dom)
         fikit_params_from_domain(d->dom, &prm);
@@ -577,19 +584,39 @@ static inline struct fikit_dev *sync_begin(CUcontext ctx)
     return d;
 }
 
-static void sync_done(struct fikit_dev *d, bool whole_context)
+enum sync_kind { SYNC_CONTEXT, SYNC_STREAM, SYNC_OTHER /* an event, or a failed sync: says nothing of the rest */ };
+
+/*
+ * After a sync that leaves nothing of ours queued (the context's, or the only
+ * stream we launched on since the last such sync), our predictions restart
+ * from the truth: the GPU is done now, and the next launch is due a gap after
+ * now (gaps are measured from a sync's return).  Without this, a client whose
+ * kernels were predicted longer than they ran (say, measured once behind
+ * another client's queue) saw its busy_until run further ahead with every
+ * launch, and the clients below it never found it idle.
+ */
+static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
 {
     if (!d)
         return;
     struct fikit_slot *me = d->me;
+    struct pool *p = pool_of(d);
     atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
     uint64_t now = fikit_now_ns();
-    atomic_store_explicit(&pool_of(d)->last_sync_end, now, memory_order_relaxed);
+    atomic_store_explicit(&p->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
-    if (whole_context && atomic_load(&me->busy_until_ns) > now)
-        atomic_store(&me->busy_until_ns, now);
+    bool drained = kind == SYNC_CONTEXT ||
+                   (kind == SYNC_STREAM && stream == atomic_load_explicit(&p->last_stream, memory_order_relaxed) &&
+                    !atomic_load_explicit(&p->several_streams, memory_order_relaxed));
+    if (drained) {
+        atomic_store_explicit(&p->several_streams, false, memory_order_relaxed);
+        if (atomic_load(&me->busy_until_ns) > now)
+            atomic_store(&me->busy_until_ns, now);
+        struct fikit_kstat *k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
+        atomic_store_explicit(&me->next_launch_ns, now + (k ? fikit_kstat_gap_pred(k) : 0), memory_order_release);
+    }
     if (!fikit_cfg.passthrough)
-        harvest(pool_of(d), false);
+        harvest(p, false);
 }
 
 /* ---- initialisation, fork, exit ------------------------------------------ */
@@ -738,7 +765,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
             return CUDA_ERROR_NOT_INITIALIZED;                         \
         struct fikit_dev *d = sync_begin(NULL);                        \
         CUresult r = real(s);                                          \
-        sync_done(d, false);                                           \
+        sync_done(d, r == CUDA_SUCCESS ? SYNC_STREAM : SYNC_OTHER, s); \
         return r;                                                      \
     }
 WRAP_STREAM_SYNC(cuStreamSynchronize)
@@ -752,7 +779,7 @@ FIKIT_API CUresult cuCtxSynchronize(void)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real();
-    sync_done(d, true);
+    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
     return r;
 }
 
@@ -764,7 +791,7 @@ FIKIT_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(ctx);
     CUresult r = real(ctx);
-    sync_done(d, true);
+    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
     return r;
 }
 
@@ -776,7 +803,7 @@ FIKIT_API CUresult cuEventSynchronize(CUevent e)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real(e);
-    sync_done(d, false);
+    sync_done(d, SYNC_OTHER, NULL);
     return r;
 }
 

@@ -27,6 +27,17 @@ static inline uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
  */
 #define PEER_CLAIM_NS 5000000000ull
 
+/*
+ * A peer idle for less than PAUSE_IDLE_FACTOR x idle_ns since its last launch
+ * has paused (a garbage collection, a host hiccup between back-to-back
+ * requests), not left: it will be back within milliseconds and wait behind
+ * whatever we queued.  While it pauses, our queue is kept to idle_ns of
+ * predicted work; past that, it rests, and we queue as deep as we like.  On
+ * two H200s a back-to-back ResNet-50 HP beside training ran p99 1.09-1.14x
+ * solo against 0.96-0.99x with its LPs idle, from a handful of such releases.
+ */
+#define PAUSE_IDLE_FACTOR 10u
+
 static bool peer_idle(const struct fikit_peer *q, uint64_t now, uint64_t idle_ns)
 {
     /* (A peer's stamps may be a little ahead of our own clock read: that is fresh, not stale.) */
@@ -56,10 +67,15 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
     uint64_t busy_end = 0;             /* when every active peer's queued work ends */
     uint64_t next_launch = UINT64_MAX; /* the soonest an active peer launches again */
     uint64_t idle_at = 0;              /* when every active peer would count as idle */
+    uint64_t paused_until = 0;         /* when the last idle peer's pause becomes a rest */
     for (int i = 0; i < n_peers; i++) {
         const struct fikit_peer *q = &peers[i];
-        if (peer_idle(q, now, p->idle_ns))
+        if (peer_idle(q, now, p->idle_ns)) {
+            uint64_t rest_at = q->last_launch_ns + PAUSE_IDLE_FACTOR * p->idle_ns;
+            if (q->last_launch_ns && q->last_launch_ns <= now + PEER_CLAIM_NS && rest_at > now)
+                paused_until = max64(paused_until, rest_at);
             continue;
+        }
         all_idle = false;
         /* A peer waiting in a sync has work queued until at least now. */
         uint64_t busy = q->syncing ? max64(q->busy_until_ns, now + 1) : q->busy_until_ns;
@@ -76,9 +92,14 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
      * peer would not wait behind it; on the H100 that cost a training job
      * 30% of its throughput beside an idle high-priority process, and the
      * issue asks that LP get the whole GPU whenever HP is idle.  A returning
-     * peer waits for what we queued; from its first launch on we are held.) */
-    if (all_idle)
-        return FIKIT_GO_IDLE;
+     * peer waits for what we queued; from its first launch on we are held.)
+     * A peer that has only paused gets idle_ns of our work queued at most. */
+    if (all_idle) {
+        if (!paused_until || queued_end < now + p->idle_ns)
+            return FIKIT_GO_IDLE;
+        *retry_at = max64(min64(queued_end - p->idle_ns, paused_until), now + 1000);
+        return FIKIT_WAIT;
+    }
 
     /* fikit fills any predicted gap; strict only the long ones between requests. */
     if (p->mode == FIKIT_MODE_FIKIT || all_resting) {
