@@ -110,7 +110,7 @@ def test_device_commands_fit_the_tool() -> None:
         assert device_cmd.CALLS[n][1] <= device_cmd.DEADLINE_S  # inside the 10-minute command limit
     assert "DL=300" in device_cmd.command(3, "2026-11-26", "x", 300)
     assert device_cmd.results_dir(1, "D") == "bench/results/D-h100"
-    assert device_cmd.results_dir(4, "D") == "bench/results/D-2xh100"  # issue 8: <date>-<gpus>
+    assert device_cmd.results_dir(4, "D") == "bench/results/D-2xh200"  # issue 8: <date>-<gpus>
     multi = device_cmd.command(4, "D", "x")
     assert "verify_multigpu.py" in multi and "DL=330" in multi
     r = subprocess.run([sys.executable, str(REPO / "bench" / "device_cmd.py"), "1"], capture_output=True,
