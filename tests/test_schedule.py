@@ -344,8 +344,9 @@ def test_lp_runs_free_beside_an_idle_hp(cluster: Any) -> None:
 def test_lp_queues_little_while_a_busy_hp_only_pauses(cluster: Any) -> None:
     """A back-to-back HP that stops for a few milliseconds (a garbage collection, a host hiccup) is
     idle to the policy, but it is coming back: LP may use the pause, yet keep no more than idle_us
-    of work queued, or HP's next kernel waits behind a whole training step. On two H200s a few such
-    releases put a back-to-back ResNet-50's p99 at 1.09-1.14x solo (0.96-0.99x with its LPs idle).
+    of work queued, or HP's next kernel waits behind a whole training step (here 1.5x solo without
+    the bound). The motive: on two H200s a back-to-back ResNet-50's p99 was 1.09-1.14x solo beside
+    training and 0.96-0.99x with its LPs idle.
     It also needs HP's predictions to restart at each stream sync: LP's first step, queued before
     HP's first launch, makes HP's first kernels measure long, and HP's predicted busy time then ran
     ever further ahead of the truth, so that LP never found it idle at all."""

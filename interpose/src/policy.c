@@ -32,9 +32,10 @@ static inline uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
  * has paused (a garbage collection, a host hiccup between back-to-back
  * requests), not left: it will be back within milliseconds and wait behind
  * whatever we queued.  While it pauses, our queue is kept to idle_ns of
- * predicted work; past that, it rests, and we queue as deep as we like.  On
- * two H200s a back-to-back ResNet-50 HP beside training ran p99 1.09-1.14x
- * solo against 0.96-0.99x with its LPs idle, from a handful of such releases.
+ * predicted work; past that, it rests, and we queue as deep as we like.  The
+ * motive: on two H200s a back-to-back ResNet-50 HP beside training ran p99
+ * 1.09-1.14x solo against 0.96-0.99x with its LPs idle; the GPU runs have
+ * not yet shown that this bound removes that (host noise was as large).
  */
 #define PAUSE_IDLE_FACTOR 10u
 
