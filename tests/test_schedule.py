@@ -344,8 +344,8 @@ def test_lp_runs_free_beside_an_idle_hp(cluster: Any) -> None:
 def test_lp_queues_little_while_a_busy_hp_only_pauses(cluster: Any) -> None:
     """A back-to-back HP that stops for a few milliseconds (a garbage collection, a host hiccup) is
     idle to the policy, but it is coming back: LP may use the pause, yet keep no more than idle_us
-    of work queued, or HP's next kernel waits behind a whole training step (here 1.5x solo without
-    the bound). The motive: on two H200s a back-to-back ResNet-50's p99 was 1.09-1.14x solo beside
+    of work queued, or HP's next kernel waits behind a whole training step (here about 2x solo
+    without the bound). The motive: on two H200s a back-to-back ResNet-50's p99 was 1.09-1.14x solo beside
     training and 0.96-0.99x with its LPs idle.
     It also needs HP's predictions to restart at each stream sync: LP's first step, queued before
     HP's first launch, makes HP's first kernels measure long, and HP's predicted busy time then ran
@@ -354,7 +354,7 @@ def test_lp_queues_little_while_a_busy_hp_only_pauses(cluster: Any) -> None:
     hp_plan = ",".join(["hp_fc:0"] * 9 + ["hp_fc:8000"])  # 10 ms of kernels, then 8 ms on the host
     solo = p50(c.start(hp_plan, "high", repeat=20).result())
     stop = c.root / "stop"
-    step = ",".join(["lp_small:0"] * 16)  # 16 ms of work queued at once, as a training step does
+    step = ",".join(["lp_small:0"] * 32)  # 32 ms of work queued at once, as a training step does
     lp = c.start(step, "low", until=stop, extra=("--no-sync",))
     time.sleep(0.2)
     hp = c.start(hp_plan, "high", repeat=20)
@@ -362,9 +362,10 @@ def test_lp_queues_little_while_a_busy_hp_only_pauses(cluster: Any) -> None:
     stop.touch()
     lp.result()
     slow = p50(hp_res) / solo
-    # Queuing the whole step into the pause costs HP about 6.5 ms an iteration (1.35x); keeping
-    # 1.5 ms queued, at most about 2.5 ms (one more 1 ms kernel launched just under the bound).
-    assert slow <= 1.2, f"HP {slow:.3f}x solo: LP queued deep into its pause"
+    # Queuing the whole step into the pause would cost HP over 20 ms an iteration of 18 (about
+    # 2x); keeping 1.5 ms queued, at most about 2.5 ms (one more 1 ms kernel launched just under
+    # the bound), 1.14x, with room for a loaded 2-core CI host.
+    assert slow <= 1.3, f"HP {slow:.3f}x solo: LP queued deep into its pause"
     st = lp.lib_stats()
     assert st["released_idle"] > 20, st  # LP still ran in the pauses
     assert st["held_launches"] > 20, st  # ...a kernel at a time
