@@ -32,7 +32,9 @@ Why "auto" is not the default (config.py): on the H100 this controller read HP's
 0.6-0.9x their baselines while LP co-ran, with event or CUPTI timing alike, while HP's requests ran
 1.8-2.5x slower (bench/results/2026-11-25-h100-cupti).  HP loses its time before its kernels start,
 to LP work ahead of them, and kernel durations do not show that; the signal to try next is HP's own
-progress (launch-to-start time, or sync waits per request).
+progress (launch-to-start time, or sync waits per request).  Its samples also grew scarcer on
+2026-11-26: past a kernel's 1024th launch the library times 1 launch in 256, not 1 in 16, so the
+per-kernel check (MIN_SAMPLES a tick) fires only for kernels launched some hundreds of times a tick.
 
 One implementation for the daemon and its tests; the library only reads the share it publishes.
 """
