@@ -11,10 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "fikitd"))  # fake_client: a slot as the library writes it
 
 import device_cmd  # noqa: E402
 import run_pairs  # noqa: E402
 import workloads_catalog  # noqa: E402
+from fake_client import slot_view  # noqa: E402
 
 
 def test_default_pairs_cover_issue_9() -> None:
@@ -132,15 +134,9 @@ def test_fill_counts_lp_filled_time_against_hp_idle_gaps(tmp_path: Path, libfiki
     from fikitd import shm
 
     dom = shm.Domain.create(tmp_path / "gpu0", 0, self_grant=True)
-    lay = shm.layout()
 
     def slot(i: int, pid: int, **counters: int) -> None:
-        buf = bytearray(lay.sizes["slot"])
-        v = shm._View(lay, "slot", buf)
-        v.set("magic", shm.SLOT_MAGIC)
-        v.set("version", lay.version)
-        v.set("slot_size", lay.sizes["slot"])
-        v.set("pid", pid)
+        buf, v = slot_view(pid)
         for k, x in counters.items():
             v.set(k, x)
         (tmp_path / "gpu0" / f"slot.{i}").write_bytes(bytes(buf))

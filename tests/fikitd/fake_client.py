@@ -18,7 +18,9 @@ from pathlib import Path
 from fikitd import shm
 
 
-def slot_bytes(pid: int, uid: int, prio: int, prog: str, kernels: int) -> bytes:
+def slot_view(pid: int) -> tuple[bytearray, shm._View]:
+    """A slot's bytes with the header a library client writes (magic, version, size, pid), and a view
+    of them to set the rest."""
     lay = shm.layout()
     buf = bytearray(lay.sizes["slot"])
     v = shm._View(lay, "slot", buf)
@@ -26,6 +28,12 @@ def slot_bytes(pid: int, uid: int, prio: int, prog: str, kernels: int) -> bytes:
     v.set("version", lay.version)
     v.set("slot_size", lay.sizes["slot"])
     v.set("pid", pid)
+    return buf, v
+
+
+def slot_bytes(pid: int, uid: int, prio: int, prog: str, kernels: int) -> bytes:
+    lay = shm.layout()
+    buf, v = slot_view(pid)
     v.set("uid", uid)
     v.set("prio_req", prio)
     v.set("prog", prog)
