@@ -371,14 +371,14 @@ static void domain_params(struct fikit_dev *d, struct fikit_params *p, bool can_
 static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
 {
     struct fikit_slot *me = d->me;
-    struct fikit_params p;
-    domain_params(d, &p, can_corun);
-    if (p.mode == FIKIT_MODE_OFF)
-        return false;
     struct fikit_peer peers[FIKIT_MAX_SLOTS];
     int pids[FIKIT_MAX_SLOTS];
     int n = fikit_peers_snapshot(d, peers, FIKIT_MAX_SLOTS, pids);
     if (n == 0)
+        return false; /* the top of its domain (every HP launch): nothing more to read */
+    struct fikit_params p;
+    domain_params(d, &p, can_corun);
+    if (p.mode == FIKIT_MODE_OFF)
         return false;
     if (capturing(stream))
         return false; /* recorded into a graph, not run: nothing to hold */
@@ -524,16 +524,21 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     uint64_t t = fikit_now_ns();
     L->t = t;
     /* The gap after the previous launch on this device: host time since that kernel's
-     * predicted end, or since the host last waited for the GPU. */
-    uint64_t prev_t = atomic_exchange_explicit(&p->last_launch_t, t, memory_order_relaxed);
-    struct fikit_kstat *prev_k = atomic_exchange_explicit(&p->last_launch_k, k, memory_order_relaxed);
+     * predicted end, or since the host last waited for the GPU.  Plain loads and stores, no
+     * locked exchange (this is every launch): threads launching on one device at the same
+     * instant may pair a gap with the wrong predecessor, an estimate either way. */
+    uint64_t prev_t = atomic_load_explicit(&p->last_launch_t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
+    atomic_store_explicit(&p->last_launch_t, t, memory_order_relaxed);
+    atomic_store_explicit(&p->last_launch_k, k, memory_order_relaxed);
     if (prev_t && prev_k && t > prev_t) {
         /* The host waited after that launch: the GPU was done when the wait returned. */
         uint64_t synced = atomic_load_explicit(&p->last_sync_end, memory_order_relaxed);
         uint64_t end = synced > prev_t ? synced : prev_t + fikit_kstat_dur_pred(prev_k);
         uint64_t gap = t > end ? t - end : 0;
         fikit_kstat_add_gap(prev_k, gap);
-        atomic_fetch_add_explicit(&me->idle_gap_ns, gap, memory_order_relaxed);
+        atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
+                              memory_order_relaxed);
     }
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
@@ -562,13 +567,14 @@ static void after(struct launch *L, CUresult r)
     }
     if (r != CUDA_SUCCESS || !L->k)
         return;
-    CUstream prev = atomic_exchange_explicit(&p->last_stream, L->stream, memory_order_relaxed);
-    if (prev != L->stream && atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
+    /* The stream rarely changes: a plain load on the common path, the exchange only on a change. */
+    if (atomic_load_explicit(&p->last_stream, memory_order_relaxed) != L->stream &&
+        atomic_exchange_explicit(&p->last_stream, L->stream, memory_order_relaxed) != L->stream &&
+        atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
         atomic_store_explicit(&p->several_streams, true, memory_order_relaxed);
-    struct fikit_params prm = params_default;
-    if (d->dom)
-        fikit_params_from_domain(d->dom, &prm);
-    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), prm.unknown_ns);
+    uint64_t unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
+                                 : params_default.unknown_ns;
+    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), unknown_ns);
     atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
     if (L->deferred)
         mark_own_done(p, L->stream);

@@ -96,10 +96,15 @@ void fikit_measured(struct fikit_slot *s, struct fikit_kstat *k, uint64_t ns)
     atomic_fetch_add_explicit(&s->gpu_ns, ns, memory_order_relaxed);
 }
 
+/* Runs on every launch, so no locked instruction: the gap statistics are
+ * estimates, and two threads launching one kernel at the same instant may
+ * lose one sample between them (counts of launches stay exact: before()). */
 void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
 {
-    uint64_t n = atomic_fetch_add_explicit(&k->gap_n, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&k->gap_sum_ns, ns, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&k->gap_n, memory_order_relaxed);
+    atomic_store_explicit(&k->gap_n, n + 1, memory_order_relaxed);
+    atomic_store_explicit(&k->gap_sum_ns, atomic_load_explicit(&k->gap_sum_ns, memory_order_relaxed) + ns,
+                          memory_order_relaxed);
     k->gap_ewma_ns = ewma(k->gap_ewma_ns, n, ns);
     uint32_t v = clamp32(ns);
     uint32_t old = k->gap_ring_ns[n % FIKIT_RING];
