@@ -6,13 +6,16 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import mmap
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,19 @@ def ratio(num: float | None, den: float | None) -> float | None:
 
 def rnd(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's correlation coefficient; None with fewer than 3 pairs or no spread on a side."""
+    n = len(xs)
+    if n < 3 or len(ys) != n:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx <= 0 or syy <= 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -123,9 +139,9 @@ def nvidia_smi_query() -> dict[str, str | None]:
 
 
 def gpus_smi() -> list[dict[str, Any]]:
-    """Every GPU as nvidia-smi lists it: index (NVML's), name, uuid; [] without nvidia-smi."""
-    return [{"index": int(r[0]), "name": r[1], "uuid": r[2]} for r in _smi_rows("index,name,uuid")
-            if len(r) == 3 and r[0].isdigit()]
+    """Every GPU as nvidia-smi lists it: index (NVML's), name, uuid, PCI bus id; [] without nvidia-smi."""
+    return [{"index": int(r[0]), "name": r[1], "uuid": r[2], "bus_id": r[3] if len(r) > 3 else None}
+            for r in _smi_rows("index,name,uuid,pci.bus_id") if len(r) >= 3 and r[0].isdigit()]
 
 
 def gpu_name_via_child(device: str) -> str | None:
@@ -213,8 +229,8 @@ def base_env() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- cpus
 
 
-def parse_cpus(spec: str) -> list[int]:
-    """'2-3,8' -> [2, 3, 8]; keeps only CPUs this process may use."""
+def parse_cpu_list(spec: str) -> list[int]:
+    """'2-3,8' -> [2, 3, 8] (the kernel's cpulist format)."""
     cpus: list[int] = []
     for part in spec.split(","):
         part = part.strip()
@@ -225,6 +241,12 @@ def parse_cpus(spec: str) -> list[int]:
             cpus.extend(range(int(a), int(b) + 1))
         else:
             cpus.append(int(part))
+    return cpus
+
+
+def parse_cpus(spec: str) -> list[int]:
+    """'2-3,8' -> [2, 3, 8]; keeps only CPUs this process may use."""
+    cpus = parse_cpu_list(spec)
     try:
         allowed = os.sched_getaffinity(0)
     except (AttributeError, OSError):
@@ -241,6 +263,195 @@ def pin_preexec(cpus: list[int]) -> Any:
                 os.sched_setaffinity(0, set(cpus))
 
     return _pin
+
+
+def pin_all_threads(cpus: Iterable[int]) -> int:
+    """Pin every thread of this process to cpus; returns how many threads were pinned.
+
+    Why: os.sched_setaffinity(0, ...) pins the calling thread only; threads started before it
+    keep their old mask (new threads inherit the mask of the thread that starts them)."""
+    want = set(cpus)
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), want)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+        n += 1
+    return n
+
+
+@contextlib.contextmanager
+def thread_affinity(cpus: Iterable[int]) -> Iterator[None]:
+    """The calling thread on cpus for the block, then back: what it starts meanwhile inherits them."""
+    old = os.sched_getaffinity(0)
+    want = set(cpus)
+    if want:
+        os.sched_setaffinity(0, want)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+# ---------------------------------------------------------------------------------------------- topology
+
+
+@dataclass
+class Topology:
+    """The CPUs a plan may hand out, as /sys describes them.
+
+    cores: each physical core as (NUMA node, its logical CPUs), in the order roles take them: by
+    node, then by first CPU, except that the core of CPU 0 comes last in its node (the kernel keeps
+    housekeeping there: some interrupts and timers), so it goes to the LPs."""
+
+    cores: list[tuple[int, list[int]]]
+    smt: bool  # the host's cores have several threads (allowed to us or not)
+
+    def nodes(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for node, cpus in self.cores:
+            out.setdefault(node, []).extend(cpus)
+        return {n: sorted(c) for n, c in sorted(out.items())}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_topology(root: str | Path = "/", allowed: Iterable[int] | None = None) -> Topology:
+    """Physical cores and NUMA nodes of the online CPUs (only those in allowed, when given).
+
+    Siblings come from thread_siblings_list, else (physical_package_id, core_id); a node from
+    /sys/devices/system/node/node*/cpulist, else 0. Without /sys every allowed CPU is a core of
+    its own on node 0."""
+    sysd = Path(root) / "sys" / "devices" / "system"
+    keep = None if allowed is None else set(allowed)
+    node_of: dict[int, int] = {}
+    for nd in sysd.glob("node/node[0-9]*"):
+        if nd.name[4:].isdigit():
+            for c in parse_cpu_list(_read(nd / "cpulist") or ""):
+                node_of[c] = int(nd.name[4:])
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    smt = False
+    for d in sysd.glob("cpu/cpu[0-9]*"):
+        if not d.name[3:].isdigit() or _read(d / "online") == "0":
+            continue
+        cpu = int(d.name[3:])
+        if keep is not None and cpu not in keep:
+            continue
+        topo = d / "topology"
+        sib = parse_cpu_list(_read(topo / "thread_siblings_list") or "")
+        smt = smt or len(sib) > 1
+        core_id = _read(topo / "core_id")
+        if sib:
+            key: tuple[Any, ...] = ("siblings", *sorted(sib))
+        elif core_id is not None:
+            key = ("core", _read(topo / "physical_package_id") or "0", core_id)
+        else:
+            key = ("cpu", cpu)
+        groups.setdefault(key, []).append(cpu)
+    if not groups:
+        fallback = sorted(keep) if keep is not None else list(range(os.cpu_count() or 1))
+        groups = {("cpu", c): [c] for c in fallback}
+    cores = [(node_of.get(min(cpus), 0), sorted(cpus)) for cpus in groups.values()]
+    cores.sort(key=lambda c: (c[0], 0 in c[1], c[1][0]))
+    return Topology(cores=cores, smt=smt or any(len(cpus) > 1 for _, cpus in cores))
+
+
+def gpu_numa_node(bus_id: str | None, root: str | Path = "/") -> int | None:
+    """The NUMA node of a GPU from its PCI bus id, as nvidia-smi prints it ('00000000:18:00.0';
+    sysfs says '0000:18:00.0'); None where unknown (no bus id, no file, or -1)."""
+    parts = (bus_id or "").strip().lower().split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        name = f"{int(parts[0], 16):04x}:{parts[1]}:{parts[2]}"
+        node = int(_read(Path(root) / "sys" / "bus" / "pci" / "devices" / name / "numa_node") or "-1")
+    except ValueError:
+        return None
+    return node if node >= 0 else None
+
+
+def plan_cores(
+    hps: dict[str, str | None],
+    lps: Sequence[str],
+    hp_cores: int = 2,
+    service_cores: int = 2,
+    canary: bool = True,
+    root: str | Path = "/",
+    allowed: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """Disjoint logical CPUs per role: {"cpus": {role: [cpu]}, "topology": {...}, "notes": [...]}.
+
+    hps: each HP role and its GPU's PCI bus id (None: unknown); lps: the LP roles.
+    Why: an HP at batch 1 is bound by the host thread that launches its kernels, so anything on
+    its core slows it, a busy hyperthread sibling included. Each HP gets hp_cores physical cores
+    on its GPU's NUMA node (where it can), one thread of each, the other thread left to nobody;
+    `service` (the harness, fikitd, the MPS daemons, fikitctl) gets service_cores whole cores (0:
+    no such role); `canary` (Canary) one thread of a core of its own; the LPs split what is left
+    evenly. With too few cores the plan gives up, in turn, the service's second core, the HPs'
+    second cores and the canary; then LPs share their CPUs, and last every role shares every
+    CPU. notes says which."""
+    topo = cpu_topology(root, allowed)
+    gpu_nodes = {k: gpu_numa_node(b, root) for k, b in hps.items()}
+    one_hp, one_svc = min(hp_cores, 1), min(service_cores, 1)
+    tries = [(hp_cores, service_cores, canary), (hp_cores, one_svc, canary), (one_hp, one_svc, canary),
+             (one_hp, one_svc, False)]  # fmt: skip
+    need = [len(hps) * h + s + int(c) + int(bool(lps)) for h, s, c in tries]
+    fit = next((t for t, n in zip(tries, need, strict=True) if n <= len(topo.cores)), None)
+    report = {
+        "smt": topo.smt,
+        "nodes": {str(n): c for n, c in topo.nodes().items()},
+        "gpu_nodes": gpu_nodes,
+        "physical_cores": len(topo.cores),
+    }
+    roles = [*hps, *(["service"] if service_cores else []), *(["canary"] if canary else []), *lps]
+    if fit is None:
+        every = sorted(c for _, cpus in topo.cores for c in cpus)
+        cpus = {k: ([] if k == "canary" else every) for k in roles}
+        note = f"physical cores: {len(topo.cores)}, {need[-1]} needed: every role shares every CPU"
+        return {"cpus": cpus, "topology": report, "notes": [note + (", no canary" if canary else "")]}
+    n_hp, n_svc, with_canary = fit
+    notes = [] if fit == tries[0] else [
+        f"physical cores: {len(topo.cores)}, {need[0]} wanted: each HP {n_hp}, service {n_svc}, "
+        f"{'a' if with_canary else 'no'} canary"
+    ]  # fmt: skip
+    free = list(topo.cores)
+
+    def take(n: int, node: int | None) -> list[list[int]]:
+        """n whole cores, on one node while it has free ones: node, else the one with the most."""
+        got: list[list[int]] = []
+        while len(got) < n and free:
+            count = {nd: sum(1 for f, _ in free if f == nd) for nd, _ in free}
+            if node not in count:
+                node = max(count, key=lambda nd: (count[nd], -nd))
+            got.append(free.pop(next(i for i, (nd, _) in enumerate(free) if nd == node))[1])
+        return got
+
+    out: dict[str, list[int]] = {}
+    node_of = {c: nd for nd, cpus in topo.cores for c in cpus}
+    for k, node in gpu_nodes.items():
+        out[k] = sorted(core[0] for core in take(n_hp, node))  # one thread a core; its sibling idle
+        if node is not None and any(node_of[c] != node for c in out[k]):
+            notes.append(f"{k}: its GPU is on node {node}, CPUs {out[k]} are not all there")
+    if service_cores:
+        out["service"] = sorted(c for core in take(n_svc, None) for c in core)
+    if canary:
+        out["canary"] = [core[0] for core in take(1, None)] if with_canary else []
+    pool = [c for _, cpus in sorted(free, key=lambda f: (f[0], f[1][0])) for c in cpus]
+    if len(pool) >= len(lps):
+        at = 0
+        for j, k in enumerate(lps):
+            n = len(pool) // len(lps) + (j < len(pool) % len(lps))
+            out[k], at = sorted(pool[at : at + n]), at + n
+    else:
+        out.update({k: sorted(pool) for k in lps})
+        notes.append(f"the LPs share CPUs {sorted(pool)}")
+    return {"cpus": out, "topology": report, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------------------- libfikit
@@ -435,6 +646,109 @@ def cpu_window(cpus: Sequence[int]) -> Iterator[dict[str, Any]]:
             t = b[0] - a[0]
             out.update(busy_pct=rnd(100.0 * (b[1] - a[1]) / t, 1))
             out.update(steal_pct=rnd(100.0 * (b[2] - a[2]) / t, 1))
+
+
+CANARY_UNIT = 10_000  # iterations of the canary's loop a unit of work: about 1 ms of CPython
+
+
+def canary_loop(path: str, cpu: int) -> None:
+    """The canary's body (Canary starts it in a child): on cpu, a fixed pure-Python loop forever,
+    the count of units done published as 8 bytes, little-endian, at the start of path."""
+    os.sched_setaffinity(0, {cpu})
+    parent = os.getppid()
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 8)
+    n, x = 0, 1
+    while True:
+        for _ in range(CANARY_UNIT):
+            x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        n += 1
+        struct.pack_into("<Q", mm, 0, n)
+        if n % 1000 == 0 and os.getppid() != parent:
+            return  # the harness is gone without stopping it
+
+
+class Canary:
+    """A CPU-speed probe: a child on a CPU of its own (plan_cores leaves its sibling idle) doing
+    the same pure-CPU work all run long; window() gives its rate of work over a block.
+
+    Why: whole windows ran 1.5-2.4x slower than their neighbours, in every mode, often on both
+    GPUs at once, with no steal and steady GPU clocks (2026-11-25-2xh200-run4). An HP at batch 1
+    is bound by its launch thread, so a host that runs code slower gives a slower HP; a probe that
+    does fixed work beside every window, whatever its mode, says how fast the host ran code then,
+    so a slow window can be told from a slow mode. It keeps one core busy in every mode alike."""
+
+    def __init__(self, cpu: int | None, path: Path) -> None:
+        self.cpu = cpu
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.mm: mmap.mmap | None = None
+        self.error: str | None = None
+
+    def start(self, timeout: float = 10.0) -> bool:
+        """Start it and wait for its first unit; False (and .error) where it cannot run."""
+        if self.cpu is None:
+            self.error = "no CPU of its own to run on"
+            return False
+        self.path.write_bytes(bytes(8))
+        with self.path.open("r+b") as f:
+            self.mm = mmap.mmap(f.fileno(), 8)
+        code = (f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import benchlib; "
+                "benchlib.canary_loop(sys.argv[1], int(sys.argv[2]))")  # fmt: skip
+        log = self.path.with_suffix(".log").open("wb")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.path), str(self.cpu)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        except OSError as e:
+            self.error = f"cannot start: {e!r}"
+            return False
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None and not self.read():
+            time.sleep(0.05)
+        if not self.read() or self.proc.poll() is not None:
+            tail = _read(self.path.with_suffix(".log")) or ""
+            self.error = f"no work counted within {timeout:.0f}s (exit {self.proc.poll()}): {tail[-500:]}"
+            self.stop()
+            return False
+        return True
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def read(self) -> int | None:
+        """Units done so far; None when not running. Read until two reads agree (no torn value)."""
+        if self.mm is None:
+            return None
+        a = struct.unpack_from("<Q", self.mm, 0)[0]
+        while (b := struct.unpack_from("<Q", self.mm, 0)[0]) != a:
+            a = b
+        return int(a)
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[dict[str, Any]]:
+        """Yields a dict filled, when the block ends, with `rate`: units of work a second over it."""
+        out: dict[str, Any] = {}
+        a, t_a = self.read(), time.monotonic()
+        try:
+            yield out
+        finally:
+            b, t_b = self.read(), time.monotonic()
+            if self.alive() and a is not None and b is not None and t_b > t_a:
+                out["rate"] = rnd((b - a) / (t_b - t_a), 1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
 
 
 def fill_between(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:

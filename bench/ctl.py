@@ -325,14 +325,20 @@ def stop_all(workers: Sequence[WorkerProc]) -> None:
 # ------------------------------------------------------------------------------------------- statistics
 
 
+def hp_latencies(recs: list[list[float]], t_a: float, t_b: float) -> tuple[list[float], bool]:
+    """(latency in ms of each request that arrived in [t_a, t_b), whether those overlapping it
+    were taken instead): end - arrival, queueing included under Poisson."""
+    lat = [(r[2] - r[0]) * 1e3 for r in recs if t_a <= r[0] < t_b]
+    if lat:
+        return lat, False
+    # no request arrived inside the window (one request outlasted it): take those overlapping it
+    lat = [(r[2] - r[0]) * 1e3 for r in recs if r[0] < t_b and r[2] > t_a]
+    return lat, bool(lat)
+
+
 def hp_stats(recs: list[list[float]], t_a: float, t_b: float) -> dict[str, Any]:
     """Latency of requests that arrived in [t_a, t_b): end - arrival (includes queueing under Poisson)."""
-    lat = [(r[2] - r[0]) * 1e3 for r in recs if t_a <= r[0] < t_b]
-    fallback = False
-    if not lat:
-        # no request arrived inside the window (one request outlasted it): take those overlapping it
-        lat = [(r[2] - r[0]) * 1e3 for r in recs if r[0] < t_b and r[2] > t_a]
-        fallback = bool(lat)
+    lat, fallback = hp_latencies(recs, t_a, t_b)
     n = len(lat)
     return {
         "n": n,

@@ -9,7 +9,7 @@ run_pairs.py does it. At the same time:
   both    one LP process with a model on cuda:0 and on cuda:1 (bench/worker.py --devices 0,1;
           `resnet50_train` b32 a GPU), whose every step queues a step on each GPU
 Every process runs on the GPU(s) its CUDA_VISIBLE_DEVICES names (uuids). Windows, interleaved per
-repetition (the solo ones first, the sharing modes rotated):
+repetition:
   solo_hp    both HPs, each alone on its GPU (plain processes: no MPS, no libfikit.so)
   solo_lp    both single-GPU LPs alone on their GPUs (plain)
   solo_lp2   the two-GPU LP alone (plain)
@@ -18,9 +18,23 @@ repetition (the solo ones first, the sharing modes rotated):
              processes, `fikitctl submit --prio low --wait` for the two-GPU job
   fikit_hp   the fikit processes' HPs alone (their LPs idle): the floor fikit's HP sits on, the
              cost of MPS, the library and the daemon without any LP work to schedule
+A repetition first runs the three windows whose HPs are compared with each other side by side, in
+an order that alternates (even repetitions solo_hp, fikit, fikit_hp; odd ones fikit_hp, fikit,
+solo_hp), so a drift slower than a window weighs on both sides of a ratio alike over two
+repetitions; then mps_prio, solo_lp, solo_lp2 (order()).
+CPUs (benchlib.plan_cores, from /sys; --ROLE-cores lists override): each HP two physical cores on
+its GPU's NUMA node, one thread of each, the siblings idle; `service`, two whole cores, for the
+harness, which pins itself there first so that fikitd, the MPS daemons and fikitctl inherit them;
+one CPU for a CPU-speed canary (benchlib.Canary); the LPs share the rest. Workers start on every
+CPU (their build is most of the start-up) and pin every thread once built. The plan and the
+topology it came from are in summary.json (cpu_plan, topology, cpu_plan_notes).
 Per GPU: HP p50 and p99 over the same repetition's solo (median over repetitions, spread),
 against the single-GPU targets (bench/summarize.py), and over fikit_hp (what scheduling the LPs
-costs the HP beyond that floor); LP throughput over its solo and over mps_prio. Per domain: the
+costs the HP beyond that floor); as a second view, the p50 and p99 of all of a mode's requests
+pooled over the run over the same of solo_hp's (hp_p50_pooled_ratio: the targets stay on the
+first); LP throughput over its solo and over mps_prio. Host noise: each window's canary rate
+(row["canary"]), and in summary.json's `noise`, per HP and mode, Pearson's r across windows
+between log(HP p50) and log(1/canary rate), and the canary's spread. Per domain: the
 clients fikitd had registered (`fikitctl status --json`: GPU, slot, granted priority), and the
 launches the library held in each domain during the fikit windows (read from the domains' slots
 around each window) and over the whole run (FIKIT_STATS `domains`), to show the two-GPU job in both
@@ -42,6 +56,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import pwd
 import shutil
@@ -64,7 +79,16 @@ REPO = benchlib.REPO_ROOT
 STATS_KEY = "multigpu"  # run_pairs.read_stats finds OUT/stats/<key>.<tag>.<pid>.json
 MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp"]
 SHARED = ["mps_prio", "fikit"]  # every process runs
-ROTATED = [*SHARED, "fikit_hp"]  # the windows after the solo ones, rotated by repetition
+COMPARED = [*SHARED, "fikit_hp"]  # the modes whose HP latency is taken over solo_hp's
+NEAR = ["solo_hp", "fikit", "fikit_hp"]  # the windows compared with each other: side by side
+CPU_ROLES = ["hp0", "hp1", "lp0", "lp1", "lp2", "service"]  # each has a --ROLE-cores option
+LAT_ROW_MAX = 1000  # a window's HP latencies go to raw.jsonl (lat_ms) up to this many
+
+
+def order(rep: int) -> list[str]:
+    """A repetition's windows: NEAR forwards on even repetitions, backwards on odd ones (a slow
+    drift adds to solo_hp's side on one and to fikit's on the next), then the rest."""
+    return [*(NEAR if rep % 2 == 0 else NEAR[::-1]), "mps_prio", "solo_lp", "solo_lp2"]
 
 
 @dataclass
@@ -114,6 +138,11 @@ class Verify:
         self.stop_reason: str | None = None
         self.out = Path(a.out) if a.out else None
         self.probes: dict[int, benchlib.FillProbe] = {}
+        self.allowed = sorted(os.sched_getaffinity(0))  # before the harness pins itself
+        self.cpus: dict[str, list[int]] = {}  # role -> CPUs (plan_cpus)
+        self.cpu_plan: dict[str, Any] = {}
+        self.canary: benchlib.Canary | None = None
+        self.lat: dict[tuple[str, str], list[float]] = {}  # (mode, hp) -> every request's ms, ok windows
 
     # --------------------------------------------------------------------------------- helpers
     def elapsed(self) -> float:
@@ -174,6 +203,49 @@ class Verify:
         os.environ["FAKECUDA_TIMELINE"] = str(self.base / "timeline")
         os.environ["PATH"] = f"{verify_daemon.FAKEBIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"
 
+    def plan_cpus(self) -> None:
+        """Each role's CPUs (--ROLE-cores, else benchlib.plan_cores over the CPUs left), then the
+        harness pins itself, every thread, to the service CPUs: fikitd, the MPS control daemon and
+        server it starts, and fikitctl inherit them. Why: an HP at batch 1 runs at its host
+        thread's speed, and nothing of ours should share its core."""
+        a = self.a
+        specs = {**{k: getattr(a, f"{k}_cores") for k in CPU_ROLES}, "canary": a.canary_cpu}
+        explicit = {k: benchlib.parse_cpus(v)[: 1 if k == "canary" else None]
+                    for k, v in specs.items() if v not in ("auto", "none")}  # fmt: skip
+        taken = {c for cpus in explicit.values() for c in cpus}
+        hps = {r.key: self.gpus[r.gpus[0]].get("bus_id") for r in self.roles
+               if r.role == "hp" and r.key not in explicit}  # fmt: skip
+        lps = [r.key for r in self.roles if r.role == "lp" and r.key not in explicit]
+        plan = benchlib.plan_cores(
+            hps,
+            lps,
+            hp_cores=a.hp_phys_cores,
+            service_cores=0 if "service" in explicit else 2,
+            canary=a.canary_cpu == "auto",
+            allowed=[c for c in self.allowed if c not in taken],
+        )
+        self.cpus = {**plan["cpus"], **explicit}
+        notes = plan["notes"] + [f"{k}: given, {specs[k]}" for k in explicit]
+        pinned: int | str = 0
+        if self.cpus.get("service"):
+            try:
+                pinned = benchlib.pin_all_threads(self.cpus["service"])
+            except OSError as e:
+                pinned = f"not pinned: {e!r}"
+        self.cpu_plan = {"cpus": self.cpus, "topology": plan["topology"], "notes": notes,
+                         "harness_threads_pinned": pinned}  # fmt: skip
+        self.log(f"CPU plan {json.dumps(self.cpus)}; {plan['topology']}; notes {notes}; harness {pinned}")
+
+    def start_canary(self) -> None:
+        cpus = self.cpus.get("canary") or []
+        self.canary = benchlib.Canary(cpus[0] if cpus else None, self.base / "canary")
+        ok = self.canary.start()
+        self.check(
+            "a CPU-speed canary runs on a CPU of its own",
+            True if ok else None,
+            {"cpu": self.canary.cpu, "error": self.canary.error},
+        )
+
     def start_daemon(self) -> bool:
         extra = {"FIKIT_FAKE_GPUS": ",".join(g["uuid"] for g in self.gpus)} if self.fake else {}
         d = run_pairs.Daemon(
@@ -222,7 +294,7 @@ class Verify:
         return env
 
     def argv_for(self, g: str, r: Role, w: ctl.WorkerProc) -> list[str]:
-        cpus = ",".join(map(str, benchlib.parse_cpus(getattr(self.a, f"{r.key}_cores"))))
+        cpus = ",".join(map(str, self.cpus.get(r.key, [])))
         argv = ctl.worker_argv(
             sys.executable,
             r.model,
@@ -267,13 +339,18 @@ class Verify:
         ]
 
     def spawn_all(self) -> None:
+        """Workers start on every CPU (building 15 models on the service cores would slow the
+        start-up) and pin themselves once built; the two-GPU job's `fikitctl submit` stays on the
+        service CPUs (fikitd, there too, starts its worker)."""
         (self.base / "nomps").mkdir(exist_ok=True)
         for g in self.groups.values():
             for j, r in enumerate(self.roles):
                 tag = f"{g.name}-{r.key}-{r.model}"
                 w = ctl.WorkerProc(tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
                 w.sock_path = self.base / "ctl" / f"{g.name[:5]}{j}.sock"
-                w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, tag), cwd=str(REPO))
+                submit = g.name == "fikit" and len(r.gpus) > 1
+                with benchlib.thread_affinity(self.cpus.get("service", []) if submit else self.allowed):
+                    w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, tag), cwd=str(REPO))
                 g.workers[r.key] = w
 
     def all_workers(self) -> list[ctl.WorkerProc]:
@@ -412,23 +489,28 @@ class Verify:
         workers = [group.workers[k] for k in keys]
         before = self.held() if mode == "fikit" else None
         dur = a.discard_s + a.window_s
-        # What the host and the GPUs were doing meanwhile: the HPs' cores (busy, stolen by the
-        # hypervisor), every core, each GPU's clock; a window far off its neighbours says why here.
-        cores = {k: benchlib.parse_cpus(getattr(a, f"{k}_cores")) for k in ("hp0", "hp1")}
+        # What the host and the GPUs were doing meanwhile: the HPs' and the service's cores (busy,
+        # stolen by the hypervisor), every core, how fast the canary ran, each GPU's clock; a
+        # window far off its neighbours says why here.
+        cores = {k: self.cpus[k] for k in ("hp0", "hp1", "service") if self.cpus.get(k)}
         cores["all"] = list(range(os.cpu_count() or 1))
         try:
             with contextlib.ExitStack() as stack:
                 row["cpu"] = {k: stack.enter_context(benchlib.cpu_window(c)) for k, c in cores.items()}
                 row["gpu_clock"] = {str(i): stack.enter_context(c.window()) for i, c in self.clocks.items()}
+                canary = self.canary if self.canary and self.canary.alive() else None
+                row["canary"] = stack.enter_context(canary.window()) if canary else {}
                 start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
         except ctl.WorkerError as e:
             row["error"] = str(e)[:3000]
             group.error = f"window {mode} rep {rep} failed: {e}"[:3000]
             return row
         t_a, t_b = start + a.discard_s, start + dur
+        lats: dict[str, list[float]] = {}
         for k, w in zip(keys, workers, strict=True):
             if k.startswith("hp"):
                 row["hp"][k] = ctl.hp_stats(recs[w.tag], t_a, t_b)
+                lats[k] = ctl.hp_latencies(recs[w.tag], t_a, t_b)[0]
             else:
                 row["lp"][k] = run_pairs.Runner.lp_row(w, recs[w.tag], t_a, t_b)
         if before is not None:
@@ -450,20 +532,23 @@ class Verify:
         row["ok"] = all(s["n"] > 0 for s in row["hp"].values()) and all(s["its"] for s in row["lp"].values())
         if not row["ok"]:
             row["error"] = "empty window (no HP request or no LP progress measured)"
+            return row
+        for k, lat in lats.items():  # the pooled view (ratios()); the row keeps them while short
+            self.lat.setdefault((mode, k), []).extend(lat)
+        row["lat_ms"] = {k: [round(x, 3) for x in lat] for k, lat in lats.items() if len(lat) <= LAT_ROW_MAX}
         return row
 
     def run_windows(self) -> None:
         need_tail = self.a.shutdown_margin_s
         for rep in range(self.a.reps):
-            k = rep % len(ROTATED)
-            order = ["solo_hp", "solo_lp", "solo_lp2", *ROTATED[k:], *ROTATED[:k]]
-            if self.left() < len(order) * self.window_cost() + need_tail:
+            modes = order(rep)
+            if self.left() < len(modes) * self.window_cost() + need_tail:
                 self.stop_reason = (
                     f"budget: rep {rep} would not fit ({self.elapsed():.0f}s of {self.a.budget_s:.0f}s)"
                 )
                 self.log(self.stop_reason)
                 return
-            for pos, mode in enumerate(order):
+            for pos, mode in enumerate(modes):
                 row = self.run_mode(mode, rep, pos)
                 self.rows.append(row)
                 benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
@@ -476,9 +561,11 @@ class Verify:
                     for k, d in (row.get("held_in_window") or {}).items()
                 }
                 cpu, clk = row.get("cpu", {}), row.get("gpu_clock", {})
+                rate = row.get("canary", {}).get("rate")
                 env = " ".join(
                     [f"{k} busy {v.get('busy_pct')}% steal {v.get('steal_pct')}%" for k, v in cpu.items()]
                     + [f"gpu{i} {v.get('sm_mhz_mean')} MHz" for i, v in clk.items()]
+                    + ([f"canary {rate}/s"] if rate else [])
                 )
                 self.log(
                     f"rep{rep} {mode:9} {hs} | {ls}{' | held ' + json.dumps(held) if held else ''} | {env}"
@@ -498,7 +585,7 @@ class Verify:
         for rep in reps:
             sh, sl, sl2 = by.get(("solo_hp", rep)), by.get(("solo_lp", rep)), by.get(("solo_lp2", rep))
             mp, floor = by.get(("mps_prio", rep)), by.get(("fikit_hp", rep))
-            for mode in ROTATED:
+            for mode in COMPARED:
                 row = by.get((mode, rep))
                 if row is None:
                     continue
@@ -523,6 +610,57 @@ class Verify:
                 m: {"median": benchlib.rnd(benchlib.median(v)), "spread": benchlib.spread(v), "n": len(v)}
                 for m, v in modes.items()
             }
+        # The second view: every request of a mode's ok windows pooled, its quantile over solo_hp's
+        # (n: requests). Longer windows weigh more; a slow stretch of the host moves it as much.
+        for k in ("hp0", "hp1"):
+            solo = self.lat.get(("solo_hp", k)) or []
+            for q, at in (("p50", 0.5), ("p99", 0.99)):
+                den = benchlib.quantile(solo, at)
+                out[f"{k}_{q}_pooled_ratio"] = {
+                    m: {"ratio": benchlib.rnd(benchlib.ratio(benchlib.quantile(lat, at), den)), "n": len(lat)}
+                    for m in COMPARED
+                    if (lat := self.lat.get((m, k)))
+                }
+        return out
+
+    def noise(self) -> dict[str, Any]:
+        """What the host's CPU speed explains of the HPs' window-to-window spread: per HP and mode,
+        Pearson's r across that mode's ok windows between log(HP p50) and log(1/canary rate) (near
+        1: the HP was slow where the host ran code slowly); `all` pools the modes, each centred on
+        its own mean. And the canary's rates: their spread, and their median per mode (a mode that
+        slows the host's CPUs shows there)."""
+        rows = [r for r in self.rows if r["ok"] and (r.get("canary") or {}).get("rate")]
+        rates = [float(r["canary"]["rate"]) for r in rows]
+        c = self.canary
+        out: dict[str, Any] = {
+            "canary": {
+                "cpu": c.cpu if c else None,
+                "error": c.error if c else "not started",
+                "unit_iters": benchlib.CANARY_UNIT,
+                "windows": len(rates),
+                "rate_min": min(rates, default=None),
+                "rate_median": benchlib.rnd(benchlib.median(rates), 1),
+                "rate_max": max(rates, default=None),
+                "rate_median_by_mode": {
+                    m: benchlib.rnd(benchlib.median(r["canary"]["rate"] for r in rows if r["mode"] == m), 1)
+                    for m in MODES
+                },
+            }
+        }
+        for k in ("hp0", "hp1"):
+            per: dict[str, Any] = {}
+            xs_all: list[float] = []
+            ys_all: list[float] = []
+            for m in ("solo_hp", *COMPARED):
+                pts = [(math.log(p), -math.log(r["canary"]["rate"])) for r in rows if r["mode"] == m
+                       for p in [(r["hp"].get(k) or {}).get("p50_ms")] if p]  # fmt: skip
+                xs, ys = [x for x, _ in pts], [y for _, y in pts]
+                per[m] = {"r": benchlib.rnd(benchlib.pearson(xs, ys), 3), "n": len(pts)}
+                if pts:
+                    xs_all += [x - sum(xs) / len(xs) for x in xs]
+                    ys_all += [y - sum(ys) / len(ys) for y in ys]
+            per["all"] = {"r": benchlib.rnd(benchlib.pearson(xs_all, ys_all), 3), "n": len(xs_all)}
+            out[k] = per
         return out
 
     def per_gpu(self, ratios: dict[str, Any]) -> list[dict[str, Any]]:
@@ -547,8 +685,11 @@ class Verify:
                     "hp": hp.model,
                     "lp": lp.model,
                     "two_gpu_lp": self.a.lp2,
-                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in ROTATED},
-                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in ROTATED},
+                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in COMPARED},
+                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in COMPARED},
+                    # the second view: all requests pooled (the targets stay on the medians above)
+                    "hp_p50_pooled_ratio": ratios.get(f"{hp.key}_p50_pooled_ratio") or {},
+                    "hp_p99_pooled_ratio": ratios.get(f"{hp.key}_p99_pooled_ratio") or {},
                     # fikit's HP over the same HP with its LPs idle: the scheduling's own cost
                     "hp_p50_vs_fikit_hp": (ratios.get(f"{hp.key}_p50_vs_fikit_hp") or {}).get("fikit"),
                     "hp_p99_vs_fikit_hp": (ratios.get(f"{hp.key}_p99_vs_fikit_hp") or {}).get("fikit"),
@@ -617,11 +758,11 @@ class Verify:
             )
 
     @staticmethod
-    def table(per_gpu: list[dict[str, Any]], lp2: dict[str, Any]) -> list[str]:
-        """The summary in a few lines: medians over repetitions (fikit / mps_prio)."""
+    def table(per_gpu: list[dict[str, Any]], lp2: dict[str, Any], noise: dict[str, Any]) -> list[str]:
+        """The summary in a few lines: medians over repetitions (fikit / mps_prio), pooled, noise."""
 
-        def m(d: dict[str, Any] | None) -> str:
-            return "-" if not d or d.get("median") is None else f"{d['median']:.3f}"
+        def m(d: dict[str, Any] | None, key: str = "median") -> str:
+            return "-" if not d or d.get(key) is None else f"{d[key]:.3f}"
 
         out = []
         for g in per_gpu:
@@ -635,11 +776,26 @@ class Verify:
                 f"{m(p50.get('fikit_hp'))}, p99 {m(p99.get('fikit_hp'))}; fikit HP over that p50 "
                 f"{m(g['hp_p50_vs_fikit_hp'])}, p99 {m(g['hp_p99_vs_fikit_hp'])}; targets {targets}"
             )
+            pooled = {q: " / ".join(m(g[f"hp_{q}_pooled_ratio"].get(x), "ratio") for x in COMPARED[::-1])
+                      for q in ("p50", "p99")}  # fmt: skip
+            out.append(
+                f"GPU {g['index']} all requests pooled, HP x solo (fikit_hp / fikit / mps_prio): "
+                f"p50 {pooled['p50']}, p99 {pooled['p99']}"
+            )
         t = lp2.get("tput_ratio") or {}
         doms = [c.get("gpu") for c in lp2.get("registered", [])]
         out.append(
             f"two-GPU job: x solo {m(t.get('fikit'))} fikit / {m(t.get('mps_prio'))} mps_prio, "
             f"fikit/mps_prio {m(lp2.get('vs_mps_prio'))}; domains {doms}"
+        )
+        c = noise["canary"]
+        corr = "; ".join(
+            f"{k} " + " ".join(f"{mode} {m(v, 'r')}" for mode, v in noise[k].items()) for k in ("hp0", "hp1")
+        )
+        out.append(
+            f"noise: canary {c['rate_min']}/{c['rate_median']}/{c['rate_max']} units/s (min/median/max, "
+            f"{c['windows']} windows{', ' + str(c['error']) if c['error'] else ''}); "
+            f"r(log HP p50, log 1/canary rate): {corr}"
         )
         return out
 
@@ -650,6 +806,7 @@ class Verify:
     def write_summary(self, info: dict[str, Any]) -> None:
         ratios = self.ratios()
         per_gpu = self.per_gpu(ratios)
+        noise = self.noise()
         self.final_checks(per_gpu)
         summary = {
             "what": "issue 8: a scheduling domain per GPU; two HP/LP pairs and one two-GPU LP job at once",
@@ -665,6 +822,16 @@ class Verify:
             },
             "scheduler": "fikitd defaults (fikitd/config.py SchedulerConfig): fikit mode, gap filling",
             "modes": MODES,
+            "order": {"even_reps": order(0), "odd_reps": order(1)},
+            "cpu_plan": self.cpu_plan.get("cpus", {}),
+            "topology": self.cpu_plan.get("topology", {}),
+            "cpu_plan_notes": self.cpu_plan.get("notes", []),
+            "harness_threads_pinned": self.cpu_plan.get("harness_threads_pinned"),
+            # each worker's CPUs and how many of its threads it pinned there (worker.py's `built`)
+            "workers_pinned": {
+                w.tag: {k: (w.built or {}).get(k) for k in ("pinned", "pinned_threads")}
+                for w in self.all_workers()
+            },
             "reps_done": len({r["rep"] for r in self.rows if r["mode"] == "fikit" and r["ok"]}),
             "window_s": self.a.window_s,
             "startup_s": getattr(self, "startup_s", None),
@@ -682,12 +849,13 @@ class Verify:
                 ),
             },
             "ratios": ratios,
+            "noise": noise,
             "checks": self.checks,
             "ok": all(c["ok"] is not False for c in self.checks),
             "wall_s": round(self.elapsed(), 1),
         }
         benchlib.write_json(self.outdir() / "summary.json", summary)
-        for line in self.table(per_gpu, summary["two_gpu_job"]):
+        for line in self.table(per_gpu, summary["two_gpu_job"], noise):
             self.log(line)
         failed = [c["check"] for c in self.checks if c["ok"] is False]
         self.log(
@@ -698,6 +866,8 @@ class Verify:
     # --------------------------------------------------------------------------------- run
     def teardown(self) -> None:
         ctl.stop_all(self.all_workers())
+        if self.canary is not None:
+            self.canary.stop()
         if self.daemon is None:
             return
         # a two-GPU job still running (its worker hung) must not outlive the run: fikitd leaves jobs
@@ -747,11 +917,14 @@ class Verify:
                 self.check("libfikit.so found", False, "pass --lib (or build it: cmake --build build/gpu)")
             elif len(self.gpus) < 2:
                 self.check("two GPUs", False, {"gpus": self.gpus})
-            elif self.start_daemon():
-                self.start_workers()
-                if not self.groups["fikit"].error:
-                    self.registrations()
-                self.run_windows()
+            else:
+                self.plan_cpus()  # first: what the harness starts from here on inherits its CPUs
+                self.start_canary()
+                if self.start_daemon():
+                    self.start_workers()
+                    if not self.groups["fikit"].error:
+                        self.registrations()
+                    self.run_windows()
             finished = True
         except Exception as e:
             finished = True
@@ -792,12 +965,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-timeout-s", type=float, default=60.0)
     p.add_argument("--startup-timeout-s", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=0)
-    # CPU cores (a 32-core two-GPU host): the processes of one window never share cores
-    p.add_argument("--hp0-cores", default="2-3")
-    p.add_argument("--hp1-cores", default="4-5")
-    p.add_argument("--lp0-cores", default="6-12")
-    p.add_argument("--lp1-cores", default="13-19")
-    p.add_argument("--lp2-cores", default="20-27")
+    # CPUs: `auto` plans them from /sys (benchlib.plan_cores); a list (e.g. 2-3,18) overrides a role
+    for k in CPU_ROLES:
+        p.add_argument(f"--{k}-cores", default="auto", help=f"{k}'s CPUs (default auto)")
+    p.add_argument("--hp-phys-cores", type=int, default=2, help="auto: an HP's cores (a thread of each)")
+    p.add_argument("--canary-cpu", default="auto", help="the CPU-speed canary's CPU: auto, none or a CPU")
     a = p.parse_args(argv)
     # `timeout` sends SIGTERM: unwind through run()'s finally (workers, jobs, fikitd and MPS stopped)
     signal.signal(signal.SIGTERM, _terminate)

@@ -58,6 +58,21 @@ def parse_cpus(spec: str) -> set[int]:
     return out
 
 
+def pin_all_threads(cpus: set[int]) -> int:
+    """Pin every thread of this process (as benchlib.pin_all_threads does); returns how many.
+
+    Why every thread: os.sched_setaffinity(0, ...) pins the calling thread only, and the threads
+    the CUDA driver and torch started while the model was built would keep running anywhere."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+        n += 1
+    return n
+
+
 class Worker:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -80,10 +95,10 @@ class Worker:
         self.sync()
         self.build_s = time.monotonic() - t1
         self.pinned: list[int] = []
+        self.pinned_threads = 0
         if args.cpus:
-            want = parse_cpus(args.cpus)
             try:
-                os.sched_setaffinity(0, want)
+                self.pinned_threads = pin_all_threads(parse_cpus(args.cpus))
                 self.pinned = sorted(os.sched_getaffinity(0))
             except OSError as e:
                 print(f"worker: cannot pin to {args.cpus}: {e}", file=sys.stderr)
@@ -112,6 +127,7 @@ class Worker:
             "gpu": gpu,
             "devices": self.ordinals,
             "pinned": self.pinned,
+            "pinned_threads": self.pinned_threads,
             "threads": self.threads,
             "info": self.wl.info,
             "env": {
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--rate", type=float, default=0.0, help="HP Poisson arrival rate, req/s (0: back to back)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpus", default="", help="pin to these CPUs after the model is built, e.g. 2-3")
+    p.add_argument("--cpus", default="", help="pin (every thread) to these CPUs once the model is built")
     p.add_argument("--warmup-s", type=float, default=2.0)
     p.add_argument("--warmup-min-iters", type=int, default=5)
     p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")

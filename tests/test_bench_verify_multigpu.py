@@ -12,9 +12,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fakecuda_harness import REPO, FakeBuild, fake_uuid
+
+sys.path.insert(0, str(REPO / "bench"))
+import benchlib
+import verify_multigpu
 
 
 def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
@@ -42,16 +48,37 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         assert any(key in name and c["ok"] for name, c in by.items()), (key, list(by))
     # the targets are GPU measurements: not applicable on the fake driver
     assert [c["ok"] for name, c in by.items() if "single-GPU targets" in name] == [None, None]
-    # every window of both repetitions, interleaved, measured
+    # every window of both repetitions measured, in order: the windows compared side by side, the
+    # order alternating (solo_hp, fikit, fikit_hp, then backwards), then mps_prio and the LPs alone
     rows = [json.loads(ln) for ln in (out / "raw.jsonl").read_text().splitlines()]
-    modes = ("solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp")
-    assert sorted((r["rep"], r["mode"]) for r in rows) == sorted((rep, m) for rep in (0, 1) for m in modes)
+    near = ["solo_hp", "fikit", "fikit_hp"]
+    assert [(r["rep"], r["position"], r["mode"]) for r in rows] == [
+        (rep, pos, m) for rep, first in ((0, near), (1, near[::-1]))
+        for pos, m in enumerate([*first, "mps_prio", "solo_lp", "solo_lp2"])]  # fmt: skip
+    assert s["order"] == {"even_reps": [*near, "mps_prio", "solo_lp", "solo_lp2"],
+                          "odd_reps": [*near[::-1], "mps_prio", "solo_lp", "solo_lp2"]}  # fmt: skip
     # the HP-alone window under fikit runs only the HPs, and gives the floor fikit's HP is judged over
     assert all(sorted(r["hp"]) == ["hp0", "hp1"] and r["lp"] == {} for r in rows if r["mode"] == "fikit_hp")
     assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
     # every window says how busy the host's cores were, and how much the hypervisor stole
     assert all(0 <= r["cpu"]["all"]["busy_pct"] <= 100 and "steal_pct" in r["cpu"]["all"] for r in rows)
+    # and how fast the CPU-speed canary ran ({} where it could not start: too few CPUs here)
+    canary_ok = by["a CPU-speed canary runs on a CPU of its own"]["ok"]
+    assert all(("rate" in r["canary"]) == bool(canary_ok) for r in rows)
+    # each HP window keeps its requests' latencies
+    assert all(len(r["lat_ms"][k]) == r["hp"][k]["n"] for r in rows for k in r["hp"])
     assert s["reps_done"] == 2
+    # the CPU plan: every role, disjoint unless the notes say there were too few CPUs
+    plan = s["cpu_plan"]
+    assert set(plan) >= {"hp0", "hp1", "lp0", "lp1", "lp2", "service"} and plan["hp0"]
+    assert {"smt", "nodes", "gpu_nodes"} <= set(s["topology"])
+    used = [c for cpus in plan.values() for c in cpus]
+    assert len(used) == len(set(used)) or any("share" in n for n in s["cpu_plan_notes"]), s["cpu_plan_notes"]
+    assert s["harness_threads_pinned"] >= 1
+    # host noise: the canary's spread, and per HP and mode the correlation with its slowness
+    assert set(s["noise"]) == {"canary", "hp0", "hp1"}
+    assert set(s["noise"]["hp0"]) == {"solo_hp", "mps_prio", "fikit", "fikit_hp", "all"}
+    assert s["noise"]["hp0"]["fikit"]["n"] == (2 if canary_ok else 0)
     # per GPU: its pair registered in its domain, the two-GPU job in both
     for g in s["per_gpu"]:
         roles = sorted(c["role"] for c in g["registered"])
@@ -59,6 +86,12 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         assert g["hp_p50_ratio"]["fikit"]["n"] == 2 and g["lp_vs_mps_prio"]["n"] == 2
         assert g["hp_p50_ratio"]["fikit_hp"]["n"] == 2 and g["hp_p50_vs_fikit_hp"]["n"] == 2
         assert g["held_launches_in_fikit_windows"][f"hp{g['index']}"] == 0
+        # the pooled view: all requests of a mode over solo_hp's, next to the per-repetition medians
+        for q in ("p50", "p99"):
+            pooled = g[f"hp_{q}_pooled_ratio"]
+            assert set(pooled) == {"mps_prio", "fikit", "fikit_hp"} and pooled["fikit"]["ratio"] > 0
+            hp = f"hp{g['index']}"
+            assert pooled["fikit"]["n"] == sum(r["hp"][hp]["n"] for r in rows if r["mode"] == "fikit")
     job = s["two_gpu_job"]
     assert sorted(c["gpu"] for c in job["registered"]) == [0, 1]
     assert job["job"]["state"] == "done" and job["job"]["gpu"] == 0  # placed by its CUDA_VISIBLE_DEVICES
@@ -67,3 +100,128 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         "fikit-lp2-resnet50_train"}  # fmt: skip
     assert (out / "fikitd.log").read_text().count("registered at priority") == 6
     assert json.loads((out / "status.json").read_text())["gpus"][1]["uuid"] == fake_uuid(1)
+
+
+# ------------------------------------------------------------------------------------ the CPU plan
+
+
+def fake_sysfs(root: Path, n: int, sibling: Callable[[int], list[int]], nodes: dict[int, str],
+               gpus: dict[str, int]) -> Path:  # fmt: skip
+    """A /sys with n CPUs (core_id, package, thread_siblings_list), NUMA nodes and PCI devices."""
+    for c in range(n):
+        t = root / f"sys/devices/system/cpu/cpu{c}/topology"
+        t.mkdir(parents=True)
+        sib = sibling(c)
+        (t / "core_id").write_text(f"{min(sib)}\n")
+        (t / "physical_package_id").write_text("0\n")
+        (t / "thread_siblings_list").write_text(",".join(map(str, sib)) + "\n")
+    for node, cpulist in nodes.items():
+        d = root / f"sys/devices/system/node/node{node}"
+        d.mkdir(parents=True)
+        (d / "cpulist").write_text(cpulist + "\n")
+    for bus, node in gpus.items():
+        d = root / "sys/bus/pci/devices" / bus
+        d.mkdir(parents=True)
+        (d / "numa_node").write_text(f"{node}\n")
+    return root
+
+
+def two_node_smt(root: Path) -> Path:
+    """32 vCPUs, 16 cores with siblings i and i+16, two nodes (0-7,16-23 and 8-15,24-31); a GPU on each."""
+    return fake_sysfs(root, 32, lambda c: [c % 16, c % 16 + 16], {0: "0-7,16-23", 1: "8-15,24-31"},
+                      {"0000:18:00.0": 0, "0000:9a:00.0": 1})  # fmt: skip
+
+
+LPS = ["lp0", "lp1", "lp2"]
+
+
+def test_plan_two_nodes_smt(tmp_path: Path) -> None:
+    root = two_node_smt(tmp_path)
+    sib = {c: c + 16 if c < 16 else c - 16 for c in range(32)}
+    node = {c: int(c % 16 >= 8) for c in range(32)}
+    plan = benchlib.plan_cores({"hp0": "00000000:18:00.0", "hp1": "00000000:9A:00.0"}, LPS, root=root)
+    cpus = plan["cpus"]
+    assert plan["notes"] == [] and set(cpus) == {"hp0", "hp1", "service", "canary", *LPS}
+    assert plan["topology"]["smt"] is True and plan["topology"]["gpu_nodes"] == {"hp0": 0, "hp1": 1}
+    nodes = {"0": [*range(8), *range(16, 24)], "1": [*range(8, 16), *range(24, 32)]}
+    assert plan["topology"]["nodes"] == nodes
+    used = [c for v in cpus.values() for c in v]
+    assert len(used) == len(set(used))  # disjoint
+    for k, n in (("hp0", 0), ("hp1", 1)):  # two cores on its GPU's node, one thread of each
+        assert len(cpus[k]) == 2 and {node[c] for c in cpus[k]} == {n}
+        assert len({c % 16 for c in cpus[k]}) == 2
+        assert not {sib[c] for c in cpus[k]} & set(used)  # siblings idle
+    assert len(cpus["service"]) == 4 and {sib[c] for c in cpus["service"]} == set(cpus["service"])
+    assert len(cpus["canary"]) == 1 and sib[cpus["canary"][0]] not in used
+    assert [len(cpus[k]) for k in LPS] == [6, 6, 6]  # 32 - 2x2 HP - 2 idle - 4 - 1 - 1 idle, split evenly
+    assert 0 in used and 0 not in cpus["hp0"] + cpus["service"] + cpus["canary"]  # CPU 0: LP work
+    # the GPUs the other way round: each HP follows its GPU
+    swapped = benchlib.plan_cores({"hp0": "0000:9a:00.0", "hp1": "0000:18:00.0"}, LPS, root=root)["cpus"]
+    assert {node[c] for c in swapped["hp0"]} == {1} and {node[c] for c in swapped["hp1"]} == {0}
+    # GPU nodes unknown: the HPs still get whole cores, on different nodes
+    unknown = benchlib.plan_cores({"hp0": None, "hp1": "0000:00:00.0"}, LPS, root=root)
+    assert unknown["topology"]["gpu_nodes"] == {"hp0": None, "hp1": None}
+    assert {node[c] for c in unknown["cpus"]["hp0"]} != {node[c] for c in unknown["cpus"]["hp1"]}
+    # only the CPUs this process may use
+    some = benchlib.plan_cores({"hp0": None, "hp1": None}, LPS, root=root, allowed=range(8, 32))["cpus"]
+    assert min(c for v in some.values() for c in v) >= 8
+
+
+def test_plan_four_cpus_no_smt(tmp_path: Path) -> None:
+    root = fake_sysfs(tmp_path, 4, lambda c: [c], {0: "0-3"}, {})
+    plan = benchlib.plan_cores({"hp0": None, "hp1": None}, LPS, root=root)
+    cpus = plan["cpus"]
+    assert plan["topology"]["smt"] is False and plan["topology"]["nodes"] == {"0": [0, 1, 2, 3]}
+    # too few for all: an HP core each, one service core, no canary, the LPs share the last CPU
+    assert [len(cpus[k]) for k in ("hp0", "hp1", "service")] == [1, 1, 1] and cpus["canary"] == []
+    exclusive = cpus["hp0"] + cpus["hp1"] + cpus["service"]
+    assert len(set(exclusive)) == 3 and cpus["lp0"] == cpus["lp1"] == cpus["lp2"] == [0]
+    assert any("no canary" in n for n in plan["notes"]) and any("share" in n for n in plan["notes"])
+
+
+def test_plan_without_sysfs_or_cpus(tmp_path: Path) -> None:
+    """No /sys: every allowed CPU a core of its own; two CPUs: every role shares, and says so."""
+    plan = benchlib.plan_cores({"hp0": None, "hp1": None}, LPS, root=tmp_path, allowed=[0, 1])
+    assert plan["cpus"]["hp0"] == plan["cpus"]["lp2"] == [0, 1] and plan["cpus"]["canary"] == []
+    assert "every role shares every CPU" in plan["notes"][0]
+    many = benchlib.plan_cores({"hp0": None}, ["lp0"], root=tmp_path, allowed=range(12))["cpus"]
+    assert [len(many[k]) for k in ("hp0", "service", "canary", "lp0")] == [2, 2, 1, 7]
+    assert benchlib.gpu_numa_node("00000000:18:00.0", tmp_path) is None  # no file: unknown
+
+
+def test_order_alternates() -> None:
+    assert verify_multigpu.order(0)[:3] == ["solo_hp", "fikit", "fikit_hp"]
+    assert verify_multigpu.order(1)[:3] == ["fikit_hp", "fikit", "solo_hp"]
+    assert verify_multigpu.order(2) == verify_multigpu.order(0)
+    assert all(sorted(verify_multigpu.order(r)) == sorted(verify_multigpu.MODES) for r in (0, 1))
+
+
+def test_canary_counts(tmp_path: Path) -> None:
+    c = benchlib.Canary(min(os.sched_getaffinity(0)), tmp_path / "canary")
+    try:
+        assert c.start(), c.error
+        with c.window() as w:
+            time.sleep(0.3)
+        assert w["rate"] > 0 and c.read()
+    finally:
+        c.stop()
+    assert not c.alive()
+    off = benchlib.Canary(None, tmp_path / "off")
+    assert not off.start() and off.error
+    with off.window() as w:
+        pass
+    assert w == {}
+
+
+def test_worker_pins_every_thread() -> None:
+    """worker.py pins the threads started before it (the CUDA driver's, torch's), not just its own."""
+    cpu = min(os.sched_getaffinity(0))
+    code = (
+        "import threading, time, os, worker\n"
+        "threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n"
+        f"n = worker.pin_all_threads({{{cpu}}})\n"
+        "print(n, sorted({tuple(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO / "bench", capture_output=True, text=True,
+                       timeout=60, check=True)  # fmt: skip
+    assert r.stdout.split(" ", 1) == ["2", f"[({cpu},)]\n"], r.stdout + r.stderr
