@@ -18,10 +18,14 @@ repetition:
              processes, `fikitctl submit --prio low --wait` for the two-GPU job
   fikit_hp   the fikit processes' HPs alone (their LPs idle): the floor fikit's HP sits on, the
              cost of MPS, the library and the daemon without any LP work to schedule
-A repetition first runs the three windows whose HPs are compared with each other side by side, in
-an order that alternates (even repetitions solo_hp, fikit, fikit_hp; odd ones fikit_hp, fikit,
-solo_hp), so a drift slower than a window weighs on both sides of a ratio alike over two
-repetitions; then mps_prio, solo_lp, solo_lp2 (order()).
+  mps_hp     the mps_prio processes' HPs alone: MPS's part of that floor (plain processes, MPS
+             clients, no libfikit.so)
+A repetition first runs the four windows whose HPs are compared with each other side by side, in
+an order that alternates (even repetitions solo_hp, fikit, fikit_hp, mps_hp; odd ones the
+reverse), so a drift slower than a window weighs on both sides of a ratio alike over two
+repetitions; then mps_prio, solo_lp, solo_lp2 (order()). With --hp-restart-every N, every HP
+process is started anew before each N-th repetition (restart_hps): identical processes differ
+by a few percent for their whole lives, and several generations average that out.
 CPUs (benchlib.plan_cores, from /sys; --ROLE-cores lists override): each HP two physical cores on
 its GPU's NUMA node, one thread of each, the siblings idle; `service`, two whole cores, for the
 harness, which pins itself there first so that fikitd, the MPS daemons and fikitctl inherit them;
@@ -77,10 +81,10 @@ import verify_daemon
 
 REPO = benchlib.REPO_ROOT
 STATS_KEY = "multigpu"  # run_pairs.read_stats finds OUT/stats/<key>.<tag>.<pid>.json
-MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp"]
+MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp", "mps_hp"]
 SHARED = ["mps_prio", "fikit"]  # every process runs
-COMPARED = [*SHARED, "fikit_hp"]  # the modes whose HP latency is taken over solo_hp's
-NEAR = ["solo_hp", "fikit", "fikit_hp"]  # the windows compared with each other: side by side
+COMPARED = [*SHARED, "fikit_hp", "mps_hp"]  # the modes whose HP latency is taken over solo_hp's
+NEAR = ["solo_hp", "fikit", "fikit_hp", "mps_hp"]  # the windows compared with each other: side by side
 CPU_ROLES = ["hp0", "hp1", "lp0", "lp1", "lp2", "service"]  # each has a --ROLE-cores option
 LAT_ROW_MAX = 1000  # a window's HP latencies go to raw.jsonl (lat_ms) up to this many
 
@@ -143,6 +147,8 @@ class Verify:
         self.cpu_plan: dict[str, Any] = {}
         self.canary: benchlib.Canary | None = None
         self.lat: dict[tuple[str, str], list[float]] = {}  # (mode, hp) -> every request's ms, ok windows
+        self.generations: list[dict[str, Any]] = []  # HP restarts (restart_hps)
+        self.startup_s = 0.0
 
     # --------------------------------------------------------------------------------- helpers
     def elapsed(self) -> float:
@@ -377,6 +383,40 @@ class Verify:
             {"startup_s": self.startup_s, "errors": {g.name: g.error for g in self.groups.values()}},
         )
 
+    def restart_hps(self, rep: int) -> None:
+        """Every group's HPs stopped and started anew (the LPs stay): fresh processes.
+
+        Why: two identical processes ran a few percent apart for their whole lives
+        (2026-11-25-h200-overhead/aa), so one plain and one fikit process per GPU put a fixed
+        offset of that size into every ratio of a run; several generations of them average it."""
+        t = time.monotonic()
+        fresh: list[ctl.WorkerProc] = []
+        for g in self.groups.values():
+            if g.error:
+                continue
+            for r in self.roles:
+                if r.role != "hp":
+                    continue
+                old = g.workers[r.key]
+                old.stop()
+                w = ctl.WorkerProc(old.tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
+                w.sock_path = old.sock_path
+                with benchlib.thread_affinity(self.allowed):
+                    w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, old.tag), cwd=str(REPO))
+                g.workers[r.key] = w
+                fresh.append(w)
+        ctl.connect_and_build(fresh, timeout=self.a.startup_timeout_s)
+        ctl.warm_up(fresh, self.a.warmup_s, timeout=self.a.startup_timeout_s)
+        for g in self.groups.values():
+            bad = [w for w in g.workers.values() if w in fresh and (w.error or not w.ready)]
+            if bad and not g.error:
+                g.error = f"{bad[0].tag}: restart failed: {bad[0].error or 'not ready'}"[:3000]
+        gen = {"rep": rep, "restart_s": round(time.monotonic() - t, 1),
+               "pids": {f"{g.name}-{k}": self.pid(g.name, k) for g in self.groups.values()
+                        for k in ("hp0", "hp1")}}  # fmt: skip
+        self.generations.append(gen)
+        self.log(f"HPs restarted before rep {rep} in {gen['restart_s']}s: {gen['pids']}")
+
     def pid(self, g: str, key: str) -> int:
         return int((self.groups[g].workers[key].built or {}).get("pid") or -1)
 
@@ -465,9 +505,10 @@ class Verify:
             "mps_prio": "mpsprio",
             "fikit": "fikit",
             "fikit_hp": "fikit",
+            "mps_hp": "mpsprio",
         }[mode]
         keys = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
-                "fikit_hp": ["hp0", "hp1"]}.get(
+                "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"]}.get(
             mode, [r.key for r in self.roles]
         )
         row: dict[str, Any] = {
@@ -540,16 +581,23 @@ class Verify:
 
     def run_windows(self) -> None:
         need_tail = self.a.shutdown_margin_s
+        every = self.a.hp_restart_every
         for rep in range(self.a.reps):
             modes = order(rep)
-            if self.left() < len(modes) * self.window_cost() + need_tail:
+            restart = every > 0 and rep > 0 and rep % every == 0
+            last = self.generations[-1]["restart_s"] if self.generations else self.startup_s
+            restart_s = last if restart else 0.0
+            if self.left() < len(modes) * self.window_cost() + restart_s + need_tail:
                 self.stop_reason = (
                     f"budget: rep {rep} would not fit ({self.elapsed():.0f}s of {self.a.budget_s:.0f}s)"
                 )
                 self.log(self.stop_reason)
                 return
+            if restart:
+                self.restart_hps(rep)
             for pos, mode in enumerate(modes):
                 row = self.run_mode(mode, rep, pos)
+                row["generation"] = len(self.generations)
                 self.rows.append(row)
                 benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
                 hs = " ".join(
@@ -585,6 +633,7 @@ class Verify:
         for rep in reps:
             sh, sl, sl2 = by.get(("solo_hp", rep)), by.get(("solo_lp", rep)), by.get(("solo_lp2", rep))
             mp, floor = by.get(("mps_prio", rep)), by.get(("fikit_hp", rep))
+            mps_floor = by.get(("mps_hp", rep))
             for mode in COMPARED:
                 row = by.get((mode, rep))
                 if row is None:
@@ -596,6 +645,9 @@ class Verify:
                             add(f"{k}_{q}_ratio", mode, benchlib.ratio(ms, sh["hp"][k][f"{q}_ms"]))
                         if mode == "fikit" and floor and k in floor["hp"]:
                             add(f"{k}_{q}_vs_fikit_hp", mode, benchlib.ratio(ms, floor["hp"][k][f"{q}_ms"]))
+                        if mode == "fikit_hp" and mps_floor and k in mps_floor["hp"]:
+                            # the floor's own split: the library and fikitd over MPS alone
+                            add(f"{k}_{q}_vs_mps_hp", mode, benchlib.ratio(ms, mps_floor["hp"][k][f"{q}_ms"]))
                 if mode not in SHARED:
                     continue
                 for k, solo in (("lp0", sl), ("lp1", sl), ("lp2", sl2)):
@@ -693,6 +745,9 @@ class Verify:
                     # fikit's HP over the same HP with its LPs idle: the scheduling's own cost
                     "hp_p50_vs_fikit_hp": (ratios.get(f"{hp.key}_p50_vs_fikit_hp") or {}).get("fikit"),
                     "hp_p99_vs_fikit_hp": (ratios.get(f"{hp.key}_p99_vs_fikit_hp") or {}).get("fikit"),
+                    # that floor split: MPS alone is mps_hp over solo; the library and fikitd this
+                    "floor_p50_vs_mps_hp": (ratios.get(f"{hp.key}_p50_vs_mps_hp") or {}).get("fikit_hp"),
+                    "floor_p99_vs_mps_hp": (ratios.get(f"{hp.key}_p99_vs_mps_hp") or {}).get("fikit_hp"),
                     "lp_tput_ratio": {m: (ratios.get(f"{lp.key}_tput_ratio") or {}).get(m) for m in SHARED},
                     "lp_vs_mps_prio": (ratios.get(f"{lp.key}_vs_mps_prio") or {}).get("fikit"),
                     "targets": {
@@ -774,12 +829,14 @@ class Verify:
                 f"LP x solo {m(lp['fikit'])} / {m(lp['mps_prio'])}, "
                 f"LP fikit/mps_prio {m(g['lp_vs_mps_prio'])}; HP alone under fikit (LPs idle) p50 x solo "
                 f"{m(p50.get('fikit_hp'))}, p99 {m(p99.get('fikit_hp'))}; fikit HP over that p50 "
-                f"{m(g['hp_p50_vs_fikit_hp'])}, p99 {m(g['hp_p99_vs_fikit_hp'])}; targets {targets}"
+                f"{m(g['hp_p50_vs_fikit_hp'])}, p99 {m(g['hp_p99_vs_fikit_hp'])}; HP alone under MPS p50 "
+                f"x solo {m(p50.get('mps_hp'))}, library and fikitd over that {m(g['floor_p50_vs_mps_hp'])}; "
+                f"targets {targets}"
             )
             pooled = {q: " / ".join(m(g[f"hp_{q}_pooled_ratio"].get(x), "ratio") for x in COMPARED[::-1])
                       for q in ("p50", "p99")}  # fmt: skip
             out.append(
-                f"GPU {g['index']} all requests pooled, HP x solo (fikit_hp / fikit / mps_prio): "
+                f"GPU {g['index']} all requests pooled, HP x solo ({' / '.join(COMPARED[::-1])}): "
                 f"p50 {pooled['p50']}, p99 {pooled['p99']}"
             )
         t = lp2.get("tput_ratio") or {}
@@ -834,7 +891,9 @@ class Verify:
             },
             "reps_done": len({r["rep"] for r in self.rows if r["mode"] == "fikit" and r["ok"]}),
             "window_s": self.a.window_s,
-            "startup_s": getattr(self, "startup_s", None),
+            "startup_s": self.startup_s,
+            "hp_restart_every": self.a.hp_restart_every,
+            "hp_generations": self.generations,
             "stop_reason": self.stop_reason,
             "per_gpu": per_gpu,
             "two_gpu_job": {
@@ -965,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-timeout-s", type=float, default=60.0)
     p.add_argument("--startup-timeout-s", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hp-restart-every", type=int, default=0,
+                   help="start every HP process anew before each N-th repetition (0: never)")
     # CPUs: `auto` plans them from /sys (benchlib.plan_cores); a list (e.g. 2-3,18) overrides a role
     for k in CPU_ROLES:
         p.add_argument(f"--{k}-cores", default="auto", help=f"{k}'s CPUs (default auto)")

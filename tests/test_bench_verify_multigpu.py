@@ -31,8 +31,9 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     p = subprocess.run(
         [sys.executable, str(REPO / "bench" / "verify_multigpu.py"), "--fake-cuda-dir",
          str(fake_build.fake_dir), "--lib", str(libfikit), "--out", str(out), "--window-s", "0.6",
-         "--discard-s", "0.2", "--warmup-s", "0.3", "--reps", "2", "--budget-s", "150"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+         "--discard-s", "0.2", "--warmup-s", "0.3", "--reps", "3", "--hp-restart-every", "2",
+         "--budget-s", "200"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
@@ -48,17 +49,27 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         assert any(key in name and c["ok"] for name, c in by.items()), (key, list(by))
     # the targets are GPU measurements: not applicable on the fake driver
     assert [c["ok"] for name, c in by.items() if "single-GPU targets" in name] == [None, None]
-    # every window of both repetitions measured, in order: the windows compared side by side, the
-    # order alternating (solo_hp, fikit, fikit_hp, then backwards), then mps_prio and the LPs alone
+    # every window of the three repetitions measured, in order: the windows compared side by side,
+    # the order alternating (solo_hp, fikit, fikit_hp, mps_hp, then backwards), then mps_prio and
+    # the LPs alone
     rows = [json.loads(ln) for ln in (out / "raw.jsonl").read_text().splitlines()]
-    near = ["solo_hp", "fikit", "fikit_hp"]
+    near = ["solo_hp", "fikit", "fikit_hp", "mps_hp"]
     assert [(r["rep"], r["position"], r["mode"]) for r in rows] == [
-        (rep, pos, m) for rep, first in ((0, near), (1, near[::-1]))
+        (rep, pos, m) for rep, first in ((0, near), (1, near[::-1]), (2, near))
         for pos, m in enumerate([*first, "mps_prio", "solo_lp", "solo_lp2"])]  # fmt: skip
+    # before the third repetition every HP process was started anew (--hp-restart-every 2): new
+    # pids, the LPs kept, and the rows say which generation of HPs they measured
+    [gen] = s["hp_generations"]
+    assert gen["rep"] == 2 and len(gen["pids"]) == 6 and all(pid > 0 for pid in gen["pids"].values())
+    assert [r["generation"] for r in rows] == [0] * 14 + [1] * 7
+    first_hp0 = [ln for ln in (out / "logs" / "fikit-hp0-bert.log").read_text().splitlines()
+                 if ln.startswith("$ ")]  # fmt: skip
+    assert len(first_hp0) == 2, first_hp0
     assert s["order"] == {"even_reps": [*near, "mps_prio", "solo_lp", "solo_lp2"],
                           "odd_reps": [*near[::-1], "mps_prio", "solo_lp", "solo_lp2"]}  # fmt: skip
     # the HP-alone window under fikit runs only the HPs, and gives the floor fikit's HP is judged over
-    assert all(sorted(r["hp"]) == ["hp0", "hp1"] and r["lp"] == {} for r in rows if r["mode"] == "fikit_hp")
+    assert all(sorted(r["hp"]) == ["hp0", "hp1"] and r["lp"] == {} for r in rows
+               if r["mode"] in ("fikit_hp", "mps_hp"))  # fmt: skip
     assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
     # every window says how busy the host's cores were, and how much the hypervisor stole
     assert all(0 <= r["cpu"]["all"]["busy_pct"] <= 100 and "steal_pct" in r["cpu"]["all"] for r in rows)
@@ -67,7 +78,7 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     assert all(("rate" in r["canary"]) == bool(canary_ok) for r in rows)
     # each HP window keeps its requests' latencies
     assert all(len(r["lat_ms"][k]) == r["hp"][k]["n"] for r in rows for k in r["hp"])
-    assert s["reps_done"] == 2
+    assert s["reps_done"] == 3
     # the CPU plan: every role, disjoint unless the notes say there were too few CPUs
     plan = s["cpu_plan"]
     assert set(plan) >= {"hp0", "hp1", "lp0", "lp1", "lp2", "service"} and plan["hp0"]
@@ -77,19 +88,21 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     assert s["harness_threads_pinned"] >= 1
     # host noise: the canary's spread, and per HP and mode the correlation with its slowness
     assert set(s["noise"]) == {"canary", "hp0", "hp1"}
-    assert set(s["noise"]["hp0"]) == {"solo_hp", "mps_prio", "fikit", "fikit_hp", "all"}
-    assert s["noise"]["hp0"]["fikit"]["n"] == (2 if canary_ok else 0)
+    assert set(s["noise"]["hp0"]) == {"solo_hp", "mps_prio", "fikit", "fikit_hp", "mps_hp", "all"}
+    assert s["noise"]["hp0"]["fikit"]["n"] == (3 if canary_ok else 0)
     # per GPU: its pair registered in its domain, the two-GPU job in both
     for g in s["per_gpu"]:
         roles = sorted(c["role"] for c in g["registered"])
         assert roles == sorted([f"hp{g['index']}", f"lp{g['index']}", "lp2"]), g["registered"]
-        assert g["hp_p50_ratio"]["fikit"]["n"] == 2 and g["lp_vs_mps_prio"]["n"] == 2
-        assert g["hp_p50_ratio"]["fikit_hp"]["n"] == 2 and g["hp_p50_vs_fikit_hp"]["n"] == 2
+        assert g["hp_p50_ratio"]["fikit"]["n"] == 3 and g["lp_vs_mps_prio"]["n"] == 3
+        assert g["hp_p50_ratio"]["fikit_hp"]["n"] == 3 and g["hp_p50_vs_fikit_hp"]["n"] == 3
+        # the floor split: MPS alone over solo, and the library and fikitd over MPS alone
+        assert g["hp_p50_ratio"]["mps_hp"]["n"] == 3 and g["floor_p50_vs_mps_hp"]["n"] == 3
         assert g["held_launches_in_fikit_windows"][f"hp{g['index']}"] == 0
         # the pooled view: all requests of a mode over solo_hp's, next to the per-repetition medians
         for q in ("p50", "p99"):
             pooled = g[f"hp_{q}_pooled_ratio"]
-            assert set(pooled) == {"mps_prio", "fikit", "fikit_hp"} and pooled["fikit"]["ratio"] > 0
+            assert set(pooled) == {"mps_prio", "fikit", "fikit_hp", "mps_hp"} and pooled["fikit"]["ratio"] > 0
             hp = f"hp{g['index']}"
             assert pooled["fikit"]["n"] == sum(r["hp"][hp]["n"] for r in rows if r["mode"] == "fikit")
     job = s["two_gpu_job"]
@@ -98,7 +111,8 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     assert {f.name.split(".")[1] for f in (out / "stats").glob("*.json")} == {
         "fikit-hp0-bert", "fikit-lp0-vgg16_infer", "fikit-hp1-resnet50", "fikit-lp1-resnet50_train",
         "fikit-lp2-resnet50_train"}  # fmt: skip
-    assert (out / "fikitd.log").read_text().count("registered at priority") == 6
+    # six fikit processes (the two-GPU job in both domains), then the two restarted HPs
+    assert (out / "fikitd.log").read_text().count("registered at priority") == 8
     assert json.loads((out / "status.json").read_text())["gpus"][1]["uuid"] == fake_uuid(1)
 
 
@@ -190,8 +204,8 @@ def test_plan_without_sysfs_or_cpus(tmp_path: Path) -> None:
 
 
 def test_order_alternates() -> None:
-    assert verify_multigpu.order(0)[:3] == ["solo_hp", "fikit", "fikit_hp"]
-    assert verify_multigpu.order(1)[:3] == ["fikit_hp", "fikit", "solo_hp"]
+    assert verify_multigpu.order(0)[:4] == ["solo_hp", "fikit", "fikit_hp", "mps_hp"]
+    assert verify_multigpu.order(1)[:4] == ["mps_hp", "fikit_hp", "fikit", "solo_hp"]
     assert verify_multigpu.order(2) == verify_multigpu.order(0)
     assert all(sorted(verify_multigpu.order(r)) == sorted(verify_multigpu.MODES) for r in (0, 1))
 
