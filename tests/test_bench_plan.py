@@ -114,7 +114,7 @@ def test_device_commands_fit_the_tool() -> None:
     assert device_cmd.results_dir(1, "D") == "bench/results/D-h100"
     assert device_cmd.results_dir(4, "D") == "bench/results/D-2xh200"  # issue 8: <date>-<gpus>
     multi = device_cmd.command(4, "D", "x")
-    assert "verify_multigpu.py" in multi and "DL=330" in multi
+    assert "verify_multigpu.py" in multi and "DL=555" in multi and "--hp-restart-every 8" in multi
     r = subprocess.run([sys.executable, str(REPO / "bench" / "device_cmd.py"), "1"], capture_output=True,
                        text=True, timeout=60, check=True)  # fmt: skip
     assert "FIKIT_COMMIT=" in r.stdout and "unknown" not in r.stdout.split(";")[0]
