@@ -35,6 +35,8 @@ import sys  # noqa: E402
 import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
+import benchlib  # noqa: E402
+
 
 def lib_mapped() -> bool:
     try:
@@ -42,35 +44,6 @@ def lib_mapped() -> bool:
             return any("libfikit" in line for line in f)
     except OSError:
         return False
-
-
-def parse_cpus(spec: str) -> set[int]:
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.update(range(int(a), int(b) + 1))
-        else:
-            out.add(int(part))
-    return out
-
-
-def pin_all_threads(cpus: set[int]) -> int:
-    """Pin every thread of this process (as benchlib.pin_all_threads does); returns how many.
-
-    Why every thread: os.sched_setaffinity(0, ...) pins the calling thread only, and the threads
-    the CUDA driver and torch started while the model was built would keep running anywhere."""
-    n = 0
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except ProcessLookupError:
-            continue  # the thread ended meanwhile
-        n += 1
-    return n
 
 
 class Worker:
@@ -98,7 +71,7 @@ class Worker:
         self.pinned_threads = 0
         if args.cpus:
             try:
-                self.pinned_threads = pin_all_threads(parse_cpus(args.cpus))
+                self.pinned_threads = benchlib.pin_all_threads(benchlib.parse_cpu_list(args.cpus))
                 self.pinned = sorted(os.sched_getaffinity(0))
             except OSError as e:
                 print(f"worker: cannot pin to {args.cpus}: {e}", file=sys.stderr)

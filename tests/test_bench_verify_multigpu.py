@@ -227,13 +227,14 @@ def test_canary_counts(tmp_path: Path) -> None:
     assert w == {}
 
 
-def test_worker_pins_every_thread() -> None:
-    """worker.py pins the threads started before it (the CUDA driver's, torch's), not just its own."""
+def test_pin_all_threads_pins_those_started_before() -> None:
+    """worker.py pins (benchlib.pin_all_threads) the threads started before it (the CUDA driver's,
+    torch's), not just its own."""
     cpu = min(os.sched_getaffinity(0))
     code = (
-        "import threading, time, os, worker\n"
+        "import threading, time, os, benchlib\n"
         "threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n"
-        f"n = worker.pin_all_threads({{{cpu}}})\n"
+        f"n = benchlib.pin_all_threads([{cpu}])\n"
         "print(n, sorted({tuple(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')}))"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO / "bench", capture_output=True, text=True,
