@@ -254,6 +254,15 @@ def parse_cpus(spec: str) -> list[int]:
     return [c for c in cpus if c in allowed]
 
 
+def popen_logged(argv: Sequence[str], log: Path, append: bool = False, **kw: Any) -> subprocess.Popen[bytes]:
+    """Start argv with stdin closed and stdout and stderr into log (appended to, or new); raises
+    OSError as Popen does. The log is closed here: the child keeps its own descriptor."""
+    with log.open("ab" if append else "wb") as f:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, **kw
+        )
+
+
 def pin_preexec(cpus: list[int]) -> Any:
     """A preexec_fn that pins the child to cpus (no-op if empty)."""
 
@@ -695,15 +704,12 @@ class Canary:
             self.mm = mmap.mmap(f.fileno(), 8)
         code = (f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import benchlib; "
                 "benchlib.canary_loop(sys.argv[1], int(sys.argv[2]))")  # fmt: skip
-        log = self.path.with_suffix(".log").open("wb")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.path), str(self.cpu)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = popen_logged([sys.executable, "-c", code, str(self.path), str(self.cpu)],
+                                     self.path.with_suffix(".log"))
         except OSError as e:
             self.error = f"cannot start: {e!r}"
             return False
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None and not self.read():
             time.sleep(0.05)

@@ -371,22 +371,18 @@ class Daemon:
         for d in (self.rt, self.state, self.log, self.pipe, self.mps_log):
             d.mkdir(parents=True, exist_ok=True)
         self.cfg.write_text(self.config_text(), encoding="utf-8")
-        logf = self.log_path.open("ab")
         try:
-            self.proc = subprocess.Popen(
+            self.proc = benchlib.popen_logged(
                 [*self.cmd, "--config", str(self.cfg)],
+                self.log_path,
+                append=True,
                 env=self.env(),
                 cwd=str(benchlib.REPO_ROOT),
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as e:
             self.error = f"cannot start fikitd: {e!r}"
             return False
-        finally:
-            logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
