@@ -208,6 +208,7 @@ def worker_argv(
     seed: int = 0,
     batch: int | None = None,
     devices: str = "",
+    toggle_ms: float = 0.0,
 ) -> list[str]:
     argv = [
         python,
@@ -237,6 +238,8 @@ def worker_argv(
         argv += ["--batch", str(batch)]
     if devices:
         argv += ["--devices", devices]
+    if toggle_ms > 0:
+        argv += ["--toggle-ms", str(toggle_ms)]
     return argv
 
 

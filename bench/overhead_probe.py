@@ -17,6 +17,10 @@ figure that moves names the part that costs:
   plain_b      a second plain process, and preload_b a second preload one: each variant is one
   preload_b    long-lived process, so these A/A pairs show how far two identical processes differ,
                the noise floor below which no variant's ratio means anything
+  toggle       one preload process that turns the library's measuring off and on every
+               --toggle-ms (fikit_set_measuring, between requests): its requests with measuring on
+               over those with it off, stretch by stretch in the same process (toggle_on_vs_off),
+               free of the process-to-process offset and of slow drifts of the host
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -47,6 +51,7 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "profile": {"FIKIT_PROFILE": "1"},  # every kernel timed by CUPTI (--cupti names the libcupti)
     "plain_b": None,
     "preload_b": {},
+    "toggle": {},
 }
 
 
@@ -81,6 +86,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if not rs:
                 continue
             entry: dict[str, Any] = {"reps": len(rs)}
+            if v == "toggle":  # within the process: on over off, window by window
+                for k in ("p50_ms", "p99_ms", "mean_ms"):
+                    rr = [benchlib.ratio(r["on"][k], r["off"][k]) for r in rs if r.get("on") and r.get("off")]
+                    key = "toggle_on_vs_off_" + k.replace("_ms", "")
+                    entry[key] = benchlib.rnd(benchlib.median(rr))
+                    entry[key + "_spread"] = [benchlib.rnd(x) for x in (benchlib.spread(rr) or [])] or None
             for k in ("p50_ms", "p99_ms", "mean_ms"):
                 entry[k] = benchlib.rnd(benchlib.median(r["stats"][k] for r in rs))
                 ratios = [
@@ -108,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=2.0)
     p.add_argument("--discard-s", type=float, default=0.3)
     p.add_argument("--cpus", default="2-3", help="every HP worker's CPUs (one runs at a time)")
+    p.add_argument("--toggle-ms", type=float, default=100.0, help="the toggle variant's stretch length")
+    p.add_argument("--mps-pipe", default="", help="every variant a client of the MPS daemon of this pipe dir")
+    p.add_argument("--mps-log", default="", help="its log directory (default: the pipe directory)")
     p.add_argument("--budget-s", type=float, default=240.0, help="start no window after this")
     a = p.parse_args(argv)
     t0 = time.monotonic()
@@ -126,14 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.device == "fake":
         prepare_fake(sock_dir)
     workers: dict[tuple[str, str], ctl.WorkerProc] = {}
+    # every variant an MPS client of a running server (the HP's condition under fikit), or none
+    mps_env: dict[str, str] = {}
+    if a.mps_pipe:
+        mps_env = {"CUDA_MPS_PIPE_DIRECTORY": a.mps_pipe, "CUDA_MPS_LOG_DIRECTORY": a.mps_log or a.mps_pipe}
     for model in [m.strip() for m in a.models.split(",") if m.strip()]:
         for v in variants:
             tag = f"{model}-{v}"
             w = ctl.WorkerProc(tag, model, "hp", sock_dir, out / "logs")
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
-                                tag, cpus=a.cpus),
-                variant_env(a.lib, VARIANTS[v], a.cupti),
+                                tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v == "toggle" else 0.0),
+                {**variant_env(a.lib, VARIANTS[v], a.cupti), **mps_env},
             )
             workers[(model, v)] = w
     ws = list(workers.values())
@@ -159,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         dur = a.discard_s + a.window_s
                         start, recs = ctl.run_window([w], f"{v}-{rep}", dur)
-                        row["stats"] = ctl.hp_stats(recs[w.tag], start + a.discard_s, start + dur)
+                        t_a, t_b = start + a.discard_s, start + dur
+                        row["stats"] = ctl.hp_stats(recs[w.tag], t_a, t_b)
+                        if v == "toggle":
+                            for name, on in (("on", 1), ("off", 0)):
+                                part = [r for r in recs[w.tag] if len(r) > 3 and r[3] == on]
+                                row[name] = ctl.hp_stats(part, t_a, t_b)
                     except ctl.WorkerError as e:
                         row["error"] = str(e)[:300]
                     rows.append(row)
@@ -183,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         for v, e in per.items():
             print(f"{model:9s} {v:12s} p50 x{e['p50_ratio']} p99 x{e['p99_ratio']} mean x{e['mean_ratio']} "
                   f"(spread p50 {e['p50_ratio_spread']})")
+            if "toggle_on_vs_off_p50" in e:
+                print(f"{model:9s} {v:12s} measuring on over off in the same process: p50 "
+                      f"x{e['toggle_on_vs_off_p50']} {e['toggle_on_vs_off_p50_spread']}, p99 "
+                      f"x{e['toggle_on_vs_off_p99']}, mean x{e['toggle_on_vs_off_mean']}")
     return 0
 
 

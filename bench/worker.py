@@ -12,7 +12,8 @@ rehearsals, no torch). The worker builds its model, then obeys a runner over a U
   runner -> {"cmd": "warmup", "seconds": S}
   worker -> {"ev": "ready", ...}      warmed up; GPU memory cache released for LP (--release-mem)
   runner -> {"cmd": "run", "id": ID, "start_at": T, "duration_s": D}   T on CLOCK_MONOTONIC
-  worker -> {"ev": "done", "id": ID, "records": [...]}   HP: [arrival, start, end] per request;
+  worker -> {"ev": "done", "id": ID, "records": [...]}   HP: [arrival, start, end] per request
+                                                          (+ measuring on/off with --toggle-ms);
                                                           LP: [start, end] per iteration
   runner -> {"cmd": "quit"}
 
@@ -125,6 +126,18 @@ class Worker:
             self.sync()
             self.torch.cuda.empty_cache()
 
+    @staticmethod
+    def measuring_switch() -> Any:
+        """libfikit.so's fikit_set_measuring, found among the preloaded libraries' symbols."""
+        import ctypes
+
+        try:
+            fn = ctypes.CDLL(None).fikit_set_measuring
+        except AttributeError as e:
+            raise RuntimeError("--toggle-ms needs libfikit.so preloaded (no fikit_set_measuring)") from e
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+
     def warmup(self, seconds: float) -> dict[str, Any]:
         t0 = time.monotonic()
         n = 0
@@ -163,6 +176,24 @@ class Worker:
                 sync()
                 t_e = time.monotonic()
                 recs.append([round(t_arr, 6), round(t_s, 6), round(t_e, 6)])
+        elif self.wl.role == "hp" and self.args.toggle_ms > 0:
+            # One process, libfikit.so's measuring on and off in alternate stretches of toggle_ms
+            # (switched between requests only): the fourth field of a record says which (1: on).
+            toggle = self.measuring_switch()
+            seg_s, state = self.args.toggle_ms / 1000.0, -1
+            while True:
+                t_s = time.monotonic()
+                if t_s >= end_at:
+                    break
+                want = 1 - int((t_s - start_at) / seg_s) % 2
+                if want != state:
+                    toggle(want)
+                    state = want
+                step()
+                sync()
+                t_e = time.monotonic()
+                recs.append([round(t_s, 6), round(t_s, 6), round(t_e, 6), state])
+            toggle(1)
         elif self.wl.role == "hp":
             while True:
                 t_s = time.monotonic()
@@ -254,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=2.0)
     p.add_argument("--warmup-min-iters", type=int, default=5)
     p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")
+    p.add_argument("--toggle-ms", type=float, default=0.0,
+                   help="HP back to back: libfikit.so's measuring off and on every N ms (overhead_probe)")
     p.add_argument("--ctl", default="", help="Unix socket of the runner")
     p.add_argument("--tag", default="")
     p.add_argument("--duration", type=float, default=3.0, help="standalone: window length")

@@ -173,3 +173,18 @@ def test_samples_on_an_idle_stream_are_gated(run_client: RunClient) -> None:
     assert waits >= 8, f"first launches of a kernel are measured on an idle stream: {waits} gated"
     plain = run_client(args, env={**env, "FIKIT_PASSTHROUGH": "1"})
     assert plain.truth[plain.pid]["wait_value"] == 0
+
+
+def test_measuring_turned_off_counts_but_does_not_measure(run_client: RunClient) -> None:
+    """fikit_set_measuring(0) (bench/overhead_probe.py's toggle variant) leaves a launch counted but
+    neither identified nor measured, until fikit_set_measuring(1); the stream keeps running either way."""
+    from fakecuda_harness import kernels_by_name
+
+    run = run_client(["-n", "200", "--kernels", "conv,gemm", "--sync", "stream", "--unmeasured", "50",
+                      "--check"], env={"FAKECUDA_DURATIONS": "conv=20,gemm=10"})  # fmt: skip
+    stats = run.stats[run.pid]
+    # 200 iterations of one launch each, the kernels in turn; the first 50 with measuring off
+    assert run.report["check"] is True and run.report["kernels"] == {"conv": 100, "gemm": 100}
+    assert stats["launches"]["cuLaunchKernel"] == 200  # every launch counted
+    assert kernels_by_name(stats) == {"conv": 75, "gemm": 75}  # identified only with measuring on
+    assert all(k["dur_us"]["n"] > 0 for k in stats["kernels"]), stats["kernels"]

@@ -221,5 +221,10 @@ struct fikit_config {
 };
 extern struct fikit_config fikit_cfg;
 void fikit_harvest(bool wait_all);
+/* Benchmarks of the library's own cost: with `on` 0, launches are counted but neither
+ * identified, decided nor measured, as in pass-through, until it is called with 1 again, so
+ * one process can alternate both states (bench/overhead_probe.py --toggle-ms).  Returns the
+ * previous state.  Never for a client below another: a paused client defers to no one. */
+FIKIT_API int fikit_set_measuring(int on);
 
 #endif /* FIKIT_INTERNAL_H */

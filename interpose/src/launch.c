@@ -31,6 +31,7 @@
 struct fikit_config fikit_cfg = {.sample = 16};
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static _Atomic int ready;
+static _Atomic bool measuring_off; /* fikit_set_measuring(0) */
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
@@ -459,6 +460,7 @@ struct launch {
     CUstream run;    /* where it runs: the program's, or the co-running stream */
     uint64_t t;
     bool deferred; /* had a more urgent client to defer to */
+    bool counted_only; /* pass-through, or measuring turned off: after() has nothing to finish */
 };
 
 static const char *graph_name(CUgraphExec g, uint64_t *hash)
@@ -497,13 +499,15 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
     L->stream = stream;
     L->run = stream;
     L->deferred = false;
+    L->counted_only = true;
     if (FIKIT_UNLIKELY(!d))
         return;
     struct fikit_slot *me = d->me;
     atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->launches, 1, memory_order_relaxed);
-    if (fikit_cfg.passthrough)
+    if (fikit_cfg.passthrough || FIKIT_UNLIKELY(atomic_load_explicit(&measuring_off, memory_order_relaxed)))
         return;
+    L->counted_only = false;
 
     /* Profiling mode: CUPTI times kernel launches (it starts here, before any
      * decision may set up co-running); graph launches are timed by events. */
@@ -550,8 +554,8 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
 static void after(struct launch *L, CUresult r)
 {
     struct fikit_dev *d = L->dev;
-    if (FIKIT_UNLIKELY(!d) || fikit_cfg.passthrough)
-        return;
+    if (FIKIT_UNLIKELY(!d) || L->counted_only)
+        return; /* decided in before(): a toggle between the two must not leave a gate shut */
     struct fikit_slot *me = d->me;
     struct pool *p = pool_of(d);
     if (L->run != L->stream)
@@ -672,6 +676,11 @@ static void init_once(void)
     pthread_atfork(NULL, NULL, child_after_fork);
     atexit(at_exit);
     atomic_store_explicit(&ready, 1, memory_order_release);
+}
+
+FIKIT_API int fikit_set_measuring(int on)
+{
+    return !atomic_exchange(&measuring_off, !on);
 }
 
 void fikit_init(void)

@@ -113,6 +113,7 @@ struct options {
     int version;
     int dlopen_global;
     int vary_block; /* odd iterations launch with twice the block: one name, two shapes */
+    long unmeasured; /* the first N iterations with libfikit.so's measuring off (fikit_set_measuring) */
 };
 
 static struct options opt = {
@@ -367,9 +368,19 @@ static int launch_one(struct worker *w, enum api a, long i)
     return 0;
 }
 
+/* libfikit.so's fikit_set_measuring when it is preloaded; a no-op without it. */
+static void set_measuring(int on)
+{
+    int (*fn)(int) = (int (*)(int))dlsym(RTLD_DEFAULT, "fikit_set_measuring");
+    if (fn)
+        fn(on);
+}
+
 static int run_iterations(struct worker *w, long n)
 {
     for (long i = 0; i < n; i++) {
+        if (opt.unmeasured > 0 && (i == 0 || i == opt.unmeasured))
+            set_measuring(i >= opt.unmeasured);
         for (int a = 0; a < A_COUNT; a++)
             if (opt.apis[a] && launch_one(w, (enum api)a, i) != 0)
                 return -1;
@@ -533,7 +544,8 @@ static void usage(void)
           "  [--api kernel|ex|coop|graph|all] [-n N] [--kernels a,b] [--threads T]\n"
           "  [--fork] [--prefork N] [--sync none|stream|ctx|event] [--sleep-us G] [--check]\n"
           "  [--grid x,y,z] [--block x,y,z] [--smem B] [--param-us U] [--stream default|created]\n"
-          "  [--load module|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n",
+          "  [--load module|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n"
+          "  [--unmeasured N]\n",
           stderr);
     exit(2);
 }
@@ -551,6 +563,7 @@ int main(int argc, char **argv)
         {"stream", required_argument, NULL, 'r'},  {"load", required_argument, NULL, 'l'},
         {"version", required_argument, NULL, 'v'}, {"dlopen-global", no_argument, NULL, 'G'},
         {"vary-block", no_argument, NULL, 'V'},    {"help", no_argument, NULL, 'h'},
+        {"unmeasured", required_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     parse_api("kernel");
@@ -578,6 +591,7 @@ int main(int argc, char **argv)
         case 'v': opt.version = atoi(optarg); break;
         case 'G': opt.dlopen_global = 1; break;
         case 'V': opt.vary_block = 1; break;
+        case 'U': opt.unmeasured = strtol(optarg, NULL, 10); break;
         default: usage();
         }
     }

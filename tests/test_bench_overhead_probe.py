@@ -1,0 +1,35 @@
+"""bench/overhead_probe.py rehearsed on the fake driver: its toggle variant, one process whose
+library measures in alternate stretches, gives both halves and their ratio (timing on a CPU says
+nothing of the GPU: the mechanics are checked, not the figures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fakecuda_harness import REPO, FakeBuild
+
+
+def test_toggle_variant_splits_each_window(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
+    env["LD_LIBRARY_PATH"] = str(fake_build.fake_dir)
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    p = subprocess.run(
+        [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
+         str(tmp_path), "--models", "resnet50", "--variants", "plain,toggle", "--reps", "2", "--window-s",
+         "0.6", "--discard-s", "0.1", "--toggle-ms", "50", "--cpus", cpus, "--budget-s", "60"],
+        cwd=REPO / "bench", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [json.loads(ln) for ln in (tmp_path / "overhead.jsonl").read_text().splitlines()]
+    toggled = [r for r in rows if r["variant"] == "toggle"]
+    assert len(toggled) == 2
+    for r in toggled:  # both halves of every window measured, together the whole window
+        assert r["on"]["n"] > 0 and r["off"]["n"] > 0
+        assert r["on"]["n"] + r["off"]["n"] == r["stats"]["n"]
+    entry = json.loads((tmp_path / "overhead.json").read_text())["models"]["resnet50"]["toggle"]
+    assert entry["toggle_on_vs_off_p50"] > 0 and len(entry["toggle_on_vs_off_p50_spread"]) == 2
+    assert "measuring on over off in the same process" in p.stdout
