@@ -3,7 +3,7 @@
  * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
  * with and without libfikit.so preloaded.
  *
- *   launch_loop N [CHUNK]
+ *   launch_loop N [CHUNK [SHAPES [TOUCH_KB]]]
  *
  * The driver is opened with dlopen and its entry points found with dlsym, so a
  * preloaded library sees the same resolution path a runtime uses.  Launches go
@@ -11,6 +11,15 @@
  * of the timed region, so the queue never fills and the host never blocks on
  * the GPU.  Prints one JSON object: the median over chunks of the time per
  * launch, and the mean over all launches.
+ *
+ * A real program is unlike this loop in two ways that matter to a preloaded
+ * library: it launches many kernels, and between two launches it runs code of
+ * its own that evicts the library's state from the caches.  SHAPES (default 1)
+ * launches in turn that many grid sizes (each a kernel id of its own, as the
+ * library counts them), and TOUCH_KB (default 0) writes one byte a cache line
+ * of a buffer that large before each launch, inside the timed region: the same
+ * in every variant, so the difference between variants is what the library
+ * adds, its cache misses included.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -73,10 +82,16 @@ int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 1000000;
     long chunk = argc > 2 ? atol(argv[2]) : 256;
-    if (n <= 0 || chunk <= 0) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK]\"}\n");
+    long shapes = argc > 3 ? atol(argv[3]) : 1;
+    long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB]]]\"}\n");
         return 2;
     }
+    volatile unsigned char *buf = touch ? calloc((size_t)touch, 1) : NULL;
+    if (touch && !buf)
+        return fail("calloc", -1);
+    unsigned char stamp = 0;
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
     if (!h) {
         printf("{\"error\": \"dlopen libcuda.so.1: no driver\"}\n");
@@ -126,9 +141,14 @@ int main(int argc, char **argv)
     for (long c = 0; c < chunks; c++) {
         long k = (n - done) < chunk ? (n - done) : chunk;
         double t0 = now_ns();
-        for (long i = 0; i < k; i++)
-            if ((rc = cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
+        for (long i = 0; i < k; i++) {
+            stamp++;
+            for (long b = 0; b < touch; b += 64)
+                buf[b] = stamp;
+            unsigned gx = 1 + (unsigned)((done + i) % shapes);
+            if ((rc = cuLaunchKernel(fn, gx, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
                 return fail("cuLaunchKernel", rc);
+        }
         double t1 = now_ns();
         per[c] = (t1 - t0) / (double)k;
         total += t1 - t0;
@@ -138,10 +158,11 @@ int main(int argc, char **argv)
     }
     double wall = now_ns() - wall0;
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
-    printf("{\"launches\": %ld, \"chunk\": %ld, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
-           "\"mean_us\": %.4f, \"wall_s\": %.3f}\n",
-           done, chunk, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0, per[(chunks * 9) / 10] / 1000.0,
-           total / (double)done / 1000.0, wall / 1e9);
+    printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"median_us\": %.4f, "
+           "\"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           done, chunk, shapes, touch / 1024, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
+           per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
+    free((void *)buf);
     return 0;
 }
