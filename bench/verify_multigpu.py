@@ -350,14 +350,19 @@ class Verify:
         service CPUs (fikitd, there too, starts its worker)."""
         (self.base / "nomps").mkdir(exist_ok=True)
         for g in self.groups.values():
-            for j, r in enumerate(self.roles):
-                tag = f"{g.name}-{r.key}-{r.model}"
-                w = ctl.WorkerProc(tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
-                w.sock_path = self.base / "ctl" / f"{g.name[:5]}{j}.sock"
-                submit = g.name == "fikit" and len(r.gpus) > 1
-                with benchlib.thread_affinity(self.cpus.get("service", []) if submit else self.allowed):
-                    w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, tag), cwd=str(REPO))
-                g.workers[r.key] = w
+            for r in self.roles:
+                self.spawn_worker(g, r)
+
+    def spawn_worker(self, g: Group, r: Role) -> ctl.WorkerProc:
+        """Role r's process of group g, started (at start-up, or anew by restart_hps)."""
+        tag = f"{g.name}-{r.key}-{r.model}"
+        w = ctl.WorkerProc(tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
+        w.sock_path = self.base / "ctl" / f"{g.name[:5]}{self.roles.index(r)}.sock"
+        submit = g.name == "fikit" and len(r.gpus) > 1
+        with benchlib.thread_affinity(self.cpus.get("service", []) if submit else self.allowed):
+            w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, tag), cwd=str(REPO))
+        g.workers[r.key] = w
+        return w
 
     def all_workers(self) -> list[ctl.WorkerProc]:
         return [w for g in self.groups.values() for w in g.workers.values()]
@@ -397,14 +402,8 @@ class Verify:
             for r in self.roles:
                 if r.role != "hp":
                     continue
-                old = g.workers[r.key]
-                old.stop()
-                w = ctl.WorkerProc(old.tag, r.model, r.role, self.base / "ctl", self.outdir() / "logs")
-                w.sock_path = old.sock_path
-                with benchlib.thread_affinity(self.allowed):
-                    w.spawn(self.argv_for(g.name, r, w), self.env_for(g.name, r, old.tag), cwd=str(REPO))
-                g.workers[r.key] = w
-                fresh.append(w)
+                g.workers[r.key].stop()
+                fresh.append(self.spawn_worker(g, r))
         ctl.connect_and_build(fresh, timeout=self.a.startup_timeout_s)
         ctl.warm_up(fresh, self.a.warmup_s, timeout=self.a.startup_timeout_s)
         for g in self.groups.values():
