@@ -21,6 +21,8 @@ figure that moves names the part that costs:
                --toggle-ms (fikit_set_measuring, between requests): its requests with measuring on
                over those with it off, stretch by stretch in the same process (toggle_on_vs_off),
                free of the process-to-process offset and of slow drifts of the host
+  toggle_b     the same with the library of --lib-b: two libraries' costs, each measured inside
+               its own process, side by side in one run
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -52,7 +54,9 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "plain_b": None,
     "preload_b": {},
     "toggle": {},
+    "toggle_b": {},
 }
+TOGGLES = ("toggle", "toggle_b")  # measuring turned off and on inside the process
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
@@ -86,7 +90,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if not rs:
                 continue
             entry: dict[str, Any] = {"reps": len(rs)}
-            if v == "toggle":  # within the process: on over off, window by window
+            if v in TOGGLES:  # within the process: on over off, window by window
                 for k in ("p50_ms", "p99_ms", "mean_ms"):
                     rr = [benchlib.ratio(r["on"][k], r["off"][k]) for r in rs if r.get("on") and r.get("off")]
                     key = "toggle_on_vs_off_" + k.replace("_ms", "")
@@ -110,6 +114,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lib", required=True, help="libfikit.so")
+    p.add_argument("--lib-b", default="", help="a second libfikit.so, for the toggle_b variant")
     p.add_argument("--out", required=True)
     p.add_argument("--models", default="gpt2,bert,resnet50")
     p.add_argument("--variants", default="plain,preload,nogate,nosample,passthrough")
@@ -131,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(VARIANTS)
         print(f"overhead_probe: unknown variant(s) {', '.join(bad)}; known: {known}", file=sys.stderr)
         return 2
-    if not os.path.isfile(a.lib):
-        print(f"overhead_probe: --lib {a.lib}: no such file", file=sys.stderr)
+    for flag, path in (("--lib", a.lib), ("--lib-b", a.lib_b)):
+        if (path or flag == "--lib") and not os.path.isfile(path):
+            print(f"overhead_probe: {flag} {path}: no such file", file=sys.stderr)
+            return 2
+    if "toggle_b" in variants and not a.lib_b:
+        print("overhead_probe: the toggle_b variant needs --lib-b", file=sys.stderr)
         return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             w = ctl.WorkerProc(tag, model, "hp", sock_dir, out / "logs")
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
-                                tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v == "toggle" else 0.0),
-                {**variant_env(a.lib, VARIANTS[v], a.cupti), **mps_env},
+                                tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v in TOGGLES else 0.0),
+                {**variant_env(a.lib_b if v == "toggle_b" else a.lib, VARIANTS[v], a.cupti), **mps_env},
             )
             workers[(model, v)] = w
     ws = list(workers.values())
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         start, recs = ctl.run_window([w], f"{v}-{rep}", dur)
                         t_a, t_b = start + a.discard_s, start + dur
                         row["stats"] = ctl.hp_stats(recs[w.tag], t_a, t_b)
-                        if v == "toggle":
+                        if v in TOGGLES:
                             for name, on in (("on", 1), ("off", 0)):
                                 part = [r for r in recs[w.tag] if len(r) > 3 and r[3] == on]
                                 row[name] = ctl.hp_stats(part, t_a, t_b)
@@ -199,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver": env.get("driver"),
         "commit": benchlib.git_commit(),
         "variants": {v: VARIANTS[v] for v in variants},
+        "lib_b": a.lib_b or None,
         "models": summarize(rows),
     }
     benchlib.write_json(out / "overhead.json", result)

@@ -433,6 +433,8 @@ class Domain:
             d = v.scalars()
             d["state_name"] = STATES.get(d["state"], "?")
             d["path_launches"] = dict(zip(PATHS, d["path_launches"], strict=True))
+            # The library counts by path only (one locked add a launch, not two).
+            d["launches"] = sum(d["path_launches"].values())
             d["slot"] = i
             return d
         finally:

@@ -19,17 +19,32 @@ def test_toggle_variant_splits_each_window(fake_build: FakeBuild, libfikit: Path
     cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     p = subprocess.run(
         [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
-         str(tmp_path), "--models", "resnet50", "--variants", "plain,toggle", "--reps", "2", "--window-s",
-         "0.6", "--discard-s", "0.1", "--toggle-ms", "50", "--cpus", cpus, "--budget-s", "60"],
+         str(tmp_path), "--models", "resnet50", "--variants", "plain,toggle,toggle_b",
+         "--lib-b", str(libfikit), "--reps", "2", "--window-s", "0.6", "--discard-s", "0.1",
+         "--toggle-ms", "50", "--cpus", cpus, "--budget-s", "60"],
         cwd=REPO / "bench", env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [json.loads(ln) for ln in (tmp_path / "overhead.jsonl").read_text().splitlines()]
-    toggled = [r for r in rows if r["variant"] == "toggle"]
-    assert len(toggled) == 2
+    toggled = [r for r in rows if r["variant"] in ("toggle", "toggle_b")]
+    assert sorted(r["variant"] for r in toggled) == ["toggle", "toggle", "toggle_b", "toggle_b"]
     for r in toggled:  # both halves of every window measured, together the whole window
         assert r["on"]["n"] > 0 and r["off"]["n"] > 0
         assert r["on"]["n"] + r["off"]["n"] == r["stats"]["n"]
-    entry = json.loads((tmp_path / "overhead.json").read_text())["models"]["resnet50"]["toggle"]
-    assert entry["toggle_on_vs_off_p50"] > 0 and len(entry["toggle_on_vs_off_p50_spread"]) == 2
+    result = json.loads((tmp_path / "overhead.json").read_text())
+    assert result["lib_b"] == str(libfikit)
+    for v in ("toggle", "toggle_b"):
+        entry = result["models"]["resnet50"][v]
+        assert entry["toggle_on_vs_off_p50"] > 0 and len(entry["toggle_on_vs_off_p50_spread"]) == 2
     assert "measuring on over off in the same process" in p.stdout
+
+
+def test_toggle_b_needs_a_second_library(libfikit: Path, tmp_path: Path) -> None:
+    missing = ["--lib-b", str(tmp_path / "nope.so")]
+    for extra, said in (([], "toggle_b variant needs --lib-b"), (missing, "no such file")):
+        p = subprocess.run(
+            [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
+             str(tmp_path / "o"), "--variants", "toggle_b", *extra],
+            cwd=REPO / "bench", capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert p.returncode == 2 and said in p.stderr, p.stderr

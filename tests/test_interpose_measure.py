@@ -55,7 +55,9 @@ def test_settled_kernels_are_sampled_less(run_client: RunClient) -> None:
     Each sample costs several driver calls on the launching thread; for a batch-1 model launching
     tens of thousands of kernels a second that was half of the library's cost.
     """
-    run = run_client(["--api", "kernel", "-n", "2048", "--kernels", "gemm"],
+    # Synced after every launch: unsynced, the launches outrun the fake GPU, more than the pool's
+    # 256 samples are in flight at once, and a full pool skips a sample (by design, timing-bound).
+    run = run_client(["--api", "kernel", "-n", "2048", "--kernels", "gemm", "--sync", "stream"],
                      env={"FAKECUDA_DURATIONS": "gemm=5", "FIKIT_SAMPLE": "4"})
     gemm = _by_name(run.stats[run.pid])["gemm"]
     assert gemm["count"] == 2048

@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FIKIT_SHM_VERSION 1u
+#define FIKIT_SHM_VERSION 2u /* 2: kstat padded to cache lines, slot fields regrouped by who reads them */
 #define FIKIT_DOMAIN_MAGIC 0x4e4d44544b4946ull /* "FIKTDMN" */
 #define FIKIT_SLOT_MAGIC 0x544f4c534b4946ull   /* "FIKSLOT" */
 #define FIKIT_MAX_SLOTS 64
@@ -72,7 +72,9 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au32, uid)                                                                \
     F(fikit_au32, gen) /* bumped when the slot changes hands */
 
-/* One kernel id's measurements, in a client's kernel table. */
+/* One kernel id's measurements, in a client's kernel table.  Every launch reads and
+ * writes only the first 64 bytes (and one line of the gap ring); entries are aligned
+ * to cache lines (struct fikit_kstat below), so that is one line, not two. */
 #define FIKIT_KSTAT_FIELDS(F, A, S)                                                   \
     F(fikit_au64, id)        /* 0 = empty entry */                                    \
     F(fikit_au64, count)     /* launches */                                           \
@@ -113,7 +115,9 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, daemon_heartbeat_ns)                                                \
     S(grant, grants, FIKIT_MAX_SLOTS)
 
-/* A client's slot: written by its owner only. */
+/* A client's slot: written by its owner only.  Grouped by cache line (checked in
+ * layout.c): every launch writes the two lines from `path_launches` on, and the
+ * clients below read only the second of them, so their polling never meets the counters. */
 #define FIKIT_SLOT_FIELDS(F, A, S)                                                    \
     F(uint64_t, magic)                                                                \
     F(uint32_t, version)                                                              \
@@ -125,17 +129,21 @@ typedef _Atomic int32_t fikit_ai32;
     A(char, prog, FIKIT_PROG_LEN)                                                     \
     F(fikit_au64, start_ns)                                                           \
     F(fikit_au64, heartbeat_ns)   /* last time the library touched the slot */        \
+    F(fikit_au64, syncs)                                                              \
+    F(fikit_au32, ktab_used)                                                          \
+    F(fikit_au32, wake)           /* futex word that held launches sleep on */        \
+    /* line 2: the owner's counters (launches: the sum of path_launches) */          \
+    A(fikit_au64, path_launches, 4) /* by fikit_path: Kernel, Ex, Coop, Graph */      \
+    F(fikit_au64, idle_gap_ns)    /* measured idle time between its kernels */        \
+    F(fikit_au64, last_kernel_id)                                                     \
+    F(fikit_au64, filled_ns)      /* its GPU time (predicted) run in higher clients' idle time */ \
+    F(fikit_au64, gpu_ns)         /* measured GPU time of its kernels */              \
+    /* line 3: its predictions, what the clients below read */                        \
     F(fikit_au64, last_launch_ns)                                                     \
     F(fikit_au64, busy_until_ns)  /* predicted end of the GPU work it queued */       \
     F(fikit_au64, next_launch_ns) /* predicted earliest next launch */                \
-    F(fikit_au64, last_kernel_id)                                                     \
-    F(fikit_au32, wake)           /* futex word that held launches sleep on */        \
     F(fikit_au32, syncing)        /* threads now waiting in a sync call: not idle */  \
     F(fikit_au32, _pad0)                                                              \
-    F(fikit_au32, ktab_used)                                                          \
-    F(fikit_au64, launches)                                                           \
-    A(fikit_au64, path_launches, 4) /* by fikit_path: Kernel, Ex, Coop, Graph */      \
-    F(fikit_au64, syncs)                                                              \
     F(fikit_au64, held_launches)                                                      \
     F(fikit_au64, held_ns)                                                            \
     A(fikit_au64, held_hist, FIKIT_HELD_BUCKETS) /* held launches by time held */     \
@@ -143,9 +151,6 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, released_idle)  /* LP launches while every higher client idled */   \
     F(fikit_au64, released_guard) /* released by the starvation guard */              \
     F(fikit_au64, released_corun) /* released to run beside busy HP */                \
-    F(fikit_au64, gpu_ns)         /* measured GPU time of its kernels */              \
-    F(fikit_au64, idle_gap_ns)    /* measured idle time between its kernels */        \
-    F(fikit_au64, filled_ns)      /* its GPU time (predicted) run in higher clients' idle time */ \
     S(kstat, ktab, FIKIT_KTAB_SIZE)
 
 #define FIKIT_DECL_F(type, name) type name;
@@ -157,7 +162,7 @@ struct fikit_grant {
 };
 struct fikit_kstat {
     FIKIT_KSTAT_FIELDS(FIKIT_DECL_F, FIKIT_DECL_A, FIKIT_DECL_S)
-};
+} __attribute__((aligned(64)));
 struct fikit_domain {
     FIKIT_DOMAIN_FIELDS(FIKIT_DECL_F, FIKIT_DECL_A, FIKIT_DECL_S)
 };

@@ -622,7 +622,7 @@ static struct fikit_dev *cached(CUcontext ctx)
     return NULL;
 }
 
-static struct fikit_dev *attach_ctx(CUcontext ctx)
+__attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ctx)
 {
     pthread_mutex_lock(&attach_lock);
     struct fikit_dev *d = cached(ctx);

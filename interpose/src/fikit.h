@@ -33,9 +33,11 @@ extern int fikit_debug;
 uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed);
 uint64_t fikit_name_hash(const char *name); /* the name part of a kernel id */
 uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem);
-/* Name of a function handle, looked up once per handle and cached.
- * Returns a stable pointer (never NULL) and the hash of the name. */
-const char *fikit_func_name(CUfunction f, uint64_t *name_hash);
+/* The kernel-table entry (in slot s) of a launch of f with this shape, created on first sight;
+ * NULL when the table is full.  Remembers the latest shape per function: a launch repeating it
+ * costs a cache line and a few compares. */
+struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, CUfunction f, const uint32_t grid[3],
+                                       const uint32_t block[3], uint32_t smem);
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
@@ -104,9 +106,12 @@ struct fikit_peer_map {
 };
 
 struct fikit_dev {
+    /* Read by every launch: kept in the struct's first cache line. */
     struct fikit_slot *me;    /* our slot: in the domain, or a private anonymous one */
     struct fikit_domain *dom; /* NULL: no domain for this GPU (measured, never held) */
     int index;                /* in the device table; also the measurement pool's and co-run state's */
+    _Atomic int n_peer_idx;   /* higher-priority peers (peer_idx below) */
+    _Atomic uint64_t peers_gen; /* the domain generation they were read at */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
     _Atomic int sock;         /* registration connection kept open, -1 none */
@@ -119,8 +124,6 @@ struct fikit_dev {
     char dir[256];            /* the domain directory */
     /* Higher-priority peers' slots, refreshed when the domain's generation moves. */
     pthread_mutex_t peer_lock;
-    _Atomic uint64_t peers_gen;
-    _Atomic int n_peer_idx;
     int peer_idx[FIKIT_MAX_SLOTS];
     struct fikit_peer_map peer_maps[FIKIT_MAX_SLOTS];
 };

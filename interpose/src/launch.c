@@ -50,6 +50,8 @@ static inline bool sample_due(uint64_t count)
     uint64_t every = fikit_cfg.sample;
     if (count >= SETTLED_LAUNCHES)
         every *= SETTLED_FACTOR;
+    if (FIKIT_LIKELY((every & (every - 1)) == 0)) /* the default 16: a mask, not a division */
+        return (count & (every - 1)) == 0;
     return count % every == 0;
 }
 
@@ -98,16 +100,7 @@ static void *gate_alloc; /* the pinned word, once allocated (gating may be turne
  * that context's launches are timed ("one context measured per device").
  */
 struct pool {
-    pthread_mutex_t lock;
-    struct fikit_dev *dev;
-    struct sample s[POOL];
-    CUcontext ctx;
-    unsigned head, tail; /* FIFO of recorded samples */
-    bool broken;
-    CUdeviceptr gate_dev; /* the gate word as this context addresses it; 0: no gate here */
-    CUevent done_ev[DONE_EVENTS];
-    unsigned done_next;
-    _Atomic(CUevent) done_last;
+    /* Every launch reads and writes these: the first cache line. */
     /* The previous launch on this device, for the gap after it. */
     _Atomic uint64_t last_launch_t;
     struct fikit_kstat *_Atomic last_launch_k;
@@ -116,7 +109,18 @@ struct pool {
      * sync of that stream then says the device has finished all this client queued. */
     _Atomic(CUstream) last_stream;
     _Atomic bool several_streams;
-};
+    /* The rest is for sampled launches and syncs. */
+    pthread_mutex_t lock;
+    struct fikit_dev *dev;
+    CUcontext ctx;
+    unsigned head, tail; /* FIFO of recorded samples */
+    bool broken;
+    CUdeviceptr gate_dev; /* the gate word as this context addresses it; 0: no gate here */
+    unsigned done_next;
+    _Atomic(CUevent) done_last;
+    CUevent done_ev[DONE_EVENTS];
+    struct sample s[POOL];
+} __attribute__((aligned(64)));
 static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
 
 static struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
@@ -270,7 +274,7 @@ void fikit_harvest(bool wait_all)
             harvest(&pools[i], wait_all);
 }
 
-static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx, struct fikit_kstat *k, CUstream stream,
+__attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx, struct fikit_kstat *k, CUstream stream,
                                    bool gate)
 {
     struct pool *p = pool_of(d);
@@ -488,6 +492,14 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
     return gnames[i];
 }
 
+static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
+{
+    uint64_t nh = 0;
+    static const uint32_t zero[3] = {0, 0, 0};
+    const char *name = graph_name(g, &nh);
+    return fikit_ktab_get(me, fikit_kernel_id(nh, zero, zero, 0), name, zero, zero, 0, 1u);
+}
+
 static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                    const uint32_t block[3], uint32_t smem, CUstream stream)
 {
@@ -504,7 +516,6 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
         return;
     struct fikit_slot *me = d->me;
     atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&me->launches, 1, memory_order_relaxed);
     if (fikit_cfg.passthrough || FIKIT_UNLIKELY(atomic_load_explicit(&measuring_off, memory_order_relaxed)))
         return;
     L->counted_only = false;
@@ -513,11 +524,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
      * decision may set up co-running); graph launches are timed by events. */
     bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
 
-    uint64_t nh = 0;
-    static const uint32_t zero[3] = {0, 0, 0};
-    const char *name = g ? graph_name(g, &nh) : fikit_func_name(f, &nh);
-    uint64_t id = g ? fikit_kernel_id(nh, zero, zero, 0) : fikit_kernel_id(nh, grid, block, smem);
-    struct fikit_kstat *k = fikit_ktab_get(me, id, name, g ? zero : grid, g ? zero : block, smem, g ? 1u : 0u);
+    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, f, grid, block, smem);
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
@@ -576,9 +583,11 @@ static void after(struct launch *L, CUresult r)
         atomic_exchange_explicit(&p->last_stream, L->stream, memory_order_relaxed) != L->stream &&
         atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
         atomic_store_explicit(&p->several_streams, true, memory_order_relaxed);
-    uint64_t unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
-                                 : params_default.unknown_ns;
-    fikit_policy_note_launch(me, L->t, fikit_kstat_dur_pred(L->k), fikit_kstat_gap_pred(L->k), unknown_ns);
+    uint64_t dur = fikit_kstat_dur_pred(L->k), unknown_ns = 0;
+    if (!dur) /* the domain's line is read only for a kernel never measured */
+        unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
+                            : params_default.unknown_ns;
+    fikit_policy_note_launch(me, L->t, dur, fikit_kstat_gap_pred(L->k), unknown_ns);
     atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
     if (L->deferred)
         mark_own_done(p, L->stream);

@@ -7,6 +7,17 @@
 
 #include "fikit.h"
 
+/* The cache-line grouping fikit_shm.h promises, checked where the layout is described. */
+_Static_assert(sizeof(struct fikit_kstat) % 64 == 0, "kernel-table entries fill whole cache lines");
+_Static_assert(offsetof(struct fikit_kstat, dur_pred_ns) + sizeof(uint32_t) <= 64,
+               "a launch's reads and writes of its entry stay in the entry's first line");
+_Static_assert(offsetof(struct fikit_slot, path_launches) % 64 == 0, "the per-launch counters start a line");
+_Static_assert(offsetof(struct fikit_slot, last_launch_ns) == offsetof(struct fikit_slot, path_launches) + 64,
+               "the counters fill one line, the predictions start the next");
+_Static_assert(offsetof(struct fikit_slot, syncing) < offsetof(struct fikit_slot, last_launch_ns) + 64,
+               "what the clients below read is one line");
+_Static_assert(offsetof(struct fikit_slot, ktab) % 64 == 0, "the kernel table starts a line");
+
 #define DESC_F(T, type, name) {#name, #type, (uint32_t)offsetof(T, name), (uint32_t)sizeof(type), 1u, 0u},
 #define DESC_A(T, type, name, n) {#name, #type, (uint32_t)offsetof(T, name), (uint32_t)sizeof(type), (uint32_t)(n), 0u},
 #define DESC_S(T, sname, name, n)                                                                     \

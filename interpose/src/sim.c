@@ -90,7 +90,9 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
         if (spec[i].n_kernels == 0 || !spec[i].kernels)
             return -1;
         cl[i].spec = &spec[i];
-        cl[i].slot = calloc(1, sizeof(struct fikit_slot));
+        cl[i].slot = aligned_alloc(_Alignof(struct fikit_slot), sizeof(struct fikit_slot)); /* whole lines */
+        if (cl[i].slot)
+            memset(cl[i].slot, 0, sizeof(struct fikit_slot));
         if (!cl[i].slot) {
             for (int j = 0; j < i; j++)
                 free(cl[j].slot);

@@ -48,7 +48,7 @@ def slot_bytes(pid: int, uid: int, prio: int, prog: str, kernels: int) -> bytes:
         e.set("dur_ring_ns", [9_000, 10_000, 11_000, 10_000] + [0] * (ring - 4))
         e.set("grid", [k + 1, 1, 1])
         e.set("block", [256, 1, 1])
-    v.set("launches", sum(100 + k for k in range(kernels)))
+    v.set("path_launches", [sum(100 + k for k in range(kernels)), 0, 0, 0])
     v.set("ktab_used", kernels)
     return bytes(buf)
 
