@@ -190,3 +190,41 @@ def test_measuring_turned_off_counts_but_does_not_measure(run_client: RunClient)
     assert stats["launches"]["cuLaunchKernel"] == 200  # every launch counted
     assert kernels_by_name(stats) == {"conv": 75, "gemm": 75}  # identified only with measuring on
     assert all(k["dur_us"]["n"] > 0 for k in stats["kernels"]), stats["kernels"]
+
+
+def test_kernel_table_is_dense_in_first_launch_order(fake_build: FakeBuild, libfikit: Path,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program's kernels take the table's first entries, in the order it first launches them.
+
+    Launched in turn, they then sit next to each other, a few to a page; a table hashed by id spread
+    them over its 128 pages, a TLB miss on most launches of a real program (issue 8's overhead).
+    """
+    monkeypatch.setenv("FIKIT_LIBRARY", str(libfikit))
+    from fikitd import shm
+
+    dom_dir = tmp_path / "dom"
+    shm.Domain.create(dom_dir, 0, self_grant=True).close()
+    names = ["k_zeta", "k_alpha", "k_mid", "k_omega", "k_beta"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_"))}
+    env.update(LD_LIBRARY_PATH=str(fake_build.fake_dir), LD_PRELOAD=str(libfikit), FIKIT_DOMAIN=str(dom_dir),
+               FIKIT_SOCKET=str(tmp_path / "nosock"))
+    # 40 iterations 50 ms apart: alive long enough to be read
+    proc = subprocess.Popen([str(fake_build.client), "--api", "kernel", "-n", "40", "--sleep-us", "50000",
+                             "--kernels", ",".join(names), "--block", "64,1,1", "--vary-block"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        dom = shm.Domain.open(dom_dir)
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 2 * len(names):
+            time.sleep(0.05)
+            for i in dom.slot_indices():
+                seen = dom.kernels(i)
+        # iteration i launches names[i % 5], with twice the block on odd i (--vary-block)
+        expected = [(names[i % len(names)], 128 if i % 2 else 64) for i in range(2 * len(names))]
+        assert [(k["name"], k["block"][0]) for k in seen] == expected, seen
+        slot = next(dom.slot(i) for i in dom.slot_indices())
+        assert slot is not None and slot["ktab_used"] == len(expected)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -10,7 +10,8 @@
  *                 Clients map it read-only, so no client can raise itself.
  *   slot.<i>      struct fikit_slot, one file per client, created by that
  *                 client (0644 in a sticky 1777 directory): its live timing
- *                 state, counters and kernel table.  Only its owner writes it;
+ *                 state, counters and kernel table (dense, in order of first
+ *                 launch, found through its index).  Only its owner writes it;
  *                 every client of the domain reads it.
  *
  * The hot path reads these with plain atomic loads: no system call and no
@@ -36,6 +37,7 @@
 #define FIKIT_SLOT_MAGIC 0x544f4c534b4946ull   /* "FIKSLOT" */
 #define FIKIT_MAX_SLOTS 64
 #define FIKIT_KTAB_SIZE 1024 /* kernel table entries per slot, power of two */
+#define FIKIT_KINDEX_SIZE (2 * FIKIT_KTAB_SIZE) /* buckets of the kernel table's index */
 #define FIKIT_NAME_LEN 128   /* kernel names are truncated to this */
 #define FIKIT_PROG_LEN 64
 #define FIKIT_RING 32 /* recent samples kept per kernel for quantiles */
@@ -130,7 +132,7 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, start_ns)                                                           \
     F(fikit_au64, heartbeat_ns)   /* last time the library touched the slot */        \
     F(fikit_au64, syncs)                                                              \
-    F(fikit_au32, ktab_used)                                                          \
+    F(fikit_au32, ktab_used)      /* entries taken, in order of first launch */      \
     F(fikit_au32, wake)           /* futex word that held launches sleep on */        \
     /* line 2: the owner's counters (launches: the sum of path_launches) */          \
     A(fikit_au64, path_launches, 4) /* by fikit_path: Kernel, Ex, Coop, Graph */      \
@@ -151,7 +153,8 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, released_idle)  /* LP launches while every higher client idled */   \
     F(fikit_au64, released_guard) /* released by the starvation guard */              \
     F(fikit_au64, released_corun) /* released to run beside busy HP */                \
-    S(kstat, ktab, FIKIT_KTAB_SIZE)
+    S(kstat, ktab, FIKIT_KTAB_SIZE) /* dense: ktab[0, ktab_used), id 0 = unused */   \
+    A(fikit_au32, kindex, FIKIT_KINDEX_SIZE) /* id -> entry: (id >> 48) << 16 | entry + 1 */
 
 #define FIKIT_DECL_F(type, name) type name;
 #define FIKIT_DECL_A(type, name, n) type name[n];

@@ -651,7 +651,7 @@ __attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ct
     return d;
 }
 
-struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
+FIKIT_HOT struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
 {
     *ctx = NULL;
     if (FIKIT_UNLIKELY(fikit_cfg.passthrough))
@@ -826,7 +826,7 @@ static void refresh_peers(struct fikit_dev *d, uint64_t gen)
     atomic_store(&d->peers_gen, gen);
 }
 
-int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids)
+FIKIT_HOT int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids)
 {
     if (!d->dom)
         return 0;

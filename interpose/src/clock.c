@@ -3,7 +3,7 @@
 
 #include "fikit.h"
 
-uint64_t fikit_now_ns(void)
+FIKIT_HOT uint64_t fikit_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no system call */

@@ -16,6 +16,9 @@
 #define FIKIT_API __attribute__((visibility("default")))
 #define FIKIT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define FIKIT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* Every launch runs it: the linker keeps such functions together (.text.hot), so the
+ * launch path spans few cache lines and pages of code. */
+#define FIKIT_HOT __attribute__((hot))
 
 /* ---- layout.c ---------------------------------------------------------- */
 unsigned fikit_held_bucket(uint64_t held_ns);
@@ -33,10 +36,10 @@ extern int fikit_debug;
 uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed);
 uint64_t fikit_name_hash(const char *name); /* the name part of a kernel id */
 uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem);
-/* The kernel-table entry (in slot s) of a launch of f with this shape, created on first sight;
- * NULL when the table is full.  Remembers the latest shape per function: a launch repeating it
- * costs a cache line and a few compares. */
-struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, CUfunction f, const uint32_t grid[3],
+/* The kernel-table entry (in slot s, device dev's) of a launch of f with this shape, created on
+ * first sight; NULL when the table is full.  Remembered per (device, function, shape): a launch
+ * repeating a pair costs two cache lines and a few compares. */
+struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
                                        const uint32_t block[3], uint32_t smem);
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */

@@ -109,89 +109,129 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
 }
 
 /*
- * The launch memo: (function, shape) -> its kernel-table entry, direct-mapped,
- * one cache line an entry.  A launch that repeats a recent (function, shape)
- * pair on a device, nearly every launch of a settled program, neither hashes
- * the name and shape byte by byte nor probes the kernel table.  Entries are read under a
- * sequence count: a reader that sees it odd or changed takes the slow way,
- * never a torn entry.  Two pairs that share an entry take turns in it.
+ * The launch memo: (device, function, shape) -> its kernel-table entry.  A
+ * launch that repeats a pair seen before, nearly every launch of a settled
+ * program, neither hashes the name and shape byte by byte nor probes the
+ * kernel table: it reads one bucket of a small index and one memo entry.
+ * Entries are taken in order of first launch, so the pairs a program launches
+ * in turn sit next to each other (a hashed table spread them over 64 pages,
+ * a TLB miss on most launches).  An entry's key never changes once it is
+ * published; only its kernel-table pointer is replaced, when the device's
+ * slot moved to another mapping.  Pairs beyond MEMO take the slow way.
  */
-#define MEMO 4096
+#define MEMO 2048
+#define MEMO_BUCKETS 4096
 #define MEMO_BITS 12
-_Static_assert(MEMO == 1 << MEMO_BITS, "the memo is indexed by MEMO_BITS bits");
+_Static_assert(MEMO_BUCKETS == 1 << MEMO_BITS && MEMO_BUCKETS > MEMO && MEMO < 0xffff,
+               "the index has room to spare and a bucket holds an entry's position + 1");
 struct memo {
-    _Atomic uint32_t seq; /* odd while the entry is being written */
-    _Atomic uint32_t smem;
-    _Atomic(CUfunction) f;
-    _Atomic uint32_t grid[3], block[3];
-    _Atomic uint64_t id;
+    CUfunction f;
+    uint32_t dev, smem;
+    uint32_t grid[3], block[3];
+    uint64_t id;
     struct fikit_kstat *_Atomic k;
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct memo) == 64, "a memo entry is one cache line");
 static struct memo memo[MEMO];
+static _Atomic uint32_t memo_used;
+static _Atomic uint16_t memo_index[MEMO_BUCKETS]; /* entry + 1; 0 is empty */
 
-static inline struct memo *memo_of(const struct fikit_slot *s, CUfunction f, const uint32_t grid[3],
-                                   const uint32_t block[3], uint32_t smem)
+static inline uint64_t memo_bucket(int dev, CUfunction f, const uint32_t grid[3], const uint32_t block[3],
+                                   uint32_t smem)
 {
-    /* Grids and blocks are small: shifted apart, they rarely cancel each other.  The slot
-     * (one per device) is in the key, so one kernel launched on two GPUs keeps two entries. */
-    uint64_t v = (uint64_t)(uintptr_t)f ^ ((uint64_t)(uintptr_t)s >> 12) ^ ((uint64_t)grid[0] << 17) ^ ((uint64_t)grid[1] << 37) ^
-                 ((uint64_t)grid[2] << 49) ^ ((uint64_t)block[0] << 3) ^ ((uint64_t)block[1] << 27) ^
-                 ((uint64_t)block[2] << 45) ^ ((uint64_t)smem << 31);
-    return &memo[fib(v, MEMO_BITS)];
+    /* Grids and blocks are small: shifted apart, they rarely cancel each other. */
+    uint64_t v = (uint64_t)(uintptr_t)f ^ ((uint64_t)(uint32_t)dev << 58) ^ ((uint64_t)grid[0] << 17) ^
+                 ((uint64_t)grid[1] << 37) ^ ((uint64_t)grid[2] << 49) ^ ((uint64_t)block[0] << 3) ^
+                 ((uint64_t)block[1] << 27) ^ ((uint64_t)block[2] << 45) ^ ((uint64_t)smem << 31);
+    return fib(v, MEMO_BITS);
 }
 
-#define RLX(x) atomic_load_explicit(&(x), memory_order_relaxed)
-static inline bool memo_matches(const struct memo *m, CUfunction f, const uint32_t grid[3],
-                                const uint32_t block[3], uint32_t smem)
+static inline bool memo_is(const struct memo *m, int dev, CUfunction f, const uint32_t grid[3],
+                           const uint32_t block[3], uint32_t smem)
 {
-    return RLX(m->f) == f && RLX(m->smem) == smem && RLX(m->grid[0]) == grid[0] && RLX(m->grid[1]) == grid[1] &&
-           RLX(m->grid[2]) == grid[2] && RLX(m->block[0]) == block[0] && RLX(m->block[1]) == block[1] &&
-           RLX(m->block[2]) == block[2];
+    return m->f == f && m->dev == (uint32_t)dev && m->smem == smem && m->grid[0] == grid[0] &&
+           m->grid[1] == grid[1] && m->grid[2] == grid[2] && m->block[0] == block[0] && m->block[1] == block[1] &&
+           m->block[2] == block[2];
 }
 
-/* Not in the memo: identify the launch, find or make its entry, and remember it. */
-__attribute__((noinline, cold)) static struct fikit_kstat *kernel_entry_slow(struct fikit_slot *s, struct memo *m,
-                                                                          uint32_t seq, CUfunction f,
-                                                                          const uint32_t grid[3],
-                                                                          const uint32_t block[3], uint32_t smem)
+/* k is still id's entry in slot s's table (a slot moved to a new file, or a child's fresh one,
+ * is another table). */
+static inline bool entry_valid(const struct fikit_slot *s, struct fikit_kstat *k, uint64_t id)
+{
+    uintptr_t off = (uintptr_t)k - (uintptr_t)s->ktab;
+    return k && off < sizeof s->ktab && atomic_load_explicit(&k->id, memory_order_relaxed) == id;
+}
+
+/* Identify the launch (name and shape) and find or make its entry in s. */
+static struct fikit_kstat *identify(struct fikit_slot *s, CUfunction f, const uint32_t grid[3],
+                                    const uint32_t block[3], uint32_t smem, uint64_t *id)
 {
     uint64_t nh;
     const char *name = func_name(f, &nh);
-    uint64_t id = fikit_kernel_id(nh, grid, block, smem);
-    struct fikit_kstat *k = fikit_ktab_get(s, id, name, grid, block, smem, 0);
-    /* Remember it, unless another thread is writing this entry now. */
-    if (!k || (seq & 1) ||
-        !atomic_compare_exchange_strong_explicit(&m->seq, &seq, seq + 1, memory_order_acquire, memory_order_relaxed))
-        return k;
-    atomic_thread_fence(memory_order_release);
-#define SET(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-    SET(m->f, f);
-    SET(m->smem, smem);
-    for (int d = 0; d < 3; d++) {
-        SET(m->grid[d], grid[d]);
-        SET(m->block[d], block[d]);
+    *id = fikit_kernel_id(nh, grid, block, smem);
+    return fikit_ktab_get(s, *id, name, grid, block, smem, 0);
+}
+
+/* Not in the memo: identify the launch, and remember it from bucket b on. */
+__attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit_slot *s, int dev, CUfunction f,
+                                                                 const uint32_t grid[3], const uint32_t block[3],
+                                                                 uint32_t smem, uint64_t b)
+{
+    uint64_t id;
+    struct fikit_kstat *k = identify(s, f, grid, block, smem, &id);
+    if (!k)
+        return NULL;
+    uint32_t e = atomic_load_explicit(&memo_used, memory_order_relaxed);
+    do {
+        if (e >= MEMO)
+            return k; /* the memo is full */
+    } while (!atomic_compare_exchange_weak_explicit(&memo_used, &e, e + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    struct memo *m = &memo[e];
+    m->f = f;
+    m->dev = (uint32_t)dev;
+    m->smem = smem;
+    memcpy(m->grid, grid, sizeof m->grid);
+    memcpy(m->block, block, sizeof m->block);
+    m->id = id;
+    atomic_store_explicit(&m->k, k, memory_order_relaxed);
+    for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {
+        uint16_t expect = 0;
+        if (atomic_compare_exchange_strong_explicit(&memo_index[b], &expect, (uint16_t)(e + 1),
+                                                    memory_order_release, memory_order_acquire))
+            break;
+        if (memo_is(&memo[expect - 1], dev, f, grid, block, smem))
+            break; /* another thread remembered it first: this entry stays unused */
     }
-    SET(m->id, id);
-    SET(m->k, k);
-#undef SET
-    atomic_store_explicit(&m->seq, seq + 2, memory_order_release);
     return k;
 }
 
-struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, CUfunction f, const uint32_t grid[3],
+/* The memo's pair, its slot moved: find the entry again in the new table. */
+__attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_slot *s, struct memo *m,
+                                                                const uint32_t grid[3], const uint32_t block[3])
+{
+    uint64_t id;
+    struct fikit_kstat *k = identify(s, m->f, grid, block, m->smem, &id);
+    if (k && id == m->id)
+        atomic_store_explicit(&m->k, k, memory_order_relaxed);
+    return k;
+}
+
+FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
                                        const uint32_t block[3], uint32_t smem)
 {
-    struct memo *m = memo_of(s, f, grid, block, smem);
-    uint32_t seq = atomic_load_explicit(&m->seq, memory_order_acquire);
-    struct fikit_kstat *k = RLX(m->k);
-    uint64_t id = RLX(m->id);
-    bool hit = !(seq & 1) && k && memo_matches(m, f, grid, block, smem);
-    atomic_thread_fence(memory_order_acquire);
-    /* k must still be this id's entry in this slot's table: a slot moved to a new file (or a
-     * child's fresh one) is another table. */
-    uintptr_t off = (uintptr_t)k - (uintptr_t)s->ktab;
-    if (FIKIT_LIKELY(hit && RLX(m->seq) == seq && off < sizeof s->ktab && RLX(k->id) == id))
-        return k;
-    return kernel_entry_slow(s, m, seq, f, grid, block, smem);
+    uint64_t b = memo_bucket(dev, f, grid, block, smem);
+    for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {
+        uint16_t v = atomic_load_explicit(&memo_index[b], memory_order_acquire);
+        if (FIKIT_UNLIKELY(v == 0))
+            break;
+        struct memo *m = &memo[v - 1];
+        if (!memo_is(m, dev, f, grid, block, smem))
+            continue;
+        struct fikit_kstat *k = atomic_load_explicit(&m->k, memory_order_relaxed);
+        if (FIKIT_LIKELY(entry_valid(s, k, m->id)))
+            return k;
+        return refresh(s, m, grid, block);
+    }
+    return remember(s, dev, f, grid, block, smem, b);
 }

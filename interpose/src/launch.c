@@ -500,7 +500,7 @@ static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
     return fikit_ktab_get(me, fikit_kernel_id(nh, zero, zero, 0), name, zero, zero, 0, 1u);
 }
 
-static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
+FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                    const uint32_t block[3], uint32_t smem, CUstream stream)
 {
     CUcontext ctx;
@@ -524,7 +524,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
      * decision may set up co-running); graph launches are timed by events. */
     bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
 
-    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, f, grid, block, smem);
+    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem);
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
@@ -558,7 +558,7 @@ static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, cons
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
 }
 
-static void after(struct launch *L, CUresult r)
+FIKIT_HOT static void after(struct launch *L, CUresult r)
 {
     struct fikit_dev *d = L->dev;
     if (FIKIT_UNLIKELY(!d) || L->counted_only)
@@ -704,7 +704,7 @@ void fikit_init(void)
 #define REAL_AS(hook, type) ((fikit_pfn_##type)fikit_real[FIKIT_HOOK_##hook])
 
 #define WRAP_LAUNCH_KERNEL(name)                                                                           \
-    FIKIT_API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+    FIKIT_API FIKIT_HOT CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params,  \
                             void **extra)                                                                    \
     {                                                                                                        \
@@ -721,7 +721,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_EX(name)                                                                              \
-    FIKIT_API CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)         \
+    FIKIT_API FIKIT_HOT CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)         \
     {                                                                                                     \
         fikit_init();                                                                                     \
         fikit_pfn_cuLaunchKernelEx real = REAL_AS(name, cuLaunchKernelEx);                                \
@@ -741,7 +741,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_COOP(name)                                                                             \
-    FIKIT_API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+    FIKIT_API FIKIT_HOT CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params)  \
     {                                                                                                        \
         fikit_init();                                                                                        \
@@ -757,7 +757,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_GRAPH(name)                                                \
-    FIKIT_API CUresult name(CUgraphExec g, CUstream s)                         \
+    FIKIT_API FIKIT_HOT CUresult name(CUgraphExec g, CUstream s)                         \
     {                                                                          \
         fikit_init();                                                          \
         fikit_pfn_cuGraphLaunch real = REAL_AS(name, cuGraphLaunch);           \
@@ -781,7 +781,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch)
 WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
 
 #define WRAP_STREAM_SYNC(name)                                         \
-    FIKIT_API CUresult name(CUstream s)                                \
+    FIKIT_API FIKIT_HOT CUresult name(CUstream s)                                \
     {                                                                  \
         fikit_init();                                                  \
         fikit_pfn_cuStreamSynchronize real = REAL_AS(name, cuStreamSynchronize); \

@@ -13,15 +13,39 @@
 
 static inline uint64_t ld(const fikit_au64 *p) { return atomic_load_explicit(p, memory_order_relaxed); }
 
+/*
+ * The kernel table is dense: entries are taken in order of first launch, so a
+ * program's kernels, launched in turn, sit next to each other, eight to a
+ * page, and a launch and the one before it share a page.  (A table hashed by
+ * id spread them over 128 pages: a TLB miss or two on every launch.)  An
+ * open-addressing index finds them: a bucket holds the id's top 16 bits and
+ * the entry's position + 1; 0 is empty.  Only the owner's threads write.
+ */
+#define KINDEX_MASK (FIKIT_KINDEX_SIZE - 1)
+_Static_assert(FIKIT_KTAB_SIZE < 0xffff, "an entry's position + 1 fits a bucket's low 16 bits");
+_Static_assert((FIKIT_KINDEX_SIZE & KINDEX_MASK) == 0 && FIKIT_KINDEX_SIZE > FIKIT_KTAB_SIZE,
+               "the index is a power of two with room to spare, so every probe meets an empty bucket");
+
+static inline uint32_t kindex_tag(uint64_t id) { return (uint32_t)(id >> 48) << 16; }
+
+/* The entry bucket v names, when it is id's. */
+static inline struct fikit_kstat *bucket_entry(struct fikit_slot *s, uint32_t v, uint64_t id)
+{
+    uint32_t e = (v & 0xffffu) - 1;
+    if ((v & 0xffff0000u) != kindex_tag(id) || e >= FIKIT_KTAB_SIZE)
+        return NULL;
+    return ld(&s->ktab[e].id) == id ? &s->ktab[e] : NULL;
+}
+
 struct fikit_kstat *fikit_ktab_find(struct fikit_slot *s, uint64_t id)
 {
-    uint64_t mask = FIKIT_KTAB_SIZE - 1;
-    for (uint64_t i = 0, h = id & mask; i < FIKIT_KTAB_SIZE; i++, h = (h + 1) & mask) {
-        uint64_t cur = ld(&s->ktab[h].id);
-        if (cur == id)
-            return &s->ktab[h];
-        if (cur == 0)
+    for (uint64_t i = 0, h = id & KINDEX_MASK; i < FIKIT_KINDEX_SIZE; i++, h = (h + 1) & KINDEX_MASK) {
+        uint32_t v = atomic_load_explicit(&s->kindex[h], memory_order_acquire);
+        if (v == 0)
             return NULL;
+        struct fikit_kstat *k = bucket_entry(s, v, id);
+        if (k)
+            return k;
     }
     return NULL;
 }
@@ -29,36 +53,52 @@ struct fikit_kstat *fikit_ktab_find(struct fikit_slot *s, uint64_t id)
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
                                    const uint32_t block[3], uint32_t smem, uint32_t kind)
 {
-    uint64_t mask = FIKIT_KTAB_SIZE - 1;
-    for (uint64_t i = 0, h = id & mask; i < FIKIT_KTAB_SIZE; i++, h = (h + 1) & mask) {
-        struct fikit_kstat *k = &s->ktab[h];
-        uint64_t cur = atomic_load_explicit(&k->id, memory_order_acquire);
-        if (cur == id)
+    uint32_t e = UINT32_MAX; /* our fresh entry, once taken */
+    for (uint64_t i = 0, h = id & KINDEX_MASK; i < FIKIT_KINDEX_SIZE; i++, h = (h + 1) & KINDEX_MASK) {
+        uint32_t v = atomic_load_explicit(&s->kindex[h], memory_order_acquire);
+        if (v != 0) {
+            struct fikit_kstat *k = bucket_entry(s, v, id);
+            if (!k)
+                continue;
+            if (e != UINT32_MAX) /* another thread published it first: ours goes unused */
+                atomic_store_explicit(&s->ktab[e].id, 0, memory_order_relaxed);
             return k;
-        if (cur != 0)
-            continue;
-        /* Claim the entry; describe it before publishing the id's count. */
-        uint64_t expect = 0;
-        if (!atomic_compare_exchange_strong(&k->id, &expect, id)) {
-            if (expect == id)
-                return k;
-            continue;
         }
-        if (name) {
-            strncpy(k->name, name, FIKIT_NAME_LEN - 1);
-            k->name[FIKIT_NAME_LEN - 1] = 0;
+        if (e == UINT32_MAX) {
+            /* Take the next entry and describe it completely before it is published. */
+            uint32_t used = atomic_load_explicit(&s->ktab_used, memory_order_relaxed);
+            do {
+                if (used >= FIKIT_KTAB_SIZE)
+                    return NULL; /* table full: the launch goes on unmeasured */
+            } while (!atomic_compare_exchange_weak_explicit(&s->ktab_used, &used, used + 1, memory_order_relaxed,
+                                                            memory_order_relaxed));
+            e = used;
+            struct fikit_kstat *k = &s->ktab[e];
+            if (name) {
+                strncpy(k->name, name, FIKIT_NAME_LEN - 1);
+                k->name[FIKIT_NAME_LEN - 1] = 0;
+            }
+            for (int d = 0; d < 3; d++) {
+                k->grid[d] = grid ? grid[d] : 0;
+                k->block[d] = block ? block[d] : 0;
+            }
+            k->smem = smem;
+            k->kind = kind;
+            k->gap_min_ns = UINT32_MAX;
+            atomic_store_explicit(&k->id, id, memory_order_relaxed);
         }
-        for (int d = 0; d < 3; d++) {
-            k->grid[d] = grid ? grid[d] : 0;
-            k->block[d] = block ? block[d] : 0;
+        uint32_t mine = kindex_tag(id) | (e + 1), expect = 0;
+        if (atomic_compare_exchange_strong_explicit(&s->kindex[h], &expect, mine, memory_order_release,
+                                                    memory_order_acquire))
+            return &s->ktab[e];
+        /* Another thread filled this bucket meanwhile: look at what it put there. */
+        struct fikit_kstat *k = bucket_entry(s, expect, id);
+        if (k) {
+            atomic_store_explicit(&s->ktab[e].id, 0, memory_order_relaxed);
+            return k;
         }
-        k->smem = smem;
-        k->kind = kind;
-        k->gap_min_ns = UINT32_MAX;
-        atomic_fetch_add_explicit(&s->ktab_used, 1, memory_order_relaxed);
-        return k;
     }
-    return NULL; /* table full: the launch goes on unmeasured */
+    return NULL;
 }
 
 static inline uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
@@ -99,7 +139,7 @@ void fikit_measured(struct fikit_slot *s, struct fikit_kstat *k, uint64_t ns)
 /* Runs on every launch, so no locked instruction: the gap statistics are
  * estimates, and two threads launching one kernel at the same instant may
  * lose one sample between them (counts of launches stay exact: before()). */
-void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
+FIKIT_HOT void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
 {
     uint64_t n = atomic_load_explicit(&k->gap_n, memory_order_relaxed);
     atomic_store_explicit(&k->gap_n, n + 1, memory_order_relaxed);
@@ -122,12 +162,12 @@ void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
     }
 }
 
-uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
+FIKIT_HOT uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
 {
     return atomic_load_explicit(&k->dur_n, memory_order_relaxed) ? k->dur_pred_ns : 0;
 }
 
-uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)
+FIKIT_HOT uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)
 {
     if (k->gap_n == 0 || k->gap_min_ns == UINT32_MAX)
         return 0;

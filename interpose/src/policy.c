@@ -127,7 +127,7 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
     return FIKIT_WAIT;
 }
 
-FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
+FIKIT_API FIKIT_HOT void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
                                         uint64_t gap_pred_ns, uint64_t unknown_ns)
 {
     uint64_t d = dur_pred_ns ? dur_pred_ns : unknown_ns;
