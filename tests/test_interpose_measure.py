@@ -50,20 +50,25 @@ def test_durations(run_client: RunClient, mode: str) -> None:
 
 
 def test_settled_kernels_are_sampled_less(run_client: RunClient) -> None:
-    """Past 1024 launches a kernel's prediction has settled and is sampled 16 times less often.
+    """Once its ring of 32 recent runs is full a kernel's prediction has settled, and it is sampled
+    16 times less often.
 
     Each sample costs several driver calls on the launching thread; for a batch-1 model launching
     tens of thousands of kernels a second that was half of the library's cost.
     """
-    # Synced after every launch: unsynced, the launches outrun the fake GPU, more than the pool's
-    # 256 samples are in flight at once, and a full pool skips a sample (by design, timing-bound).
+    # Synced after every launch, so each sample is harvested before the next launch (and the
+    # pool of 256 samples never fills: a full pool skips a sample, by design).
     run = run_client(["--api", "kernel", "-n", "2048", "--kernels", "gemm", "--sync", "stream"],
                      env={"FAKECUDA_DURATIONS": "gemm=5", "FIKIT_SAMPLE": "4"})
     gemm = _by_name(run.stats[run.pid])["gemm"]
     assert gemm["count"] == 2048
-    # the first 8, then 1 in 4 up to 1024 launches (8, 12, ..., 1020), then 1 in 64 (1024, ..., 1984)
-    warm, early, settled = 8, len(range(8, 1024, 4)), len(range(1024, 2048, 64))
-    assert gemm["dur_us"]["n"] == warm + early + settled, gemm
+    # the first 8, then 1 in 4 until 32 runs are measured (8, 12, ..., 100), then 1 in 64 (128, ...)
+    measured = 0
+    for count in range(2048):
+        if count < 8 or count % (4 if measured < 32 else 64) == 0:
+            measured += 1
+    assert measured == 8 + 24 + len(range(128, 2048, 64))
+    assert gemm["dur_us"]["n"] == measured, gemm
 
 
 def test_durations_under_queueing(run_client: RunClient) -> None:

@@ -35,20 +35,23 @@ static _Atomic bool measuring_off; /* fikit_set_measuring(0) */
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
-#define WARM_LAUNCHES 8      /* every launch of a kernel is measured until it has this many */
-#define SETTLED_LAUNCHES 1024 /* past this many, a kernel's prediction is settled: */
-#define SETTLED_FACTOR 16     /* it is sampled this many times less often */
+#define WARM_LAUNCHES 8     /* every launch of a kernel is measured until it has this many */
+#define SETTLED_SAMPLES FIKIT_RING /* with its ring of recent runs full, its prediction is settled: */
+#define SETTLED_FACTOR 16   /* it is sampled this many times less often */
 
-/* Whether this launch of a kernel (its count-th) is timed.  A sample costs
- * several driver calls (two event records, a stream query, a stream wait),
- * so once a kernel's prediction has had a thousand launches to settle, 1 in
- * 16 x FIKIT_SAMPLE keeps it tracking drift at a fraction of the cost. */
-static inline bool sample_due(uint64_t count)
+/* Whether this launch of a kernel (its count-th; dur_n runs measured so far) is timed.  A
+ * sample costs several driver calls and, on an idle stream, a gate (two event records, a stream
+ * query, a stream wait), so once a kernel's ring of recent durations is full, 1 in
+ * 16 x FIKIT_SAMPLE keeps it tracking drift at a fraction of the cost.  Settling goes by
+ * measured runs, not launches: a kernel seeded from its program's stored profile is settled
+ * from its first launches, and a new one after 8 + 24 x FIKIT_SAMPLE launches (392 by default;
+ * counting 1024 launches kept a batch-1 model sampling 1 in 16 for its first seconds). */
+static inline bool sample_due(uint64_t count, uint64_t dur_n)
 {
     if (fikit_cfg.profile || count < WARM_LAUNCHES)
         return true;
     uint64_t every = fikit_cfg.sample;
-    if (count >= SETTLED_LAUNCHES)
+    if (dur_n >= SETTLED_SAMPLES)
         every *= SETTLED_FACTOR;
     if (FIKIT_LIKELY((every & (every - 1)) == 0)) /* the default 16: a mask, not a division */
         return (count & (every - 1)) == 0;
@@ -554,7 +557,8 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (k && L->run == stream && !by_cupti && sample_due(count) && !capturing(stream))
+    if (k && L->run == stream && !by_cupti && sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed)) &&
+        !capturing(stream))
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
 }
 
