@@ -217,8 +217,8 @@ __attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_
     return k;
 }
 
-FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
-                                       const uint32_t block[3], uint32_t smem)
+FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
+                                                 const uint32_t grid[3], const uint32_t block[3], uint32_t smem)
 {
     uint64_t b = memo_bucket(dev, f, grid, block, smem);
     for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {

@@ -277,8 +277,9 @@ void fikit_harvest(bool wait_all)
             harvest(&pools[i], wait_all);
 }
 
-__attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx, struct fikit_kstat *k, CUstream stream,
-                                   bool gate)
+__attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx,
+                                                                   struct fikit_kstat *k, CUstream stream,
+                                                                   bool gate)
 {
     struct pool *p = pool_of(d);
     if (pthread_mutex_lock(&p->lock) != 0)
@@ -504,7 +505,7 @@ static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
 }
 
 FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
-                   const uint32_t block[3], uint32_t smem, CUstream stream)
+                             const uint32_t block[3], uint32_t smem, CUstream stream)
 {
     CUcontext ctx;
     struct fikit_dev *d = fikit_dev_for_launch(&ctx);
@@ -557,8 +558,8 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (k && L->run == stream && !by_cupti && sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed)) &&
-        !capturing(stream))
+    if (k && L->run == stream && !by_cupti &&
+        sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed)) && !capturing(stream))
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
 }
 
@@ -704,11 +705,12 @@ void fikit_init(void)
 }
 
 /* ---- the exported wrappers ------------------------------------------------ */
+#define WRAPPER FIKIT_API FIKIT_HOT /* exported, and on the launch path */
 #define REAL(name) ((fikit_pfn_##name)fikit_real[FIKIT_HOOK_##name])
 #define REAL_AS(hook, type) ((fikit_pfn_##type)fikit_real[FIKIT_HOOK_##hook])
 
 #define WRAP_LAUNCH_KERNEL(name)                                                                           \
-    FIKIT_API FIKIT_HOT CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+    WRAPPER CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,   \
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params,  \
                             void **extra)                                                                    \
     {                                                                                                        \
@@ -725,7 +727,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_EX(name)                                                                              \
-    FIKIT_API FIKIT_HOT CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)         \
+    WRAPPER CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)           \
     {                                                                                                     \
         fikit_init();                                                                                     \
         fikit_pfn_cuLaunchKernelEx real = REAL_AS(name, cuLaunchKernelEx);                                \
@@ -745,7 +747,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_COOP(name)                                                                             \
-    FIKIT_API FIKIT_HOT CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+    WRAPPER CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,   \
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params)  \
     {                                                                                                        \
         fikit_init();                                                                                        \
@@ -761,7 +763,7 @@ void fikit_init(void)
     }
 
 #define WRAP_LAUNCH_GRAPH(name)                                                \
-    FIKIT_API FIKIT_HOT CUresult name(CUgraphExec g, CUstream s)                         \
+    WRAPPER CUresult name(CUgraphExec g, CUstream s)                           \
     {                                                                          \
         fikit_init();                                                          \
         fikit_pfn_cuGraphLaunch real = REAL_AS(name, cuGraphLaunch);           \
@@ -785,7 +787,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch)
 WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
 
 #define WRAP_STREAM_SYNC(name)                                         \
-    FIKIT_API FIKIT_HOT CUresult name(CUstream s)                                \
+    WRAPPER CUresult name(CUstream s)                                  \
     {                                                                  \
         fikit_init();                                                  \
         fikit_pfn_cuStreamSynchronize real = REAL_AS(name, cuStreamSynchronize); \
