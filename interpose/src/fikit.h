@@ -20,6 +20,18 @@
  * launch path spans few cache lines and pages of code. */
 #define FIKIT_HOT __attribute__((hot))
 
+/* The next free position of a table filled in order (its cursor below limit), taken for the
+ * caller; UINT32_MAX when the table is full.  The kernel table and the launch memo both fill so. */
+static inline uint32_t fikit_take_next(_Atomic uint32_t *cursor, uint32_t limit)
+{
+    uint32_t e = atomic_load_explicit(cursor, memory_order_relaxed);
+    do {
+        if (e >= limit)
+            return UINT32_MAX;
+    } while (!atomic_compare_exchange_weak_explicit(cursor, &e, e + 1, memory_order_relaxed, memory_order_relaxed));
+    return e;
+}
+
 /* ---- layout.c ---------------------------------------------------------- */
 unsigned fikit_held_bucket(uint64_t held_ns);
 

@@ -181,12 +181,9 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
     struct fikit_kstat *k = identify(s, f, grid, block, smem, &id);
     if (!k)
         return NULL;
-    uint32_t e = atomic_load_explicit(&memo_used, memory_order_relaxed);
-    do {
-        if (e >= MEMO)
-            return k; /* the memo is full */
-    } while (!atomic_compare_exchange_weak_explicit(&memo_used, &e, e + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    uint32_t e = fikit_take_next(&memo_used, MEMO);
+    if (e == UINT32_MAX)
+        return k; /* the memo is full */
     struct memo *m = &memo[e];
     m->f = f;
     m->dev = (uint32_t)dev;

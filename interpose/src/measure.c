@@ -66,13 +66,9 @@ struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char
         }
         if (e == UINT32_MAX) {
             /* Take the next entry and describe it completely before it is published. */
-            uint32_t used = atomic_load_explicit(&s->ktab_used, memory_order_relaxed);
-            do {
-                if (used >= FIKIT_KTAB_SIZE)
-                    return NULL; /* table full: the launch goes on unmeasured */
-            } while (!atomic_compare_exchange_weak_explicit(&s->ktab_used, &used, used + 1, memory_order_relaxed,
-                                                            memory_order_relaxed));
-            e = used;
+            e = fikit_take_next(&s->ktab_used, FIKIT_KTAB_SIZE);
+            if (e == UINT32_MAX)
+                return NULL; /* table full: the launch goes on unmeasured */
             struct fikit_kstat *k = &s->ktab[e];
             if (name) {
                 strncpy(k->name, name, FIKIT_NAME_LEN - 1);
