@@ -121,6 +121,26 @@ def test_back_to_back_has_no_gap(run_client: RunClient) -> None:
         assert gap["p50"] < 20, f"{name}: queued kernels show a gap of {gap}"
 
 
+def test_settled_gaps_are_recorded_less_but_never_a_shorter_one(run_client: RunClient) -> None:
+    """Once a kernel's ring of 32 recent gaps is full, 1 gap in 8 after it is recorded, and every gap
+    shorter than its shortest recent one, the gap it is predicted to leave.
+
+    Recording a gap reads the previous kernel's entry, two cache lines a launch of a real program
+    misses (issue 8's overhead).  Sampling must never hide a shorter gap: the clients below would
+    then take the more urgent one for idle longer than it is.
+    """
+    n, long_us, short_us = 400, 1000, 100
+    # every gap ~1000 µs, but the sleep after the next-to-last launch (398): its gap, recorded
+    # at the last launch, is the only short one
+    run = run_client(["--kernels", "conv", "-n", str(n), "--sleep-us", str(long_us),
+                      "--short-from", str(n - 2), "--short-us", str(short_us)],
+                     env={"FAKECUDA_DURATIONS": "conv=20"})
+    gap = _by_name(run.stats[run.pid])["conv"]["gap_us"]
+    assert 32 < gap["n"] < 32 + (n - 33) // 2, f"{gap['n']} of {n - 1} gaps recorded: {gap}"
+    assert gap["pred"] < 2 * short_us + 50, f"the last, short gap was not recorded: {gap}"
+    assert gap["p50"] > long_us / 2, gap
+
+
 def test_passthrough_counts_only(run_client: RunClient) -> None:
     run = run_client(["--api", "all", "-n", "50", "--kernels", "inc,conv", "--check"],
                      env={"FIKIT_PASSTHROUGH": "1", "FAKECUDA_DURATIONS": "conv=120"})

@@ -53,13 +53,18 @@ static _Atomic int n_devs;
 static struct fikit_dev spill; /* devices beyond FIKIT_MAX_DEVS: one private slot, never held */
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Context -> device, filled under attach_lock and published by n_ctx. */
+/* Context -> device, filled under attach_lock and published by n.  What a launch reads to
+ * find its device (the driver's query, the count, the first three entries) is one cache line. */
 #define CTX_CACHE 64
 static struct {
-    CUcontext ctx;
-    struct fikit_dev *dev;
-} ctx_cache[CTX_CACHE];
-static _Atomic int n_ctx;
+    fikit_pfn_cuCtxGetCurrent get_current; /* fikit_drv's, copied here at start */
+    _Atomic int n;
+    struct {
+        CUcontext ctx;
+        struct fikit_dev *dev;
+    } e[CTX_CACHE];
+} ctxs __attribute__((aligned(64)));
+_Static_assert(offsetof(__typeof__(ctxs), e) + 3 * sizeof ctxs.e[0] <= 64, "a launch reads one line of ctxs");
 
 /* Peer slots are mapped one page each: the timing fields are all we read. */
 #define PEER_MAP 4096
@@ -615,10 +620,10 @@ static struct fikit_dev *dev_attach(int ordinal)
 
 static struct fikit_dev *cached(CUcontext ctx)
 {
-    int n = atomic_load_explicit(&n_ctx, memory_order_acquire);
+    int n = atomic_load_explicit(&ctxs.n, memory_order_acquire);
     for (int i = 0; i < n; i++)
-        if (ctx_cache[i].ctx == ctx)
-            return ctx_cache[i].dev;
+        if (ctxs.e[i].ctx == ctx)
+            return ctxs.e[i].dev;
     return NULL;
 }
 
@@ -640,11 +645,11 @@ __attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ct
             d = &spill;
         if (!d)
             d = dev_attach(ordinal);
-        int c = atomic_load(&n_ctx);
+        int c = atomic_load(&ctxs.n);
         if (d && c < CTX_CACHE) { /* a full cache costs a lock per launch of the others, nothing else */
-            ctx_cache[c].ctx = ctx;
-            ctx_cache[c].dev = d;
-            atomic_store_explicit(&n_ctx, c + 1, memory_order_release);
+            ctxs.e[c].ctx = ctx;
+            ctxs.e[c].dev = d;
+            atomic_store_explicit(&ctxs.n, c + 1, memory_order_release);
         }
     }
     pthread_mutex_unlock(&attach_lock);
@@ -656,7 +661,7 @@ FIKIT_HOT struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
     *ctx = NULL;
     if (FIKIT_UNLIKELY(fikit_cfg.passthrough))
         return atomic_load_explicit(&n_devs, memory_order_acquire) ? &devs[0] : NULL;
-    if (FIKIT_UNLIKELY(!fikit_drv.cuCtxGetCurrent) || fikit_drv.cuCtxGetCurrent(ctx) != CUDA_SUCCESS)
+    if (FIKIT_UNLIKELY(!ctxs.get_current) || ctxs.get_current(ctx) != CUDA_SUCCESS)
         *ctx = NULL;
     struct fikit_dev *d = cached(*ctx);
     return FIKIT_LIKELY(d != NULL) ? d : attach_ctx(*ctx);
@@ -664,7 +669,7 @@ FIKIT_HOT struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
 
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
 {
-    if (atomic_load_explicit(&n_ctx, memory_order_acquire) == 0)
+    if (atomic_load_explicit(&ctxs.n, memory_order_acquire) == 0)
         return fikit_cfg.passthrough && atomic_load(&n_devs) ? &devs[0] : NULL;
     if (!ctx && (!fikit_drv.cuCtxGetCurrent || fikit_drv.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS))
         ctx = NULL;
@@ -718,7 +723,8 @@ void fikit_client_start(void)
         snprintf(env_root, sizeof env_root, "/run/fikit");
     }
     env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
-    atomic_store(&n_ctx, 0);
+    ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
+    atomic_store(&ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }
@@ -743,7 +749,7 @@ void fikit_client_after_fork(void)
     /* (the watcher threads do not survive the fork) */
     memset(devs, 0, sizeof devs);
     memset(&spill, 0, sizeof spill);
-    atomic_store(&n_ctx, 0);
+    atomic_store(&ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }
@@ -826,10 +832,9 @@ static void refresh_peers(struct fikit_dev *d, uint64_t gen)
     atomic_store(&d->peers_gen, gen);
 }
 
-FIKIT_HOT int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids)
+/* The more urgent peers as of the domain's generation now. */
+static void peers_current(struct fikit_dev *d)
 {
-    if (!d->dom)
-        return 0;
     uint64_t gen = atomic_load_explicit(&d->dom->generation, memory_order_acquire);
     if (gen != atomic_load_explicit(&d->peers_gen, memory_order_acquire)) {
         pthread_mutex_lock(&d->peer_lock);
@@ -837,6 +842,29 @@ FIKIT_HOT int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, 
             refresh_peers(d, gen);
         pthread_mutex_unlock(&d->peer_lock);
     }
+}
+
+#define GEN_CHECK_NS 1000000ull
+
+FIKIT_HOT bool fikit_may_defer(struct fikit_dev *d, uint64_t now)
+{
+    if (!d->dom)
+        return false;
+    /* No one above: the domain's line is left alone for a millisecond (a launch that reads it
+     * meets a miss, and an HP launches every few microseconds). */
+    if (atomic_load_explicit(&d->n_peer_idx, memory_order_relaxed) == 0 &&
+        now - atomic_load_explicit(&d->gen_seen_ns, memory_order_relaxed) < GEN_CHECK_NS)
+        return false;
+    atomic_store_explicit(&d->gen_seen_ns, now, memory_order_relaxed);
+    peers_current(d);
+    return atomic_load_explicit(&d->n_peer_idx, memory_order_acquire) > 0;
+}
+
+FIKIT_HOT int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids)
+{
+    if (!d->dom)
+        return 0;
+    peers_current(d);
     int n = atomic_load_explicit(&d->n_peer_idx, memory_order_acquire);
     int k = 0;
     for (int j = 0; j < n && k < max; j++) {

@@ -48,11 +48,17 @@ extern int fikit_debug;
 uint64_t fikit_hash_bytes(const void *p, uint64_t n, uint64_t seed);
 uint64_t fikit_name_hash(const char *name); /* the name part of a kernel id */
 uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint32_t block[3], uint32_t smem);
+/* Where a device's launches are in the launch memo (kid.c): the entry of its latest launch,
+ * and the entry that followed that one last time (entry + 1; 0 none).  Programs launch their
+ * kernels in cycles, so the guess is usually right, and a right guess reads no index. */
+struct fikit_memo_cursor {
+    _Atomic uint32_t prev, guess;
+};
 /* The kernel-table entry (in slot s, device dev's) of a launch of f with this shape, created on
  * first sight; NULL when the table is full.  Remembered per (device, function, shape): a launch
- * repeating a pair costs two cache lines and a few compares. */
+ * repeating a pair reads one memo line (its index's too when c guessed wrong) and the entry. */
 struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
-                                       const uint32_t block[3], uint32_t smem);
+                                       const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c);
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
@@ -127,6 +133,7 @@ struct fikit_dev {
     int index;                /* in the device table; also the measurement pool's and co-run state's */
     _Atomic int n_peer_idx;   /* higher-priority peers (peer_idx below) */
     _Atomic uint64_t peers_gen; /* the domain generation they were read at */
+    _Atomic uint64_t gen_seen_ns; /* when a launch last read that generation */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
     _Atomic int sock;         /* registration connection kept open, -1 none */
@@ -141,7 +148,7 @@ struct fikit_dev {
     pthread_mutex_t peer_lock;
     int peer_idx[FIKIT_MAX_SLOTS];
     struct fikit_peer_map peer_maps[FIKIT_MAX_SLOTS];
-};
+} __attribute__((aligned(64)));
 
 extern int fikit_req_prio; /* FIKIT_PRIO: the level this process asks for */
 void fikit_client_start(void);
@@ -150,6 +157,10 @@ void fikit_client_stop(void);
 /* The device of a launch (the current context's), attached on first use; *ctx gets
  * the current context (NULL if unknown).  NULL only when no slot could be made. */
 struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx);
+/* Whether a launch on d at `now` may have a more urgent client to defer to (decide() then
+ * says whether it does).  A client with no one above it (every HP launch) reads the domain's
+ * generation at most once a millisecond, so a new client above it is seen within 1 ms. */
+bool fikit_may_defer(struct fikit_dev *d, uint64_t now);
 /* The device already attached for ctx (NULL: the current one); NULL if none: never attaches. */
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx);
 int fikit_dev_count(void);             /* attached devices, the one of those beyond the table included */
@@ -232,11 +243,14 @@ void fikit_cupti_after_fork(void);
 /* ---- launch.c ---------------------------------------------------------- */
 void fikit_init(void); /* pthread_once; safe from any hook */
 struct fikit_config {
+    /* The first cache line: what every launch reads before anything else. */
+    _Atomic int ready;          /* initialised */
+    _Atomic bool measuring_off; /* fikit_set_measuring(0) */
     bool passthrough;
     bool profile;
     uint32_t sample; /* measure 1 in N after the first FIKIT_WARM launches */
     char stats_path[512];
-};
+} __attribute__((aligned(64)));
 extern struct fikit_config fikit_cfg;
 void fikit_harvest(bool wait_all);
 /* Benchmarks of the library's own cost: with `on` 0, launches are counted but neither

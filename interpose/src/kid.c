@@ -130,6 +130,7 @@ struct memo {
     uint32_t grid[3], block[3];
     uint64_t id;
     struct fikit_kstat *_Atomic k;
+    _Atomic uint32_t next; /* the entry launched after this one last time, + 1 (0: none yet) */
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct memo) == 64, "a memo entry is one cache line");
 static struct memo memo[MEMO];
@@ -172,12 +173,14 @@ static struct fikit_kstat *identify(struct fikit_slot *s, CUfunction f, const ui
     return fikit_ktab_get(s, *id, name, grid, block, smem, 0);
 }
 
-/* Not in the memo: identify the launch, and remember it from bucket b on. */
+/* Not in the memo: identify the launch, and remember it from bucket b on (*mp: its entry, or
+ * NULL when the memo is full). */
 __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit_slot *s, int dev, CUfunction f,
                                                                  const uint32_t grid[3], const uint32_t block[3],
-                                                                 uint32_t smem, uint64_t b)
+                                                                 uint32_t smem, uint64_t b, struct memo **mp)
 {
     uint64_t id;
+    *mp = NULL;
     struct fikit_kstat *k = identify(s, f, grid, block, smem, &id);
     if (!k)
         return NULL;
@@ -185,6 +188,7 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
     if (e == UINT32_MAX)
         return k; /* the memo is full */
     struct memo *m = &memo[e];
+    atomic_store_explicit(&m->next, 0, memory_order_relaxed);
     m->f = f;
     m->dev = (uint32_t)dev;
     m->smem = smem;
@@ -195,10 +199,14 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
     for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {
         uint16_t expect = 0;
         if (atomic_compare_exchange_strong_explicit(&memo_index[b], &expect, (uint16_t)(e + 1),
-                                                    memory_order_release, memory_order_acquire))
+                                                    memory_order_release, memory_order_acquire)) {
+            *mp = m;
             break;
-        if (memo_is(&memo[expect - 1], dev, f, grid, block, smem))
-            break; /* another thread remembered it first: this entry stays unused */
+        }
+        if (memo_is(&memo[expect - 1], dev, f, grid, block, smem)) {
+            *mp = &memo[expect - 1]; /* another thread remembered it first: this entry stays unused */
+            break;
+        }
     }
     return k;
 }
@@ -214,8 +222,11 @@ __attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_
     return k;
 }
 
-FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
-                                                 const uint32_t grid[3], const uint32_t block[3], uint32_t smem)
+/* The guess was wrong: the memo's entry of the pair through its index (or a new one, NULL when
+ * the memo is full), and the kernel-table entry in *kp. */
+__attribute__((noinline)) static struct memo *look_up(struct fikit_slot *s, int dev, CUfunction f,
+                                                      const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
+                                                      struct fikit_kstat **kp)
 {
     uint64_t b = memo_bucket(dev, f, grid, block, smem);
     for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {
@@ -223,12 +234,41 @@ FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, 
         if (FIKIT_UNLIKELY(v == 0))
             break;
         struct memo *m = &memo[v - 1];
-        if (!memo_is(m, dev, f, grid, block, smem))
-            continue;
-        struct fikit_kstat *k = atomic_load_explicit(&m->k, memory_order_relaxed);
-        if (FIKIT_LIKELY(entry_valid(s, k, m->id)))
-            return k;
-        return refresh(s, m, grid, block);
+        if (memo_is(m, dev, f, grid, block, smem)) {
+            *kp = NULL;
+            return m;
+        }
     }
-    return remember(s, dev, f, grid, block, smem, b);
+    struct memo *m;
+    *kp = remember(s, dev, f, grid, block, smem, b, &m);
+    return m;
+}
+
+FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
+                                                 const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
+                                                 struct fikit_memo_cursor *c)
+{
+    /* Cursor and links are hints, read and written without locks: each guess is checked. */
+    uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
+    struct memo *m = g && g <= MEMO ? &memo[g - 1] : NULL;
+    struct fikit_kstat *k = NULL;
+    if (FIKIT_UNLIKELY(!m || !memo_is(m, dev, f, grid, block, smem))) {
+        m = look_up(s, dev, f, grid, block, smem, &k);
+        if (!m) {
+            atomic_store_explicit(&c->prev, 0, memory_order_relaxed);
+            atomic_store_explicit(&c->guess, 0, memory_order_relaxed);
+            return k; /* the memo is full */
+        }
+        uint32_t prev = atomic_load_explicit(&c->prev, memory_order_relaxed);
+        if (prev && prev <= MEMO)
+            atomic_store_explicit(&memo[prev - 1].next, (uint32_t)(m - memo) + 1, memory_order_release);
+    }
+    if (FIKIT_LIKELY(!k)) { /* (k is set only when the pair was just remembered) */
+        k = atomic_load_explicit(&m->k, memory_order_relaxed);
+        if (FIKIT_UNLIKELY(!entry_valid(s, k, m->id)))
+            k = refresh(s, m, grid, block);
+    }
+    atomic_store_explicit(&c->prev, (uint32_t)(m - memo) + 1, memory_order_relaxed);
+    atomic_store_explicit(&c->guess, atomic_load_explicit(&m->next, memory_order_acquire), memory_order_release);
+    return k;
 }

@@ -30,8 +30,6 @@
 
 struct fikit_config fikit_cfg = {.sample = 16};
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static _Atomic int ready;
-static _Atomic bool measuring_off; /* fikit_set_measuring(0) */
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
@@ -103,15 +101,20 @@ static void *gate_alloc; /* the pinned word, once allocated (gating may be turne
  * that context's launches are timed ("one context measured per device").
  */
 struct pool {
-    /* Every launch reads and writes these: the first cache line. */
-    /* The previous launch on this device, for the gap after it. */
+    /* Every launch reads and writes these: the first cache line (checked below). */
+    /* The previous launch on this device, for the gap after it, with what the gap needs of
+     * its kernel's entry, so that the launch after it need not read that entry. */
     _Atomic uint64_t last_launch_t;
     struct fikit_kstat *_Atomic last_launch_k;
+    _Atomic uint64_t last_end_pred; /* when that kernel should end, as predicted at its launch */
+    _Atomic uint32_t last_gap_pred; /* its shortest recent gap: a shorter one is always recorded */
+    _Atomic bool last_gap_every;    /* its gaps not settled yet: each one is recorded */
+    _Atomic bool several_streams;   /* see last_stream */
     _Atomic uint64_t last_sync_end;
     /* The stream of the latest launch, and whether work may be queued on another one too: a
      * sync of that stream then says the device has finished all this client queued. */
     _Atomic(CUstream) last_stream;
-    _Atomic bool several_streams;
+    struct fikit_memo_cursor memo; /* where this device's launches are in the launch memo */
     /* The rest is for sampled launches and syncs. */
     pthread_mutex_t lock;
     struct fikit_dev *dev;
@@ -125,6 +128,7 @@ struct pool {
     struct sample s[POOL];
 } __attribute__((aligned(64)));
 static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
+_Static_assert(offsetof(struct pool, lock) <= 64, "what every launch touches of its pool is one cache line");
 
 static struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
 
@@ -504,6 +508,50 @@ static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
     return fikit_ktab_get(me, fikit_kernel_id(nh, zero, zero, 0), name, zero, zero, 0, 1u);
 }
 
+/* 1 in GAP_EVERY gaps after a settled kernel is recorded, chosen by the clock's low bits
+ * (hashed): counting a kernel's launches would pick the same place in each of a program's
+ * cycles, and that place's gap alone would stand for all of them. */
+#define GAP_EVERY 8
+static inline bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
+_Static_assert(GAP_EVERY == 8, "gap_sampled keeps the top 3 bits of the hash");
+
+/*
+ * The gap after the previous launch on this device: host time since that kernel's predicted
+ * end, or since the host last waited for the GPU.  The slot's idle time counts every gap.  The
+ * kernel's gap statistics take each gap until its ring of recent gaps is full; then one in
+ * GAP_EVERY, and every gap shorter than its shortest recent one, so that its prediction
+ * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
+ * kernel's entry was kept in the pool at its launch: a launch reads that entry only to record.
+ * Plain loads and stores, no locked exchange (this is every launch): threads launching on one
+ * device at the same instant may pair a gap with the wrong predecessor, an estimate either way.
+ */
+FIKIT_HOT static inline void note_gap(struct pool *p, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
+{
+    uint64_t prev_t = atomic_load_explicit(&p->last_launch_t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
+    uint64_t prev_end = atomic_load_explicit(&p->last_end_pred, memory_order_relaxed);
+    uint32_t prev_gap_pred = atomic_load_explicit(&p->last_gap_pred, memory_order_relaxed);
+    bool prev_every = atomic_load_explicit(&p->last_gap_every, memory_order_relaxed);
+    atomic_store_explicit(&p->last_launch_t, t, memory_order_relaxed);
+    atomic_store_explicit(&p->last_launch_k, k, memory_order_relaxed);
+    if (k) { /* its entry's first line: read already for its count */
+        atomic_store_explicit(&p->last_end_pred, t + fikit_kstat_dur_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&p->last_gap_pred, (uint32_t)fikit_kstat_gap_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&p->last_gap_every, atomic_load_explicit(&k->gap_n, memory_order_relaxed) < FIKIT_RING,
+                              memory_order_relaxed);
+    }
+    if (!prev_t || !prev_k || t <= prev_t)
+        return;
+    /* The host waited after that launch: the GPU was done when the wait returned. */
+    uint64_t synced = atomic_load_explicit(&p->last_sync_end, memory_order_relaxed);
+    uint64_t end = synced > prev_t ? synced : prev_end;
+    uint64_t gap = t > end ? t - end : 0;
+    if (prev_every || gap < prev_gap_pred || gap_sampled(t))
+        fikit_kstat_add_gap(prev_k, gap);
+    atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
+                          memory_order_relaxed);
+}
+
 FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                              const uint32_t block[3], uint32_t smem, CUstream stream)
 {
@@ -514,47 +562,32 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
     L->sample = NULL;
     L->stream = stream;
     L->run = stream;
-    L->deferred = false;
-    L->counted_only = true;
+    L->counted_only = true; /* after() reads nothing else then */
     if (FIKIT_UNLIKELY(!d))
         return;
     struct fikit_slot *me = d->me;
     atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
-    if (fikit_cfg.passthrough || FIKIT_UNLIKELY(atomic_load_explicit(&measuring_off, memory_order_relaxed)))
+    if (fikit_cfg.passthrough || FIKIT_UNLIKELY(atomic_load_explicit(&fikit_cfg.measuring_off, memory_order_relaxed)))
         return;
     L->counted_only = false;
+    L->deferred = false;
 
     /* Profiling mode: CUPTI times kernel launches (it starts here, before any
      * decision may set up co-running); graph launches are timed by events. */
     bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
 
-    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem);
+    struct pool *p = pool_of(d);
+    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &p->memo);
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
-    if (d->dom)
-        L->deferred = decide(d, k, stream, path != FIKIT_PATH_COOP, &L->run);
-
-    struct pool *p = pool_of(d);
     uint64_t t = fikit_now_ns();
-    L->t = t;
-    /* The gap after the previous launch on this device: host time since that kernel's
-     * predicted end, or since the host last waited for the GPU.  Plain loads and stores, no
-     * locked exchange (this is every launch): threads launching on one device at the same
-     * instant may pair a gap with the wrong predecessor, an estimate either way. */
-    uint64_t prev_t = atomic_load_explicit(&p->last_launch_t, memory_order_relaxed);
-    struct fikit_kstat *prev_k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
-    atomic_store_explicit(&p->last_launch_t, t, memory_order_relaxed);
-    atomic_store_explicit(&p->last_launch_k, k, memory_order_relaxed);
-    if (prev_t && prev_k && t > prev_t) {
-        /* The host waited after that launch: the GPU was done when the wait returned. */
-        uint64_t synced = atomic_load_explicit(&p->last_sync_end, memory_order_relaxed);
-        uint64_t end = synced > prev_t ? synced : prev_t + fikit_kstat_dur_pred(prev_k);
-        uint64_t gap = t > end ? t - end : 0;
-        fikit_kstat_add_gap(prev_k, gap);
-        atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
-                              memory_order_relaxed);
+    if (fikit_may_defer(d, t)) {
+        L->deferred = decide(d, k, stream, path != FIKIT_PATH_COOP, &L->run);
+        t = fikit_now_ns(); /* it may have waited */
     }
+    L->t = t;
+    note_gap(p, me, k, t);
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
@@ -636,8 +669,10 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
         atomic_store_explicit(&p->several_streams, false, memory_order_relaxed);
         if (atomic_load(&me->busy_until_ns) > now)
             atomic_store(&me->busy_until_ns, now);
-        struct fikit_kstat *k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
-        atomic_store_explicit(&me->next_launch_ns, now + (k ? fikit_kstat_gap_pred(k) : 0), memory_order_release);
+        uint64_t gap = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed)
+                           ? atomic_load_explicit(&p->last_gap_pred, memory_order_relaxed)
+                           : 0;
+        atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
     }
     if (!fikit_cfg.passthrough)
         harvest(p, false);
@@ -689,17 +724,17 @@ static void init_once(void)
     fikit_client_start();
     pthread_atfork(NULL, NULL, child_after_fork);
     atexit(at_exit);
-    atomic_store_explicit(&ready, 1, memory_order_release);
+    atomic_store_explicit(&fikit_cfg.ready, 1, memory_order_release);
 }
 
 FIKIT_API int fikit_set_measuring(int on)
 {
-    return !atomic_exchange(&measuring_off, !on);
+    return !atomic_exchange(&fikit_cfg.measuring_off, !on);
 }
 
 void fikit_init(void)
 {
-    if (FIKIT_LIKELY(atomic_load_explicit(&ready, memory_order_acquire)))
+    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_cfg.ready, memory_order_acquire)))
         return;
     pthread_once(&once, init_once);
 }

@@ -16,7 +16,9 @@
 
 #include "fikit.h"
 
-void *fikit_real[FIKIT_HOOK_COUNT];
+/* Aligned: the launch hooks come first in hooks.def, so a launch reads one line of it. */
+void *fikit_real[FIKIT_HOOK_COUNT] __attribute__((aligned(64)));
+_Static_assert(FIKIT_HOOK_cuGraphLaunch_ptsz < 8, "the launch hooks' real functions fit one cache line");
 struct fikit_driver fikit_drv;
 
 #define wrappers fikit_wrappers /* our wrappers, by hook id (launch.c) */

@@ -23,15 +23,16 @@ static void put_name(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void put_dist(FILE *f, const char *key, uint64_t n, uint64_t sum, const uint32_t *ring)
+/* pred: what the library predicts from them (a duration's: long; a gap's: short). */
+static void put_dist(FILE *f, const char *key, uint64_t n, uint64_t sum, const uint32_t *ring, uint64_t pred)
 {
     if (n == 0) {
         fprintf(f, "\"%s\": null", key);
         return;
     }
-    fprintf(f, "\"%s\": {\"n\": %llu, \"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f}", key, (unsigned long long)n,
-            (double)sum / (double)n / 1000.0, fikit_ring_quantile(ring, n, 0.50) / 1000.0,
-            fikit_ring_quantile(ring, n, 0.99) / 1000.0);
+    fprintf(f, "\"%s\": {\"n\": %llu, \"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f, \"pred\": %.3f}", key,
+            (unsigned long long)n, (double)sum / (double)n / 1000.0, fikit_ring_quantile(ring, n, 0.50) / 1000.0,
+            fikit_ring_quantile(ring, n, 0.99) / 1000.0, (double)pred / 1000.0);
 }
 
 static void expand(const char *tmpl, char *out, size_t n)
@@ -86,9 +87,9 @@ static void put_kernels(FILE *f, const struct fikit_slot *s, int kind, bool *fir
             fprintf(f, ", \"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"smem\": %u", k->grid[0], k->grid[1],
                     k->grid[2], k->block[0], k->block[1], k->block[2], k->smem);
         fputs(", ", f);
-        put_dist(f, "dur_us", k->dur_n, k->dur_sum_ns, k->dur_ring_ns);
+        put_dist(f, "dur_us", k->dur_n, k->dur_sum_ns, k->dur_ring_ns, fikit_kstat_dur_pred(k));
         fputs(", ", f);
-        put_dist(f, "gap_us", k->gap_n, k->gap_sum_ns, k->gap_ring_ns);
+        put_dist(f, "gap_us", k->gap_n, k->gap_sum_ns, k->gap_ring_ns, fikit_kstat_gap_pred(k));
         fputc('}', f);
         *first = false;
     }

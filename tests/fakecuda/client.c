@@ -105,6 +105,7 @@ struct options {
     long prefork;
     const char *sync;
     long sleep_us;
+    long short_from, short_us; /* from iteration short_from on, sleep short_us instead (-1: never) */
     int check;
     unsigned int grid[3], block[3], smem;
     unsigned int param_us;
@@ -121,6 +122,7 @@ static struct options opt = {
     .n = 100,
     .threads = 1,
     .sync = "none",
+    .short_from = -1,
     .grid = {1, 1, 1},
     .block = {32, 1, 1},
     .param_us = 10,
@@ -392,8 +394,9 @@ static int run_iterations(struct worker *w, long n)
             CK(drv.EventRecord(w->event, w->stream));
             CK(drv.EventSynchronize(w->event));
         }
-        if (opt.sleep_us > 0)
-            sleep_us(opt.sleep_us);
+        long us = opt.short_from >= 0 && i >= opt.short_from ? opt.short_us : opt.sleep_us;
+        if (us > 0)
+            sleep_us(us);
     }
     return 0;
 }
@@ -545,7 +548,7 @@ static void usage(void)
           "  [--fork] [--prefork N] [--sync none|stream|ctx|event] [--sleep-us G] [--check]\n"
           "  [--grid x,y,z] [--block x,y,z] [--smem B] [--param-us U] [--stream default|created]\n"
           "  [--load module|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n"
-          "  [--unmeasured N]\n",
+          "  [--unmeasured N] [--short-from I --short-us S]\n",
           stderr);
     exit(2);
 }
@@ -563,7 +566,8 @@ int main(int argc, char **argv)
         {"stream", required_argument, NULL, 'r'},  {"load", required_argument, NULL, 'l'},
         {"version", required_argument, NULL, 'v'}, {"dlopen-global", no_argument, NULL, 'G'},
         {"vary-block", no_argument, NULL, 'V'},    {"help", no_argument, NULL, 'h'},
-        {"unmeasured", required_argument, NULL, 'U'},
+        {"unmeasured", required_argument, NULL, 'U'}, {"short-from", required_argument, NULL, 'I'},
+        {"short-us", required_argument, NULL, 'i'},
         {NULL, 0, NULL, 0},
     };
     parse_api("kernel");
@@ -592,6 +596,8 @@ int main(int argc, char **argv)
         case 'G': opt.dlopen_global = 1; break;
         case 'V': opt.vary_block = 1; break;
         case 'U': opt.unmeasured = strtol(optarg, NULL, 10); break;
+        case 'I': opt.short_from = strtol(optarg, NULL, 10); break;
+        case 'i': opt.short_us = strtol(optarg, NULL, 10); break;
         default: usage();
         }
     }
