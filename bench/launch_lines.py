@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""How many cache lines of its own state does libfikit.so miss on a launch?
+
+On the GPU hosts the library's cost inside a real program (1-2% of a batch-1 model's request time)
+is several times what the same code costs in a tight launch loop, where its state stays cached;
+the guests have no PMU to count the misses.  This counts them with cachegrind instead, on the
+fake driver: bench/launch_loop.c launches kernels of SHAPES ids in turn, TOUCH_KB apart (writing that many KB
+between launches evicts everything, as a real program's own work does), with the library
+preloaded as the only client of a self-granting domain (an HP, as in issue 8), and cachegrind's
+last-level cache shrunk below TOUCH_KB so that each line the library touches is counted once a
+launch.  It prints, per launch, the instructions and the lines missed in each function of
+interpose/src, and their total: a deterministic figure to compare two libraries by, where the
+GPU hosts' timings need many generations of processes to resolve a 1% change.
+
+    python3 bench/launch_lines.py --src . [--src OLD_CHECKOUT ...] [--lib LIB ...] [--json]
+
+--src builds a checkout's library with debug information (cachegrind names a function's file
+only then); a --lib must have been built so (-DCMAKE_C_FLAGS=-g).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import verify_daemon
+
+_COUNT = re.compile(r"\s*(\.|[\d,]+ \(\s*[\d.]+%\)|[\d,]+)")
+EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
+
+
+def parse_functions(annotated: str) -> dict[str, dict[str, int]]:
+    """cg_annotate's per-function table: {"file:function": {event: count}} for interpose/src."""
+    out: dict[str, dict[str, int]] = {}
+    for line in annotated.splitlines():
+        pos, vals = 0, []
+        for _ in EVENTS:
+            m = _COUNT.match(line, pos)
+            if not m:
+                break
+            tok = m.group(1)
+            vals.append(0 if tok == "." else int(tok.split()[0].replace(",", "")))
+            pos = m.end()
+        name = line[pos:].strip()
+        if len(vals) == len(EVENTS) and "interpose/src/" in name and ":" in name and " " not in name:
+            out[name.split("interpose/src/", 1)[1]] = dict(zip(EVENTS, vals, strict=True))
+    return out
+
+
+def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str) -> dict[str, Any]:
+    """One library's counts per launch (tag names its files in work)."""
+    fake = verify_daemon.build_fake(work / "fc")
+    loop = work / "launch_loop"
+    if not loop.exists():
+        subprocess.run(["gcc", "-O2", "-o", str(loop), str(benchlib.BENCH_DIR / "launch_loop.c"), "-ldl"],
+                       check=True)
+    dom = work / f"dom-{tag}" / "gpu0"
+    env = {**os.environ, "FIKIT_LIBRARY": str(lib)}
+    subprocess.run([sys.executable, "-c", "import sys, pathlib; sys.path.insert(0, sys.argv[2]);"
+                    "from fikitd.shm import Domain;"
+                    "Domain.create(pathlib.Path(sys.argv[1]), 0, mode='fikit', self_grant=True).close()",
+                    str(dom), str(benchlib.REPO_ROOT)], check=True, env=env)
+    out = work / f"cg-{tag}.out"
+    env.update(FIKIT_DOMAIN=str(dom), FIKIT_SOCKET=str(work / "nosock"), FIKIT_PRIO="high",
+               LD_PRELOAD=str(lib), LD_LIBRARY_PATH=str(fake), FAKECUDA_DURATIONS="*=0")
+    ll_kb = max(64, touch_kb // 2)  # smaller than what is written between launches
+    loop_args = [str(loop), str(launches), "256", str(shapes), str(touch_kb)]
+    subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--LL={ll_kb * 1024},8,64",
+                    f"--cachegrind-out-file={out}", *loop_args],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ann = subprocess.run(["cg_annotate", "--threshold=0", str(out)], check=True, capture_output=True,
+                         text=True).stdout
+    funcs = parse_functions(ann)
+    if not funcs:
+        raise SystemExit(f"launch_lines: {lib} has no debug information: build it with -DCMAKE_C_FLAGS=-g")
+    per = {name: {"instr": c["Ir"] / launches, "lines": (c["D1mr"] + c["D1mw"]) / launches}
+           for name, c in funcs.items()}
+    return {"lib": str(lib), "launches": launches, "shapes": shapes, "touch_kb": touch_kb,
+            "instr": sum(v["instr"] for v in per.values()), "lines": sum(v["lines"] for v in per.values()),
+            "functions": dict(sorted(per.items(), key=lambda kv: -kv[1]["lines"]))}
+
+
+def build(src: Path, dest: Path) -> Path:
+    """A checkout's libfikit.so, optimised as shipped, with debug information."""
+    subprocess.run(["cmake", "-S", str(src), "-B", str(dest), "-DCMAKE_BUILD_TYPE=Release",
+                    "-DCMAKE_C_FLAGS=-g"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(dest), "-j2"], check=True, stdout=subprocess.DEVNULL)
+    return dest / "interpose" / "libfikit.so"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", action="append", default=[], help="a checkout to build and count (repeatable)")
+    p.add_argument("--lib", action="append", default=[], help="a libfikit.so built with -g (repeatable)")
+    # A kernel settles (sampled 1 in 256) after 392 launches: 20 kernels settle in the first 8%.
+    p.add_argument("--launches", type=int, default=100000)
+    p.add_argument("--shapes", type=int, default=20, help="kernel ids launched in turn")
+    p.add_argument("--touch-kb", type=int, default=512, help="KB written between two launches")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    if not a.src and not a.lib:
+        p.error("give a --src or a --lib")
+    for tool in ("valgrind", "cg_annotate", "gcc", "cmake"):
+        if not shutil.which(tool):
+            print(f"launch_lines: {tool} not found (valgrind's cachegrind and a C compiler are needed)",
+                  file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="fikit-lines-") as tmp:
+        work = Path(tmp)
+        libs = [build(Path(src).resolve(), work / f"build{i}") for i, src in enumerate(a.src)]
+        libs += [Path(lib).resolve() for lib in a.lib]
+        results = [measure(lib, a.launches, a.shapes, a.touch_kb, work, str(i)) for i, lib in enumerate(libs)]
+    if a.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        print(f"{r['lib']}: per launch {r['instr']:.0f} instructions, {r['lines']:.2f} lines missed")
+        for name, v in r["functions"].items():
+            if v["lines"] >= 0.05:
+                print(f"  {v['lines']:5.2f} lines {v['instr']:6.1f} instructions  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""bench/launch_lines.py: cache lines the library misses a launch, counted by cachegrind.
+
+The parser is checked on cg_annotate's own format; the whole tool runs where valgrind is
+installed (CI has none: skipped there)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from fakecuda_harness import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import launch_lines
+
+
+def _row(counts: list[str], name: str) -> str:
+    return "  ".join(counts) + "  " + name
+
+
+ANNOTATED = "\n".join([
+    "Ir  I1mr  ILmr  Dr  D1mr  DLmr  Dw  D1mw  DLmw  file:function",
+    _row(["655,960,841 (96.40%)", "26 ( 1.14%)", "26 ( 1.16%)", "81,829 ( 1.11%)", "40,083 ( 4.09%)",
+          "40,082 ( 4.09%)", "163,986,525 (97.85%)", "163,860,080 (99.87%)", "163,860,079 (99.87%)"],
+         "???:main"),
+    _row(["3,011,274 ( 0.44%)", "13 ( 0.57%)", "13 ( 0.58%)", "803,020 (10.94%)", "80,003 ( 8.17%)",
+          "80,002 ( 8.17%)", "656,320 ( 0.39%)", "40,001 ( 0.02%)", "40,001 ( 0.02%)"],
+         "/src/fikit/interpose/src/launch.c:before"),
+    _row(["1,520,829 ( 0.22%)", "11 ( 0.48%)", "11 ( 0.48%)", "563,694 ( 7.68%)", "2,588 ( 0.26%)",
+          "2,588 ( 0.26%)", "292,747 ( 0.17%)", "0", "0"], "/src/fikit/interpose/src/launch.c:after"),
+    _row(["."] * 9, "struct fikit_dev *d = fikit_dev_for_launch(&ctx);"),
+])  # fmt: skip
+
+
+def test_parse_keeps_the_library_functions_and_their_counts() -> None:
+    funcs = launch_lines.parse_functions(ANNOTATED)
+    assert set(funcs) == {"launch.c:before", "launch.c:after"}
+    assert funcs["launch.c:before"]["Ir"] == 3011274
+    assert funcs["launch.c:before"]["D1mr"] == 80003 and funcs["launch.c:before"]["D1mw"] == 40001
+    assert funcs["launch.c:after"]["D1mw"] == 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
+def test_counts_lines_a_launch() -> None:
+    p = subprocess.run([sys.executable, "launch_lines.py", "--src", str(REPO), "--launches", "3000",
+                        "--shapes", "4", "--json"], cwd=REPO / "bench", capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    (r,) = json.loads(p.stdout)
+    assert r["launches"] == 3000
+    # every launch reads some of the library's state, and a launch is far from 100 lines
+    assert 3 < r["lines"] < 100, r
+    assert any(name.startswith("launch.c:") for name in r["functions"]), r
