@@ -508,18 +508,16 @@ static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
     return fikit_ktab_get(me, fikit_kernel_id(nh, zero, zero, 0), name, zero, zero, 0, 1u);
 }
 
-/* 1 in GAP_EVERY gaps after a settled kernel is recorded, chosen by the clock's low bits
- * (hashed): counting a kernel's launches would pick the same place in each of a program's
- * cycles, and that place's gap alone would stand for all of them. */
-#define GAP_EVERY 8
+/* 1 gap in 8 after a settled kernel is recorded (the hash's top 3 bits all 0), chosen by the
+ * clock's low bits, hashed: counting a kernel's launches would pick the same place in each of a
+ * program's cycles, and that place's gap alone would stand for all of them. */
 static inline bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
-_Static_assert(GAP_EVERY == 8, "gap_sampled keeps the top 3 bits of the hash");
 
 /*
  * The gap after the previous launch on this device: host time since that kernel's predicted
  * end, or since the host last waited for the GPU.  The slot's idle time counts every gap.  The
  * kernel's gap statistics take each gap until its ring of recent gaps is full; then one in
- * GAP_EVERY, and every gap shorter than its shortest recent one, so that its prediction
+ * 8, and every gap shorter than its shortest recent one, so that its prediction
  * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
  * kernel's entry was kept in the pool at its launch: a launch reads that entry only to record.
  * Plain loads and stores, no locked exchange (this is every launch): threads launching on one
