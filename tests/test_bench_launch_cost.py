@@ -1,7 +1,8 @@
-"""bench/launch_lines.py: cache lines the library misses a launch, counted by cachegrind.
+"""bench/launch_lines.py (cache lines the library misses a launch, counted by cachegrind) and
+bench/launch_proxy.py (its cost a launch in a Python program on the fake driver).
 
-The parser is checked on cg_annotate's own format; the whole tool runs where valgrind is
-installed (CI has none: skipped there)."""
+The parser is checked on cg_annotate's own format; the whole of launch_lines runs where valgrind
+is installed (CI has none: skipped there)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fakecuda_harness import REPO
@@ -54,3 +56,17 @@ def test_counts_lines_a_launch() -> None:
     # every launch reads some of the library's state, and a launch is far from 100 lines
     assert 3 < r["lines"] < 100, r
     assert any(name.startswith("launch.c:") for name in r["functions"]), r
+
+
+def test_launch_proxy_toggles_measuring_inside_one_process(libfikit: Path) -> None:
+    """bench/launch_proxy.py: both halves measured in one preloaded process (the figures are the
+    CPU's, never asserted)."""
+    args = ["--rounds", "1", "--seconds", "0.5", "--kernels", "2", "--per-request", "20", "--every", "2"]
+    args.append("--json")
+    p = subprocess.run([sys.executable, "launch_proxy.py", "--lib", str(libfikit), *args],
+                       cwd=REPO / "bench", capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    (r,) = json.loads(p.stdout)
+    assert r["lib"] == str(libfikit.resolve())
+    assert r["requests_on"] > 0 and r["requests_off"] > 0, r
+    assert r["on_us"] > 0 and r["off_us"] > 0 and r["ratio"] == r["on_us"] / r["off_us"], r
