@@ -69,4 +69,4 @@ def test_launch_proxy_toggles_measuring_inside_one_process(libfikit: Path) -> No
     (r,) = json.loads(p.stdout)
     assert r["lib"] == str(libfikit.resolve())
     assert r["requests_on"] > 0 and r["requests_off"] > 0, r
-    assert r["on_us"] > 0 and r["off_us"] > 0 and r["ratio"] == r["on_us"] / r["off_us"], r
+    assert r["on_us"] > 0 and r["off_us"] > 0 and r["ratio"] == pytest.approx(r["on_us"] / r["off_us"]), r
