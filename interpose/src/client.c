@@ -671,7 +671,7 @@ struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
 {
     if (atomic_load_explicit(&ctxs.n, memory_order_acquire) == 0)
         return fikit_cfg.passthrough && atomic_load(&n_devs) ? &devs[0] : NULL;
-    if (!ctx && (!fikit_drv.cuCtxGetCurrent || fikit_drv.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS))
+    if (!ctx && (!ctxs.get_current || ctxs.get_current(&ctx) != CUDA_SUCCESS))
         ctx = NULL;
     return cached(ctx);
 }
