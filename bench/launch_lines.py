@@ -56,22 +56,29 @@ def parse_functions(annotated: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str) -> dict[str, Any]:
-    """One library's counts per launch (tag names its files in work)."""
+def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
+    """The environment of a process with lib preloaded on the fake driver (zero-length kernels), an
+    HP alone in a self-granting domain of its own (in work, named by tag); launch_proxy.py's too."""
     fake = verify_daemon.build_fake(work / "fc")
-    loop = work / "launch_loop"
-    if not loop.exists():
-        subprocess.run(["gcc", "-O2", "-o", str(loop), str(benchlib.BENCH_DIR / "launch_loop.c"), "-ldl"],
-                       check=True)
     dom = work / f"dom-{tag}" / "gpu0"
     env = {**os.environ, "FIKIT_LIBRARY": str(lib)}
     subprocess.run([sys.executable, "-c", "import sys, pathlib; sys.path.insert(0, sys.argv[2]);"
                     "from fikitd.shm import Domain;"
                     "Domain.create(pathlib.Path(sys.argv[1]), 0, mode='fikit', self_grant=True).close()",
                     str(dom), str(benchlib.REPO_ROOT)], check=True, env=env)
-    out = work / f"cg-{tag}.out"
     env.update(FIKIT_DOMAIN=str(dom), FIKIT_SOCKET=str(work / "nosock"), FIKIT_PRIO="high",
                LD_PRELOAD=str(lib), LD_LIBRARY_PATH=str(fake), FAKECUDA_DURATIONS="*=0")
+    return env
+
+
+def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str) -> dict[str, Any]:
+    """One library's counts per launch (tag names its files in work)."""
+    loop = work / "launch_loop"
+    if not loop.exists():
+        subprocess.run(["gcc", "-O2", "-o", str(loop), str(benchlib.BENCH_DIR / "launch_loop.c"), "-ldl"],
+                       check=True)
+    env = hp_alone_env(lib, work, tag)
+    out = work / f"cg-{tag}.out"
     ll_kb = max(64, touch_kb // 2)  # smaller than what is written between launches
     loop_args = [str(loop), str(launches), "256", str(shapes), str(touch_kb)]
     subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--LL={ll_kb * 1024},8,64",

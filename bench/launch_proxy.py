@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
+import launch_lines
 import verify_daemon
 
 
@@ -77,15 +76,7 @@ def worker(seconds: float, kernels: int, per_request: int, churn_kb: int, every:
 
 def run(lib: Path, a: argparse.Namespace, work: Path, tag: str) -> dict[str, Any]:
     """One library: a child process with it preloaded, HP alone in a self-granting domain."""
-    fake = verify_daemon.build_fake(work / "fc")
-    dom = work / f"dom-{tag}" / "gpu0"
-    env = {**os.environ, "FIKIT_LIBRARY": str(lib)}
-    subprocess.run([sys.executable, "-c", "import sys, pathlib; sys.path.insert(0, sys.argv[2]);"
-                    "from fikitd.shm import Domain;"
-                    "Domain.create(pathlib.Path(sys.argv[1]), 0, mode='fikit', self_grant=True).close()",
-                    str(dom), str(benchlib.REPO_ROOT)], check=True, env=env)
-    env.update(FIKIT_DOMAIN=str(dom), FIKIT_SOCKET=str(work / "nosock"), FIKIT_PRIO="high",
-               LD_PRELOAD=str(lib), LD_LIBRARY_PATH=str(fake), FAKECUDA_DURATIONS="*=0")
+    env = launch_lines.hp_alone_env(lib, work, tag)
     cmd = [sys.executable, __file__, "--worker", "--seconds", str(a.seconds), "--kernels", str(a.kernels),
            "--per-request", str(a.per_request), "--churn-kb", str(a.churn_kb), "--every", str(a.every)]
     if a.cpu is not None:
