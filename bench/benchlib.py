@@ -482,6 +482,24 @@ def find_lib(explicit: str | None) -> str | None:
     return None
 
 
+def build_launch_loop(dest: Path) -> tuple[str | None, str | None]:
+    """bench/launch_loop.c built in dest: (its path, None), or (None, why not)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        return None, "no C compiler"
+    exe = dest / "launch_loop"
+    res = subprocess.run(
+        [cc, "-O2", "-o", str(exe), str(BENCH_DIR / "launch_loop.c"), "-ldl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if res.returncode != 0:
+        return None, res.stderr[-800:]
+    return str(exe), None
+
+
 def _import_shm(lib: str | None) -> Any:
     """fikitd.shm (it asks libfikit.so for the layout, so FIKIT_LIBRARY must name the library)."""
     if lib:

@@ -61,11 +61,11 @@ def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
     HP alone in a self-granting domain of its own (in work, named by tag); launch_proxy.py's too."""
     fake = verify_daemon.build_fake(work / "fc")
     dom = work / f"dom-{tag}" / "gpu0"
+    # In a process of its own: fikitd.shm keeps the layout of the first library it loaded, and
+    # the libraries compared may lay their slots out differently.
+    make = "import sys, pathlib, benchlib\nbenchlib.create_domain(pathlib.Path(sys.argv[1]), sys.argv[2])"
+    subprocess.run([sys.executable, "-c", make, str(dom), str(lib)], check=True, cwd=benchlib.BENCH_DIR)
     env = {**os.environ, "FIKIT_LIBRARY": str(lib)}
-    subprocess.run([sys.executable, "-c", "import sys, pathlib; sys.path.insert(0, sys.argv[2]);"
-                    "from fikitd.shm import Domain;"
-                    "Domain.create(pathlib.Path(sys.argv[1]), 0, mode='fikit', self_grant=True).close()",
-                    str(dom), str(benchlib.REPO_ROOT)], check=True, env=env)
     env.update(FIKIT_DOMAIN=str(dom), FIKIT_SOCKET=str(work / "nosock"), FIKIT_PRIO="high",
                LD_PRELOAD=str(lib), LD_LIBRARY_PATH=str(fake), FAKECUDA_DURATIONS="*=0")
     return env
@@ -73,10 +73,9 @@ def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
 
 def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str) -> dict[str, Any]:
     """One library's counts per launch (tag names its files in work)."""
-    loop = work / "launch_loop"
-    if not loop.exists():
-        subprocess.run(["gcc", "-O2", "-o", str(loop), str(benchlib.BENCH_DIR / "launch_loop.c"), "-ldl"],
-                       check=True)
+    loop, err = benchlib.build_launch_loop(work)
+    if loop is None:
+        raise SystemExit(f"launch_lines: bench/launch_loop.c not built: {err}")
     env = hp_alone_env(lib, work, tag)
     out = work / f"cg-{tag}.out"
     ll_kb = max(64, touch_kb // 2)  # smaller than what is written between launches

@@ -665,26 +665,9 @@ def verify_workload(ctx: Ctx, workload: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- overhead
 
 
-def build_launch_loop(ctx: Ctx) -> tuple[str | None, str | None]:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        return None, "no C compiler"
-    exe = ctx.tmp / "launch_loop"
-    res = subprocess.run(
-        [cc, "-O2", "-o", str(exe), str(benchlib.BENCH_DIR / "launch_loop.c"), "-ldl"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if res.returncode != 0:
-        return None, res.stderr[-800:]
-    return str(exe), None
-
-
 def per_launch_overhead(ctx: Ctx, budget: Budget) -> dict[str, Any]:
     a = ctx.args
-    exe, err = build_launch_loop(ctx)
+    exe, err = benchlib.build_launch_loop(ctx.tmp)
     if exe is None:
         return {"error": f"launch_loop not built: {err}"}
     configs = ["none", "passthrough", "normal"]
