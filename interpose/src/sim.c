@@ -91,13 +91,12 @@ FIKIT_API int fikit_sim_run(const struct fikit_sim_client *spec, int n, const st
             return -1;
         cl[i].spec = &spec[i];
         cl[i].slot = aligned_alloc(_Alignof(struct fikit_slot), sizeof(struct fikit_slot)); /* whole lines */
-        if (cl[i].slot)
-            memset(cl[i].slot, 0, sizeof(struct fikit_slot));
         if (!cl[i].slot) {
             for (int j = 0; j < i; j++)
                 free(cl[j].slot);
             return -2;
         }
+        memset(cl[i].slot, 0, sizeof(struct fikit_slot));
         cl[i].total = spec[i].repeat * spec[i].n_kernels;
         cl[i].next_try = SIM_T0;
         cl[i].finished = cl[i].total == 0;
