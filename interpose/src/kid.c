@@ -112,7 +112,8 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * The launch memo: (device, function, shape) -> its kernel-table entry.  A
  * launch that repeats a pair seen before, nearly every launch of a settled
  * program, neither hashes the name and shape byte by byte nor probes the
- * kernel table: it reads one bucket of a small index and one memo entry.
+ * kernel table: it reads one memo entry, found through a small index, or
+ * without it when the device's cursor guessed right (fikit_kernel_entry).
  * Entries are taken in order of first launch, so the pairs a program launches
  * in turn sit next to each other (a hashed table spread them over 64 pages,
  * a TLB miss on most launches).  An entry's key never changes once it is
