@@ -3,7 +3,7 @@
  * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
  * with and without libfikit.so preloaded.
  *
- *   launch_loop N [CHUNK [SHAPES [TOUCH_KB]]]
+ *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA]]]]
  *
  * The driver is opened with dlopen and its entry points found with dlsym, so a
  * preloaded library sees the same resolution path a runtime uses.  Launches go
@@ -20,8 +20,19 @@
  * of a buffer that large before each launch, inside the timed region: the same
  * in every variant, so the difference between variants is what the library
  * adds, its cache misses included.
+ *
+ * EXTRA (default 0) adds to every launch, in the loop itself and without any
+ * library, one of the things a preloaded library does around a launch, so
+ * that its cost next to the real driver can be read apart from the library's:
+ *   1  cuCtxGetCurrent before the launch (the library asks for the device);
+ *   2  a locked add right after the launch returns;
+ *   4  a locked add before the launch (after the cache writes, if any);
+ *   8  two clock_gettime calls, one before and one after the launch.
+ * The bits add up.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +54,7 @@ typedef CUresult (*pModuleGetFunction)(CUfunction *, CUmodule, const char *);
 typedef CUresult (*pLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                                   unsigned, CUstream, void **, void **);
 typedef CUresult (*pCtxSynchronize)(void);
+typedef CUresult (*pCtxGetCurrent)(CUcontext *);
 
 static const char PTX[] = ".version 6.0\n"
                           ".target sm_50\n"
@@ -84,14 +96,18 @@ int main(int argc, char **argv)
     long chunk = argc > 2 ? atol(argv[2]) : 256;
     long shapes = argc > 3 ? atol(argv[3]) : 1;
     long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
-    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB]]]\"}\n");
+    long extra = argc > 5 ? atol(argv[5]) : 0;
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 15) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-15]]]]\"}\n");
         return 2;
     }
     volatile unsigned char *buf = touch ? calloc((size_t)touch, 1) : NULL;
     if (touch && !buf)
         return fail("calloc", -1);
     unsigned char stamp = 0;
+    _Atomic unsigned long counter = 0;
+    CUcontext cur = NULL;
+    volatile double clocks = 0; /* EXTRA 8: the clock reads are kept */
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
     if (!h) {
         printf("{\"error\": \"dlopen libcuda.so.1: no driver\"}\n");
@@ -105,6 +121,7 @@ int main(int argc, char **argv)
     SYM(pModuleGetFunction, cuModuleGetFunction, "cuModuleGetFunction")
     SYM(pLaunchKernel, cuLaunchKernel, "cuLaunchKernel")
     SYM(pCtxSynchronize, cuCtxSynchronize, "cuCtxSynchronize")
+    SYM(pCtxGetCurrent, cuCtxGetCurrent, "cuCtxGetCurrent")
 
     CUdevice dev;
     CUcontext ctx;
@@ -146,8 +163,18 @@ int main(int argc, char **argv)
             for (long b = 0; b < touch; b += 64)
                 buf[b] = stamp;
             unsigned gx = 1 + (unsigned)((done + i) % shapes);
+            if (extra & 1)
+                cuCtxGetCurrent(&cur);
+            if (extra & 4)
+                atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
+            if (extra & 8)
+                clocks -= now_ns();
             if ((rc = cuLaunchKernel(fn, gx, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
                 return fail("cuLaunchKernel", rc);
+            if (extra & 8)
+                clocks += now_ns();
+            if (extra & 2)
+                atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
         }
         double t1 = now_ns();
         per[c] = (t1 - t0) / (double)k;
@@ -158,9 +185,9 @@ int main(int argc, char **argv)
     }
     double wall = now_ns() - wall0;
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
-    printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"median_us\": %.4f, "
-           "\"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
-           done, chunk, shapes, touch / 1024, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
+    printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"extra\": %ld, "
+           "\"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           done, chunk, shapes, touch / 1024, extra, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
            per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
     free((void *)buf);
