@@ -23,6 +23,9 @@ figure that moves names the part that costs:
                free of the process-to-process offset and of slow drifts of the host
   toggle_b     the same with the library of --lib-b: two libraries' costs, each measured inside
                its own process, side by side in one run
+  toggle_nogate    toggle with FIKIT_GATE=0, and toggle_nosample with FIKIT_SAMPLE=1000000: what
+  toggle_nosample  measuring costs without the gate, and without the samples, each inside its own
+               process; their differences from toggle's split its cost into its parts
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -55,8 +58,10 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "preload_b": {},
     "toggle": {},
     "toggle_b": {},
+    "toggle_nogate": {"FIKIT_GATE": "0"},
+    "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
 }
-TOGGLES = ("toggle", "toggle_b")  # measuring turned off and on inside the process
+TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample")  # measuring turned off and on inside the process
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
