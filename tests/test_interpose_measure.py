@@ -51,7 +51,7 @@ def test_durations(run_client: RunClient, mode: str) -> None:
 
 def test_settled_kernels_are_sampled_less(run_client: RunClient) -> None:
     """Once its ring of 32 recent runs is full a kernel's prediction has settled, and it is sampled
-    16 times less often.
+    64 times less often.
 
     Each sample costs several driver calls on the launching thread; for a batch-1 model launching
     tens of thousands of kernels a second that was half of the library's cost.
@@ -62,12 +62,12 @@ def test_settled_kernels_are_sampled_less(run_client: RunClient) -> None:
                      env={"FAKECUDA_DURATIONS": "gemm=5", "FIKIT_SAMPLE": "4"})
     gemm = _by_name(run.stats[run.pid])["gemm"]
     assert gemm["count"] == 2048
-    # the first 8, then 1 in 4 until 32 runs are measured (8, 12, ..., 100), then 1 in 64 (128, ...)
+    # the first 8, then 1 in 4 until 32 runs are measured (8, 12, ..., 100), then 1 in 256 (256, ...)
     measured = 0
     for count in range(2048):
-        if count < 8 or count % (4 if measured < 32 else 64) == 0:
+        if count < 8 or count % (4 if measured < 32 else 256) == 0:
             measured += 1
-    assert measured == 8 + 24 + len(range(128, 2048, 64))
+    assert measured == 8 + 24 + len(range(256, 2048, 256))
     assert gemm["dur_us"]["n"] == measured, gemm
 
 

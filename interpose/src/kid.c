@@ -116,7 +116,11 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * without it when the device's cursor guessed right (fikit_kernel_entry).
  * Entries are taken in order of first launch, so the pairs a program launches
  * in turn sit next to each other (a hashed table spread them over 64 pages,
- * a TLB miss on most launches).  An entry's key never changes once it is
+ * a TLB miss on most launches).  The guessed next entry is fetched into the
+ * cache as the guess is made, and its kernel-table line when the launch
+ * returns (fikit_memo_prefetch_next): an entry is otherwise last touched a
+ * whole cycle of the program ago, and the two misses, one behind the other,
+ * were the launch's longest wait for memory.  An entry's key never changes once it is
  * published; only its kernel-table pointer is replaced, when the device's
  * slot moved to another mapping.  Pairs beyond MEMO take the slow way.
  */
@@ -270,6 +274,19 @@ FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, 
             k = refresh(s, m, grid, block);
     }
     atomic_store_explicit(&c->prev, (uint32_t)(m - memo) + 1, memory_order_relaxed);
-    atomic_store_explicit(&c->guess, atomic_load_explicit(&m->next, memory_order_acquire), memory_order_release);
+    uint32_t next = atomic_load_explicit(&m->next, memory_order_acquire);
+    atomic_store_explicit(&c->guess, next, memory_order_release);
+    if (FIKIT_LIKELY(next && next <= MEMO))
+        __builtin_prefetch(&memo[next - 1], 0, 3); /* read by the launch after this one */
     return k;
+}
+
+FIKIT_HOT void fikit_memo_prefetch_next(const struct fikit_memo_cursor *c)
+{
+    uint32_t g = atomic_load_explicit(&c->guess, memory_order_relaxed);
+    if (FIKIT_UNLIKELY(!g || g > MEMO))
+        return;
+    struct fikit_kstat *k = atomic_load_explicit(&memo[g - 1].k, memory_order_relaxed);
+    if (FIKIT_LIKELY(k != NULL))
+        __builtin_prefetch(k, 1, 3); /* its first line: the count it adds to, the predictions */
 }

@@ -35,12 +35,14 @@ static struct fikit_params params_default = {
 
 #define WARM_LAUNCHES 8     /* every launch of a kernel is measured until it has this many */
 #define SETTLED_SAMPLES FIKIT_RING /* with its ring of recent runs full, its prediction is settled: */
-#define SETTLED_FACTOR 16   /* it is sampled this many times less often */
+#define SETTLED_FACTOR 64   /* it is sampled this many times less often */
 
 /* Whether this launch of a kernel (its count-th; dur_n runs measured so far) is timed.  A
  * sample costs several driver calls and, on an idle stream, a gate (two event records, a stream
  * query, a stream wait), so once a kernel's ring of recent durations is full, 1 in
- * 16 x FIKIT_SAMPLE keeps it tracking drift at a fraction of the cost.  Settling goes by
+ * 64 x FIKIT_SAMPLE keeps it tracking drift at a fraction of the cost.  At 1 in 256, samples
+ * still cost a batch-1 BERT 0.3-0.9% of its latency, measured inside one process on an H200
+ * (bench/results/2026-11-26-h200-parts).  Settling goes by
  * measured runs, not launches: a kernel seeded from its program's stored profile is settled
  * from its first launches, and a new one after 8 + 24 x FIKIT_SAMPLE launches (392 by default;
  * counting 1024 launches kept a batch-1 model sampling 1 in 16 for its first seconds). */
@@ -627,6 +629,7 @@ FIKIT_HOT static void after(struct launch *L, CUresult r)
     atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
     if (L->deferred)
         mark_own_done(p, L->stream);
+    fikit_memo_prefetch_next(&p->memo);
 }
 
 /* A sync marks the slot of the device it waits on (its context's, or the current one's):
