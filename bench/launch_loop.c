@@ -28,9 +28,14 @@
  *   2  a locked add right after the launch returns;
  *   4  a locked add before the launch (after the cache writes, if any);
  *   8  two clock_gettime calls, one before and one after the launch.
- * The bits add up.
+ * The bits add up.  With 16 added, the extra is done on odd chunks only, and
+ * the output adds diff_ns: the median over pairs of chunks (even, odd) of the
+ * odd one's time per launch less the even one's, a cost measured inside one
+ * process (real-driver processes differ by more than the costs looked for).
+ * With 32 added (and libfikit.so preloaded), the library measures on odd
+ * chunks only (fikit_set_measuring), and diff_ns is what its measuring costs.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -55,6 +60,7 @@ typedef CUresult (*pLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsi
                                   unsigned, CUstream, void **, void **);
 typedef CUresult (*pCtxSynchronize)(void);
 typedef CUresult (*pCtxGetCurrent)(CUcontext *);
+typedef int (*pSetMeasuring)(int);
 
 static const char PTX[] = ".version 6.0\n"
                           ".target sm_50\n"
@@ -97,8 +103,8 @@ int main(int argc, char **argv)
     long shapes = argc > 3 ? atol(argv[3]) : 1;
     long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
     long extra = argc > 5 ? atol(argv[5]) : 0;
-    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 15) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-15]]]]\"}\n");
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 63) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-63]]]]\"}\n");
         return 2;
     }
     volatile unsigned char *buf = touch ? calloc((size_t)touch, 1) : NULL;
@@ -148,6 +154,11 @@ int main(int argc, char **argv)
     if ((rc = cuCtxSynchronize()))
         return fail("cuCtxSynchronize", rc);
 
+    pSetMeasuring set_measuring = (extra & 32) ? (pSetMeasuring)dlsym(RTLD_DEFAULT, "fikit_set_measuring") : NULL;
+    if ((extra & 32) && !set_measuring) {
+        printf("{\"error\": \"EXTRA 32 needs libfikit.so preloaded (no fikit_set_measuring)\"}\n");
+        return 2;
+    }
     long chunks = (n + chunk - 1) / chunk;
     double *per = malloc(sizeof(double) * (size_t)chunks);
     if (!per)
@@ -157,23 +168,26 @@ int main(int argc, char **argv)
     double wall0 = now_ns();
     for (long c = 0; c < chunks; c++) {
         long k = (n - done) < chunk ? (n - done) : chunk;
+        long x = (extra & 48) && c % 2 == 0 ? 0 : extra;
+        if (set_measuring)
+            set_measuring(c % 2 == 1);
         double t0 = now_ns();
         for (long i = 0; i < k; i++) {
             stamp++;
             for (long b = 0; b < touch; b += 64)
                 buf[b] = stamp;
             unsigned gx = 1 + (unsigned)((done + i) % shapes);
-            if (extra & 1)
+            if (x & 1)
                 cuCtxGetCurrent(&cur);
-            if (extra & 4)
+            if (x & 4)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
-            if (extra & 8)
+            if (x & 8)
                 clocks -= now_ns();
             if ((rc = cuLaunchKernel(fn, gx, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
                 return fail("cuLaunchKernel", rc);
-            if (extra & 8)
+            if (x & 8)
                 clocks += now_ns();
-            if (extra & 2)
+            if (x & 2)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
         }
         double t1 = now_ns();
@@ -184,10 +198,22 @@ int main(int argc, char **argv)
             return fail("cuCtxSynchronize", rc);
     }
     double wall = now_ns() - wall0;
+    double diff_ns = 0;
+    if ((extra & 48) && chunks >= 2) {
+        long pairs = chunks / 2;
+        double *d = malloc(sizeof(double) * (size_t)pairs);
+        if (!d)
+            return fail("malloc", -1);
+        for (long i = 0; i < pairs; i++)
+            d[i] = per[2 * i + 1] - per[2 * i];
+        qsort(d, (size_t)pairs, sizeof(double), cmp_double);
+        diff_ns = d[pairs / 2];
+        free(d);
+    }
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
     printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"extra\": %ld, "
-           "\"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
-           done, chunk, shapes, touch / 1024, extra, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
+           "\"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           done, chunk, shapes, touch / 1024, extra, diff_ns, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
            per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
     free((void *)buf);
