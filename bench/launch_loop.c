@@ -34,6 +34,7 @@
  * process (real-driver processes differ by more than the costs looked for).
  * With 32 added (and libfikit.so preloaded), the library measures on odd
  * chunks only (fikit_set_measuring), and diff_ns is what its measuring costs.
+ * With 64 added to 8, the clock reads are libfikit.so's (fikit_now_ns).
  */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <dlfcn.h>
@@ -61,6 +62,7 @@ typedef CUresult (*pLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsi
 typedef CUresult (*pCtxSynchronize)(void);
 typedef CUresult (*pCtxGetCurrent)(CUcontext *);
 typedef int (*pSetMeasuring)(int);
+typedef uint64_t (*pNowNs)(void);
 
 static const char PTX[] = ".version 6.0\n"
                           ".target sm_50\n"
@@ -103,8 +105,8 @@ int main(int argc, char **argv)
     long shapes = argc > 3 ? atol(argv[3]) : 1;
     long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
     long extra = argc > 5 ? atol(argv[5]) : 0;
-    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 63) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-63]]]]\"}\n");
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 127) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-127]]]]\"}\n");
         return 2;
     }
     volatile unsigned char *buf = touch ? calloc((size_t)touch, 1) : NULL;
@@ -159,6 +161,11 @@ int main(int argc, char **argv)
         printf("{\"error\": \"EXTRA 32 needs libfikit.so preloaded (no fikit_set_measuring)\"}\n");
         return 2;
     }
+    pNowNs lib_now = (extra & 64) ? (pNowNs)dlsym(RTLD_DEFAULT, "fikit_now_ns") : NULL;
+    if ((extra & 64) && !lib_now) {
+        printf("{\"error\": \"EXTRA 64 needs libfikit.so preloaded (no fikit_now_ns)\"}\n");
+        return 2;
+    }
     long chunks = (n + chunk - 1) / chunk;
     double *per = malloc(sizeof(double) * (size_t)chunks);
     if (!per)
@@ -182,11 +189,11 @@ int main(int argc, char **argv)
             if (x & 4)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
             if (x & 8)
-                clocks -= now_ns();
+                clocks -= lib_now ? (double)lib_now() : now_ns();
             if ((rc = cuLaunchKernel(fn, gx, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
                 return fail("cuLaunchKernel", rc);
             if (x & 8)
-                clocks += now_ns();
+                clocks += lib_now ? (double)lib_now() : now_ns();
             if (x & 2)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
         }
