@@ -61,7 +61,8 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "toggle_nogate": {"FIKIT_GATE": "0"},
     "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
 }
-TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample")  # measuring turned off and on inside the process
+# measuring turned off and on inside the process
+TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample")
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
