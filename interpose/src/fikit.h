@@ -36,8 +36,7 @@ static inline uint32_t fikit_take_next(_Atomic uint32_t *cursor, uint32_t limit)
 unsigned fikit_held_bucket(uint64_t held_ns);
 
 /* ---- clock.c ---------------------------------------------------------- */
-void fikit_clock_after_fork(void); /* a thread of the parent may have been writing an anchor */
-FIKIT_API uint64_t fikit_now_ns(void); /* CLOCK_MONOTONIC, no syscall; read through the TSC where the kernel is (clock.c) */
+FIKIT_API uint64_t fikit_now_ns(void); /* CLOCK_MONOTONIC through the vDSO: no syscall (exported for bench/launch_loop.c) */
 
 /* ---- log.c ------------------------------------------------------------ */
 void fikit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -706,7 +706,6 @@ static void child_after_fork(void)
     atomic_store(&gate_armed, 0);
     fikit_corun_after_fork();
     fikit_client_after_fork();
-    fikit_clock_after_fork();
 }
 
 static void init_once(void)
