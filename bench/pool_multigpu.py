@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Pool the HP ratios of several verify_multigpu.py runs, and say how sure the pooled figure is.
+
+One run of about 500 s cannot tell 1.02 from 1.03: a single generation of HP processes moved the
+ratio by up to 48% on the H200 hosts (bench/results/2026-11-26-2xh200/RUNS.md). So the runs of
+one set-up are pooled: per repetition, fikit's HP p50 and p99 over the same repetition's solo_hp,
+their medians over every run, and the median of each generation of HP processes (the processes
+between two restarts). The interval is a bootstrap that resamples whole generations, not single
+repetitions: repetitions of one generation share its processes' offset, and resampling them one
+by one would claim a certainty the data does not have.
+
+    python3 bench/pool_multigpu.py bench/results/2026-11-26-2xh200-run{4,5,6,7,8} [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HPS = (("hp0", "GPU 0"), ("hp1", "GPU 1"))
+RESAMPLES = 2000
+TARGET_P50, TARGET_P99 = 1.02, 1.05  # the single-GPU targets (bench/summarize.py)
+
+
+def generations(run: Path, hp: str) -> list[list[tuple[float, float]]]:
+    """A run's (p50, p99) ratios of fikit over solo_hp, per repetition, grouped by generation."""
+    raw = run / "raw.jsonl"
+    if not raw.is_file():
+        raise SystemExit(f"pool_multigpu: {raw}: no such file (a verify_multigpu.py result folder?)")
+    rows = []
+    for n, line in enumerate(raw.read_text().splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise SystemExit(f"pool_multigpu: {raw}:{n}: not JSON ({e})") from None
+    by = {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}
+    gens: dict[int, list[tuple[float, float]]] = {}
+    for (rep, mode), a in sorted(by.items()):
+        b = by.get((rep, "solo_hp"))
+        if mode != "fikit" or not b or hp not in a["hp"] or hp not in b["hp"]:
+            continue
+        ratio = (a["hp"][hp]["p50_ms"] / b["hp"][hp]["p50_ms"], a["hp"][hp]["p99_ms"] / b["hp"][hp]["p99_ms"])
+        gens.setdefault(int(a.get("generation", 0)), []).append(ratio)
+    return [v for _, v in sorted(gens.items())]
+
+
+def interval(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> tuple[float, float]:
+    """95% bootstrap interval of the pooled median of ratio q (0: p50, 1: p99), generations resampled."""
+    rnd = random.Random(seed)
+    meds = sorted(
+        statistics.median(x[q] for g in rnd.choices(gens, k=len(gens)) for x in g) for _ in range(RESAMPLES)
+    )
+    return meds[int(0.025 * RESAMPLES)], meds[int(0.975 * RESAMPLES) - 1]
+
+
+def pool(runs: list[Path]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": [r.name for r in runs], "gpus": {}}
+    for hp, label in HPS:
+        gens = [g for run in runs for g in generations(run, hp)]
+        reps = [x for g in gens for x in g]
+        if not reps:
+            out["gpus"][label] = {"hp": hp, "repetitions": 0}
+            continue
+        entry: dict[str, Any] = {"hp": hp, "repetitions": len(reps), "generations": len(gens)}
+        for q, name, target in ((0, "p50", TARGET_P50), (1, "p99", TARGET_P99)):
+            lo, hi = interval(gens, q)
+            entry[name] = {
+                "median": round(statistics.median(x[q] for x in reps), 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "target": target,
+                # met: the whole interval under the target; missed: the whole interval over it
+                "verdict": "met" if hi <= target else "missed" if lo > target else "undecided",
+            }
+        entry["generation_p50_medians"] = [round(statistics.median(x[0] for x in g), 3) for g in gens]
+        out["gpus"][label] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="verify_multigpu.py result folders")
+    p.add_argument("--json", action="store_true", help="the pooled figures as JSON")
+    a = p.parse_args(argv)
+    result = pool(a.runs)
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for label, e in result["gpus"].items():
+        if not e["repetitions"]:
+            print(f"{label} ({e['hp']}): no repetition with both fikit and solo_hp")
+            continue
+        print(f"{label} ({e['hp']}): {e['repetitions']} repetitions in {e['generations']} generations")
+        for name in ("p50", "p99"):
+            s = e[name]
+            lo, hi = s["ci95"]
+            print(f"  HP {name} x solo {s['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}: "
+                  f"{s['verdict']} (target <= {s['target']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

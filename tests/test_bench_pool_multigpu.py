@@ -1,0 +1,85 @@
+"""bench/pool_multigpu.py: verify_multigpu runs pooled, each fikit window over the same repetition's
+solo window, and a verdict on each target only where the whole 95% interval is on one side."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import pool_multigpu  # noqa: E402
+
+
+def window(mode: str, rep: int, gen: int, p50: dict[str, float], ok: bool = True) -> dict[str, Any]:
+    """A raw.jsonl row as verify_multigpu writes it (the fields the pool reads)."""
+    return {"mode": mode, "rep": rep, "generation": gen, "ok": ok,
+            "hp": {k: {"p50_ms": v, "p99_ms": 2 * v} for k, v in p50.items()}}
+
+
+def write_run(d: Path, ratios: list[list[tuple[float, float]]]) -> Path:
+    """A run whose generations hold these (hp0, hp1) fikit/solo ratios, one repetition each; solo
+    windows at 4.0 ms, and other modes' windows that must not count."""
+    d.mkdir(parents=True)
+    rows, rep = [], 0
+    for gen, reps in enumerate(ratios):
+        for r0, r1 in reps:
+            rows += [window("solo_hp", rep, gen, {"hp0": 4.0, "hp1": 4.0}),
+                     window("fikit", rep, gen, {"hp0": 4.0 * r0, "hp1": 4.0 * r1}),
+                     window("mps_prio", rep, gen, {"hp0": 40.0, "hp1": 40.0})]
+            rep += 1
+    rows.append(window("fikit", rep, 0, {"hp0": 400.0}))  # no solo window of its repetition
+    rows.append(window("solo_hp", rep + 1, 0, {"hp0": 4.0}, ok=False))
+    rows.append(window("fikit", rep + 1, 0, {"hp0": 400.0}))  # its solo window failed
+    (d / "raw.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return d
+
+
+def test_pooled_over_runs_with_a_verdict_per_target(tmp_path: Path) -> None:
+    # hp0 close to 1.00 in every generation: both targets met; hp1 1.10 in every one: p50 missed
+    a = write_run(tmp_path / "a", [[(1.00, 1.10), (1.01, 1.11)], [(0.99, 1.09), (1.00, 1.10)]])
+    b = write_run(tmp_path / "b", [[(1.00, 1.10)], [(1.01, 1.12)], [(0.995, 1.10)]])
+    out = pool_multigpu.pool([a, b])
+    assert out["runs"] == ["a", "b"]
+    g0, g1 = out["gpus"]["GPU 0"], out["gpus"]["GPU 1"]
+    assert (g0["repetitions"], g0["generations"]) == (7, 5)
+    assert g0["p50"]["median"] == pytest.approx(1.00)
+    assert g0["p50"]["verdict"] == "met" and g0["p99"]["verdict"] == "met"
+    assert g1["p50"]["median"] == pytest.approx(1.10)
+    assert g1["p50"]["verdict"] == "missed"
+    assert g1["p99"]["verdict"] == "missed"  # the p99 ratio is the same 1.10 here, over 1.05
+    assert g0["generation_p50_medians"] == [1.005, 0.995, 1.0, 1.01, 0.995]
+
+
+def test_generations_far_apart_leave_the_target_undecided(tmp_path: Path) -> None:
+    """Each generation tight, generations far apart: the interval resamples generations, so it is
+    wide, although repetitions resampled one by one would have looked certain."""
+    gens = [[(x, x)] * 4 for x in (0.90, 1.15, 0.95, 1.10, 1.00, 1.05)]
+    out = pool_multigpu.pool([write_run(tmp_path / "r", gens)])
+    p50 = out["gpus"]["GPU 0"]["p50"]
+    lo, hi = p50["ci95"]
+    assert lo < 1.02 < hi and p50["verdict"] == "undecided"
+
+
+def test_cli_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "r", [[(1.0, 1.0)], [(1.0, 1.0)]])
+    assert pool_multigpu.main([str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "GPU 0 (hp0): 2 repetitions in 2 generations" in text
+    assert "HP p50 x solo 1.0000, 95% interval 1.0000-1.0000: met (target <= 1.02)" in text
+    assert pool_multigpu.main([str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpus"]["GPU 1"]["p99"]["verdict"] == "met"
+
+
+def test_bad_input_names_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"nope/raw.jsonl: no such file"):
+        pool_multigpu.pool([tmp_path / "nope"])
+    run = write_run(tmp_path / "r", [[(1.0, 1.0)]])
+    (run / "raw.jsonl").write_text((run / "raw.jsonl").read_text() + "{truncated\n")
+    with pytest.raises(SystemExit, match=r"r/raw.jsonl:7: not JSON"):
+        pool_multigpu.pool([run])
