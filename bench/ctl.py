@@ -209,6 +209,7 @@ def worker_argv(
     batch: int | None = None,
     devices: str = "",
     toggle_ms: float = 0.0,
+    toggle_switch: str = "measuring",
 ) -> list[str]:
     argv = [
         python,
@@ -239,7 +240,7 @@ def worker_argv(
     if devices:
         argv += ["--devices", devices]
     if toggle_ms > 0:
-        argv += ["--toggle-ms", str(toggle_ms)]
+        argv += ["--toggle-ms", str(toggle_ms), "--toggle-switch", toggle_switch]
     return argv
 
 

@@ -26,6 +26,8 @@ figure that moves names the part that costs:
   toggle_nogate    toggle with FIKIT_GATE=0, and toggle_nosample with FIKIT_SAMPLE=1000000: what
   toggle_nosample  measuring costs without the gate, and without the samples, each inside its own
                process; their differences from toggle's split its cost into its parts
+  toggle_bypass    the whole library off and on instead (fikit_set_bypass: launches go straight to
+               the driver, uncounted): everything it costs a launch but the call through it
 
 Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
 p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
@@ -60,9 +62,10 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "toggle_b": {},
     "toggle_nogate": {"FIKIT_GATE": "0"},
     "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
+    "toggle_bypass": {},
 }
 # measuring turned off and on inside the process
-TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample")
+TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass")
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             w = ctl.WorkerProc(tag, model, "hp", sock_dir, out / "logs")
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
-                                tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v in TOGGLES else 0.0),
+                                tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v in TOGGLES else 0.0,
+                                toggle_switch="library" if v == "toggle_bypass" else "measuring"),
                 {**variant_env(a.lib_b if v == "toggle_b" else a.lib, VARIANTS[v], a.cupti), **mps_env},
             )
             workers[(model, v)] = w
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:9s} {v:12s} p50 x{e['p50_ratio']} p99 x{e['p99_ratio']} mean x{e['mean_ratio']} "
                   f"(spread p50 {e['p50_ratio_spread']})")
             if "toggle_on_vs_off_p50" in e:
-                print(f"{model:9s} {v:12s} measuring on over off in the same process: p50 "
+                what = "the library" if v == "toggle_bypass" else "measuring"
+                print(f"{model:9s} {v:12s} {what} on over off in the same process: p50 "
                       f"x{e['toggle_on_vs_off_p50']} {e['toggle_on_vs_off_p50_spread']}, p99 "
                       f"x{e['toggle_on_vs_off_p99']}, mean x{e['toggle_on_vs_off_mean']}")
     return 0

@@ -13,7 +13,7 @@ rehearsals, no torch). The worker builds its model, then obeys a runner over a U
   worker -> {"ev": "ready", ...}      warmed up; GPU memory cache released for LP (--release-mem)
   runner -> {"cmd": "run", "id": ID, "start_at": T, "duration_s": D}   T on CLOCK_MONOTONIC
   worker -> {"ev": "done", "id": ID, "records": [...]}   HP: [arrival, start, end] per request
-                                                          (+ measuring on/off with --toggle-ms);
+                                                          (+ the library on/off with --toggle-ms);
                                                           LP: [start, end] per iteration
   runner -> {"cmd": "quit"}
 
@@ -127,15 +127,20 @@ class Worker:
             self.torch.cuda.empty_cache()
 
     @staticmethod
-    def measuring_switch() -> Any:
-        """libfikit.so's fikit_set_measuring, found among the preloaded libraries' symbols."""
+    def library_switch(what: str) -> Any:
+        """A function of one int that turns libfikit.so's `what` on (1) or off (0): measuring
+        (fikit_set_measuring) or the whole library (fikit_set_bypass, inverted), found among the
+        preloaded libraries' symbols."""
         import ctypes
 
+        name = "fikit_set_bypass" if what == "library" else "fikit_set_measuring"
         try:
-            fn = ctypes.CDLL(None).fikit_set_measuring
+            fn = getattr(ctypes.CDLL(None), name)
         except AttributeError as e:
-            raise RuntimeError("--toggle-ms needs libfikit.so preloaded (no fikit_set_measuring)") from e
+            raise RuntimeError(f"--toggle-ms needs libfikit.so preloaded (no {name})") from e
         fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        if what == "library":
+            return lambda on: fn(0 if on else 1)
         return fn
 
     def warmup(self, seconds: float) -> dict[str, Any]:
@@ -177,9 +182,9 @@ class Worker:
                 t_e = time.monotonic()
                 recs.append([round(t_arr, 6), round(t_s, 6), round(t_e, 6)])
         elif self.wl.role == "hp" and self.args.toggle_ms > 0:
-            # One process, libfikit.so's measuring on and off in alternate stretches of toggle_ms
-            # (switched between requests only): the fourth field of a record says which (1: on).
-            toggle = self.measuring_switch()
+            # One process, libfikit.so's measuring (or all of it) on and off in alternate stretches
+            # of toggle_ms (switched between requests only): a record's fourth field says which (1: on).
+            toggle = self.library_switch(self.args.toggle_switch)
             seg_s, state = self.args.toggle_ms / 1000.0, -1
             while True:
                 t_s = time.monotonic()
@@ -287,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")
     p.add_argument("--toggle-ms", type=float, default=0.0,
                    help="HP back to back: libfikit.so's measuring off and on every N ms (overhead_probe)")
+    p.add_argument("--toggle-switch", choices=["measuring", "library"], default="measuring",
+                   help="what --toggle-ms turns off: measuring, or the whole library (launches bypass it)")
     p.add_argument("--ctl", default="", help="Unix socket of the runner")
     p.add_argument("--tag", default="")
     p.add_argument("--duration", type=float, default=3.0, help="standalone: window length")

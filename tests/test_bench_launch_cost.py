@@ -1,5 +1,6 @@
-"""bench/launch_lines.py (cache lines the library misses a launch, counted by cachegrind) and
-bench/launch_proxy.py (its cost a launch in a Python program on the fake driver).
+"""bench/launch_lines.py (cache lines the library misses a launch, counted by cachegrind),
+bench/launch_proxy.py (its cost a launch in a Python program on the fake driver) and
+bench/launch_loop.c's costs priced inside one process (EXTRA +16, +32, +128).
 
 The parser is checked on cg_annotate's own format; the whole of launch_lines runs where valgrind
 is installed (CI has none: skipped there)."""
@@ -7,15 +8,17 @@ is installed (CI has none: skipped there)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fakecuda_harness import REPO
+from fakecuda_harness import REPO, FakeBuild
 
 sys.path.insert(0, str(REPO / "bench"))
+import benchlib
 import launch_lines
 
 
@@ -70,3 +73,28 @@ def test_launch_proxy_toggles_measuring_inside_one_process(libfikit: Path) -> No
     assert r["lib"] == str(libfikit.resolve())
     assert r["requests_on"] > 0 and r["requests_off"] > 0, r
     assert r["on_us"] > 0 and r["off_us"] > 0 and r["ratio"] == pytest.approx(r["on_us"] / r["off_us"]), r
+
+
+def test_launch_loop_prices_inside_one_process(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
+    """launch_loop.c's EXTRA +16/+32/+128 do the priced thing on odd chunks only and report
+    diff_ns; +128 bypasses the library on even chunks, so only odd chunks' launches are counted
+    (after the 1000 warm-up launches, which all are)."""
+    loop, err = benchlib.build_launch_loop(tmp_path)
+    assert loop, err
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
+    env.update(LD_LIBRARY_PATH=str(fake_build.fake_dir), FAKECUDA_DURATIONS="*=0",
+               FIKIT_SOCKET="/nonexistent/x")
+    runs: dict[int, dict[str, object]] = {}
+    for extra in (17, 32, 128):
+        stats = tmp_path / f"stats-{extra}.json"
+        p = subprocess.run([loop, "2560", "256", "4", "0", str(extra)], env={
+            **env, "LD_PRELOAD": str(libfikit), "FIKIT_STATS": str(stats)},
+            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs[extra] = json.loads(p.stdout.splitlines()[-1])
+        assert runs[extra]["extra"] == extra and isinstance(runs[extra]["diff_ns"], float)
+        counted = json.loads(stats.read_text())["launches"]["cuLaunchKernel"]
+        assert counted == (1000 + 5 * 256 if extra == 128 else 1000 + 2560), (extra, counted)
+    p = subprocess.run([loop, "2560", "256", "4", "0", "128"], env=env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert p.returncode == 2 and "needs libfikit.so preloaded" in p.stdout

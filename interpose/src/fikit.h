@@ -249,6 +249,7 @@ struct fikit_config {
     /* The first cache line: what every launch reads before anything else. */
     _Atomic int ready;          /* initialised */
     _Atomic bool measuring_off; /* fikit_set_measuring(0) */
+    _Atomic bool bypass;        /* fikit_set_bypass(1) */
     bool passthrough;
     bool profile;
     uint32_t sample; /* measure 1 in N after the first FIKIT_WARM launches */
@@ -261,5 +262,10 @@ void fikit_harvest(bool wait_all);
  * one process can alternate both states (bench/overhead_probe.py --toggle-ms).  Returns the
  * previous state.  Never for a client below another: a paused client defers to no one. */
 FIKIT_API int fikit_set_measuring(int on);
+/* Benchmarks of the whole library's cost: with `on` 1, launches go straight to the driver, not
+ * even counted or looked up by device, until it is called with 0 again; what remains is the
+ * call through the wrapper (bench/launch_loop.c EXTRA 128, bench/overhead_probe.py
+ * toggle_bypass).  Returns the previous state.  Never for a client below another. */
+FIKIT_API int fikit_set_bypass(int on);
 
 #endif /* FIKIT_INTERNAL_H */

@@ -555,14 +555,17 @@ FIKIT_HOT static inline void note_gap(struct pool *p, struct fikit_slot *me, str
 FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
                              const uint32_t block[3], uint32_t smem, CUstream stream)
 {
-    CUcontext ctx;
-    struct fikit_dev *d = fikit_dev_for_launch(&ctx);
-    L->dev = d;
     L->k = NULL;
     L->sample = NULL;
     L->stream = stream;
     L->run = stream;
     L->counted_only = true; /* after() reads nothing else then */
+    L->dev = NULL;
+    if (FIKIT_UNLIKELY(atomic_load_explicit(&fikit_cfg.bypass, memory_order_relaxed)))
+        return;
+    CUcontext ctx;
+    struct fikit_dev *d = fikit_dev_for_launch(&ctx);
+    L->dev = d;
     if (FIKIT_UNLIKELY(!d))
         return;
     struct fikit_slot *me = d->me;
@@ -731,6 +734,11 @@ static void init_once(void)
 FIKIT_API int fikit_set_measuring(int on)
 {
     return !atomic_exchange(&fikit_cfg.measuring_off, !on);
+}
+
+FIKIT_API int fikit_set_bypass(int on)
+{
+    return atomic_exchange(&fikit_cfg.bypass, on != 0);
 }
 
 void fikit_init(void)
