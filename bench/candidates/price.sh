@@ -1,0 +1,70 @@
+#!/bin/bash
+# Price libfikit.so and candidate patches to it next to the real driver, inside one process each.
+# From the repository root, on a one-GPU machine (about 200 s):
+#   FIKIT_COMMIT=<c> DL=<seconds> R=bench/results/<date>-<gpu>-<what> bash bench/candidates/price.sh [PATCH ...]
+# 1. builds the library as committed ("base") and once more per PATCH applied to a copy of the
+#    sources ("cand1", "cand2", ...);
+# 2. launch_loop.c (200 kernel ids, one CPU), 8 rounds, real and fake driver: diff_ns of EXTRA 32
+#    (measuring) and 128 (the whole library but the call through it) for every build;
+# 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
+#    on bert and resnet50 at batch 1 with the base library: what each costs a torch HP.
+# Writes R/launch_loop.txt, R/diffs.txt, R/probe/ and R/probe.log, and packs R into $OUT.
+set -u
+R=${R:?R=<result folder>}; DL=${DL:-300}
+mkdir -p $R/host
+nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.sm --format=csv > $R/gpu.txt 2>&1
+lscpu > $R/host/lscpu.txt 2>&1
+echo "${FIKIT_COMMIT:-unknown} $*" > $R/commit.txt
+build() { # name srcdir
+  (cmake -S $2 -B build/price/$1 -DCMAKE_BUILD_TYPE=Release && cmake --build build/price/$1 -j16) \
+    > $R/build-$1.log 2>&1 || { echo "BUILD $1 FAILED"; tail -20 $R/build-$1.log; }
+}
+build base .
+names=(base); i=0
+for patch in "$@"; do
+  i=$((i + 1)); src=build/price/src$i; rm -rf $src; mkdir -p $src
+  git archive HEAD | tar x -C $src && rm -rf $src/bench/results
+  # its own repository, so that git apply patches it, not the enclosing checkout
+  (cd $src && git init -q && git apply "$OLDPWD/$patch") || { echo "PATCH $patch DOES NOT APPLY"; continue; }
+  build cand$i $src; names+=(cand$i)
+done
+gcc -std=c11 -O2 -o /tmp/ll bench/launch_loop.c -ldl && make -s -C tests/fakecuda OUT=/tmp/fakecuda >/dev/null
+for n in "${names[@]}"; do
+  FIKIT_LIBRARY=$PWD/build/price/$n/interpose/libfikit.so python3 -c "
+import pathlib, sys; sys.path.insert(0, '.')
+from fikitd.shm import Domain
+Domain.create(pathlib.Path('/tmp/pricedom-$n/gpu0'), 0, mode='fikit', self_grant=True)"
+done
+run() { # driver build extra
+  local -a e=(env FIKIT_DOMAIN=/tmp/pricedom-$2/gpu0 FIKIT_SOCKET=/nonexistent/x FIKIT_PRIO=high
+              LD_PRELOAD=$PWD/build/price/$2/interpose/libfikit.so)
+  [ "$1" = fake ] && e+=(LD_LIBRARY_PATH=/tmp/fakecuda FAKECUDA_DURATIONS='*=0')
+  printf '%s %-6s %3s ' "$1" "$2" "$3"
+  "${e[@]}" taskset -c ${CPU:-5} /tmp/ll 200000 256 200 0 "$3" 2>&1 | tail -1
+}
+for rep in 1 2 3 4 5 6 7 8; do
+  [ $((DL-SECONDS)) -lt 150 ] && break
+  for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
+done | tee $R/launch_loop.txt
+python3 - "$R/launch_loop.txt" <<'PY' | tee $R/diffs.txt
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    head, _, js = line.partition("{")
+    try:
+        d = json.loads("{" + js)
+    except ValueError:
+        continue
+    if "diff_ns" in d:
+        rows.setdefault(" ".join(head.split()), []).append(d["diff_ns"])
+for k, v in sorted(rows.items()):
+    print(f"{k:18s} diff_ns median {statistics.median(v):7.1f}  per process {sorted(v)}")
+PY
+if [ "${TORCH:-1}" != 0 ] && [ $((DL-SECONDS)) -gt 90 ]; then
+  (cd bench && timeout $((DL-SECONDS-10)) python3 overhead_probe.py --lib ../build/price/base/interpose/libfikit.so \
+    --out ../$R/probe --models bert,resnet50 --variants toggle,toggle_bypass --reps 8 --window-s 2.0 \
+    --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((DL-SECONDS-40))) > $R/probe.log 2>&1
+  grep -E "same process" $R/probe.log
+fi
+tar czf $OUT/results.tgz $R
+ls -la $OUT; echo price done in ${SECONDS}s
