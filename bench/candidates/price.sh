@@ -46,20 +46,7 @@ for rep in 1 2 3 4 5 6 7 8; do
   [ $((DL-SECONDS)) -lt 150 ] && break
   for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
 done | tee $R/launch_loop.txt
-python3 - "$R/launch_loop.txt" <<'PY' | tee $R/diffs.txt
-import json, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    head, _, js = line.partition("{")
-    try:
-        d = json.loads("{" + js)
-    except ValueError:
-        continue
-    if "diff_ns" in d:
-        rows.setdefault(" ".join(head.split()), []).append(d["diff_ns"])
-for k, v in sorted(rows.items()):
-    print(f"{k:18s} diff_ns median {statistics.median(v):7.1f}  per process {sorted(v)}")
-PY
+python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt
 if [ "${TORCH:-1}" != 0 ] && [ $((DL-SECONDS)) -gt 90 ]; then
   (cd bench && timeout $((DL-SECONDS-10)) python3 overhead_probe.py --lib ../build/price/base/interpose/libfikit.so \
     --out ../$R/probe --models bert,resnet50 --variants toggle,toggle_bypass --reps 8 --window-s 2.0 \
