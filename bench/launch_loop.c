@@ -64,7 +64,8 @@ typedef CUresult (*pLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsi
                                   unsigned, CUstream, void **, void **);
 typedef CUresult (*pCtxSynchronize)(void);
 typedef CUresult (*pCtxGetCurrent)(CUcontext *);
-typedef int (*pSetMeasuring)(int);
+#define IN_PROCESS (16 | 32 | 128) /* EXTRA bits that alternate chunks and report diff_ns */
+typedef int (*pSwitch)(int); /* fikit_set_measuring, fikit_set_bypass */
 typedef uint64_t (*pNowNs)(void);
 
 static const char PTX[] = ".version 6.0\n"
@@ -159,12 +160,12 @@ int main(int argc, char **argv)
     if ((rc = cuCtxSynchronize()))
         return fail("cuCtxSynchronize", rc);
 
-    pSetMeasuring set_measuring = (extra & 32) ? (pSetMeasuring)dlsym(RTLD_DEFAULT, "fikit_set_measuring") : NULL;
+    pSwitch set_measuring = (extra & 32) ? (pSwitch)dlsym(RTLD_DEFAULT, "fikit_set_measuring") : NULL;
     if ((extra & 32) && !set_measuring) {
         printf("{\"error\": \"EXTRA 32 needs libfikit.so preloaded (no fikit_set_measuring)\"}\n");
         return 2;
     }
-    pSetMeasuring set_bypass = (extra & 128) ? (pSetMeasuring)dlsym(RTLD_DEFAULT, "fikit_set_bypass") : NULL;
+    pSwitch set_bypass = (extra & 128) ? (pSwitch)dlsym(RTLD_DEFAULT, "fikit_set_bypass") : NULL;
     if ((extra & 128) && !set_bypass) {
         printf("{\"error\": \"EXTRA 128 needs libfikit.so preloaded (no fikit_set_bypass)\"}\n");
         return 2;
@@ -183,7 +184,7 @@ int main(int argc, char **argv)
     double wall0 = now_ns();
     for (long c = 0; c < chunks; c++) {
         long k = (n - done) < chunk ? (n - done) : chunk;
-        long x = (extra & 176) && c % 2 == 0 ? 0 : extra;
+        long x = (extra & IN_PROCESS) && c % 2 == 0 ? 0 : extra;
         if (set_measuring && !set_bypass)
             set_measuring(c % 2 == 1);
         if (set_bypass)
@@ -216,7 +217,7 @@ int main(int argc, char **argv)
     }
     double wall = now_ns() - wall0;
     double diff_ns = 0;
-    if ((extra & 176) && chunks >= 2) {
+    if ((extra & IN_PROCESS) && chunks >= 2) {
         long pairs = chunks / 2;
         double *d = malloc(sizeof(double) * (size_t)pairs);
         if (!d)
@@ -229,7 +230,8 @@ int main(int argc, char **argv)
     }
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
     printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"extra\": %ld, "
-           "\"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           "\"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, "
+           "\"wall_s\": %.3f}\n",
            done, chunk, shapes, touch / 1024, extra, diff_ns, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
            per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);

@@ -64,7 +64,7 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
     "toggle_bypass": {},
 }
-# measuring turned off and on inside the process
+# the library's measuring (toggle_bypass: all of it) turned off and on inside the process
 TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass")
 
 

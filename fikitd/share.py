@@ -33,7 +33,7 @@ Why "auto" is not the default (config.py): on the H100 this controller read HP's
 1.8-2.5x slower (bench/results/2026-11-25-h100-cupti).  HP loses its time before its kernels start,
 to LP work ahead of them, and kernel durations do not show that; the signal to try next is HP's own
 progress (launch-to-start time, or sync waits per request).  Its samples also grew scarcer on
-2026-11-26: once a kernel has 32 measured runs the library times 1 launch in 1024 (1 in 16 before),
+2026-11-26: a settled kernel is timed 1 launch in 1024 (1 in 16 until that morning, then 1 in 256),
 so the per-kernel check (MIN_SAMPLES a tick) fires only for kernels launched thousands of times a tick.
 
 One implementation for the daemon and its tests; the library only reads the share it publishes.

@@ -118,9 +118,10 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * in turn sit next to each other (a hashed table spread them over 64 pages,
  * a TLB miss on most launches).  The guessed next entry is fetched into the
  * cache as the guess is made, and its kernel-table line when the launch
- * returns (fikit_memo_prefetch_next): an entry is otherwise last touched a
- * whole cycle of the program ago, and the two misses, one behind the other,
- * were the launch's longest wait for memory.  An entry's key never changes once it is
+ * returns (fikit_memo_prefetch_next): an entry was last touched a whole cycle
+ * of the program ago, and its kernel-table line can only be asked for once
+ * the entry has come (on an H200 the gain did not resolve from noise:
+ * bench/results/2026-11-26-h200-hotpath5).  An entry's key never changes once it is
  * published; only its kernel-table pointer is replaced, when the device's
  * slot moved to another mapping.  Pairs beyond MEMO take the slow way.
  */
