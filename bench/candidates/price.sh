@@ -23,9 +23,10 @@ build base .
 names=(base); i=0
 for patch in "$@"; do
   i=$((i + 1)); src=build/price/src$i; rm -rf $src; mkdir -p $src
-  git archive HEAD | tar x -C $src && rm -rf $src/bench/results
-  # its own repository, so that git apply patches it, not the enclosing checkout
-  (cd $src && git init -q && git apply "$OLDPWD/$patch") || { echo "PATCH $patch DOES NOT APPLY"; continue; }
+  cp -r CMakeLists.txt interpose $src/ && rm -rf $src/interpose/build
+  # its own repository, so that git apply patches it and not an enclosing checkout
+  (cd $src && { git init -q && git apply "$OLDPWD/$patch" || patch -s -p1 < "$OLDPWD/$patch"; }) \
+    || { echo "PATCH $patch DOES NOT APPLY"; continue; }
   build cand$i $src; names+=(cand$i)
 done
 gcc -std=c11 -O2 -o /tmp/ll bench/launch_loop.c -ldl && make -s -C tests/fakecuda OUT=/tmp/fakecuda >/dev/null
