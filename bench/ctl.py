@@ -16,13 +16,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import benchlib
 
 WORKER = str(benchlib.BENCH_DIR / "worker.py")
+Spans = Sequence[tuple[float, float]]  # [start, end) on CLOCK_MONOTONIC (or offsets from a start), apart
 
 
 class WorkerError(Exception):
@@ -299,12 +300,22 @@ def warm_up(
 
 
 def run_window(
-    workers: Sequence[WorkerProc], wid: str, duration_s: float, lead_s: float = 0.15, grace_s: float = 60.0
+    workers: Sequence[WorkerProc],
+    wid: str,
+    duration_s: float,
+    lead_s: float = 0.15,
+    grace_s: float = 60.0,
+    slices: Mapping[str, Spans] | None = None,
 ) -> tuple[float, dict[str, list[list[float]]]]:
-    """Start every worker's window at one CLOCK_MONOTONIC instant; return (start_at, records by tag)."""
+    """Start every worker's window at one CLOCK_MONOTONIC instant; return (start_at, records by tag).
+    With slices (offsets from that instant, by worker tag) a worker runs only inside its own, and
+    sleeps between them: the runner's schedule goes out whole, so taking turns costs no round trip."""
     start_at = time.monotonic() + lead_s
     for w in workers:
-        w.send({"cmd": "run", "id": wid, "start_at": start_at, "duration_s": duration_s})
+        msg: dict[str, Any] = {"cmd": "run", "id": wid, "start_at": start_at, "duration_s": duration_s}
+        if slices is not None:
+            msg["slices"] = [[start_at + a, start_at + b] for a, b in slices[w.tag]]
+        w.send(msg)
     out: dict[str, list[list[float]]] = {}
     errors: list[str] = []
     for w in workers:
@@ -329,21 +340,22 @@ def stop_all(workers: Sequence[WorkerProc]) -> None:
 # ------------------------------------------------------------------------------------------- statistics
 
 
-def hp_latencies(recs: list[list[float]], t_a: float, t_b: float) -> tuple[list[float], bool]:
-    """(latency in ms of each request that arrived in [t_a, t_b), whether those overlapping it
-    were taken instead): end - arrival, queueing included under Poisson."""
-    lat = [(r[2] - r[0]) * 1e3 for r in recs if t_a <= r[0] < t_b]
+def hp_latencies(recs: list[list[float]], spans: Spans) -> tuple[list[float], bool]:
+    """(latency in ms of each request that arrived in one of the spans, whether those overlapping
+    them were taken instead): end - arrival, queueing included under Poisson."""
+    lat = [(r[2] - r[0]) * 1e3 for r in recs if any(a <= r[0] < b for a, b in spans)]
     if lat:
         return lat, False
-    # no request arrived inside the window (one request outlasted it): take those overlapping it
-    lat = [(r[2] - r[0]) * 1e3 for r in recs if r[0] < t_b and r[2] > t_a]
+    # no request arrived inside (one request outlasted them all): take those overlapping them
+    lat = [(r[2] - r[0]) * 1e3 for r in recs if any(r[0] < b and r[2] > a for a, b in spans)]
     return lat, bool(lat)
 
 
-def hp_stats(recs: list[list[float]], t_a: float, t_b: float) -> dict[str, Any]:
-    """Latency of requests that arrived in [t_a, t_b): end - arrival (includes queueing under Poisson)."""
-    lat, fallback = hp_latencies(recs, t_a, t_b)
+def hp_stats(recs: list[list[float]], spans: Spans) -> dict[str, Any]:
+    """Latency of requests that arrived in the spans: end - arrival (includes queueing under Poisson)."""
+    lat, fallback = hp_latencies(recs, spans)
     n = len(lat)
+    length = sum(b - a for a, b in spans)
     return {
         "n": n,
         "overlap_fallback": fallback,
@@ -352,12 +364,12 @@ def hp_stats(recs: list[list[float]], t_a: float, t_b: float) -> dict[str, Any]:
         "p99_ms": benchlib.rnd(benchlib.quantile(lat, 0.99)),
         "mean_ms": benchlib.rnd(sum(lat) / n) if n else None,
         "max_ms": benchlib.rnd(max(lat)) if n else None,
-        "rps": benchlib.rnd(n / (t_b - t_a)) if t_b > t_a else None,
+        "rps": benchlib.rnd(n / length) if length > 0 else None,
     }
 
 
-def lp_stats(recs: list[list[float]], t_a: float, t_b: float, batch: int) -> dict[str, Any]:
-    """Iterations per second inside [t_a, t_b], counting the overlapping part of each iteration."""
+def lp_stats(recs: list[list[float]], spans: Spans, batch: int) -> dict[str, Any]:
+    """Iterations per second inside the spans, counting the part of each iteration inside them."""
     work = 0.0
     whole = 0
     durs = []
@@ -365,14 +377,14 @@ def lp_stats(recs: list[list[float]], t_a: float, t_b: float, batch: int) -> dic
         s, e = r[0], r[1]
         if e <= s:
             continue
-        ov = min(e, t_b) - max(s, t_a)
+        ov = sum(max(0.0, min(e, b) - max(s, a)) for a, b in spans)
         if ov > 0:
             work += ov / (e - s)
             durs.append((e - s) * 1e3)
-            if s >= t_a and e <= t_b:
+            if any(s >= a and e <= b for a, b in spans):
                 whole += 1
-    span = t_b - t_a
-    its = work / span if span > 0 else None
+    length = sum(b - a for a, b in spans)
+    its = work / length if length > 0 else None
     return {
         "its": benchlib.rnd(its, 5),
         "samples_s": benchlib.rnd(its * batch, 3) if its is not None else None,

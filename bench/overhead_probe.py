@@ -197,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                         dur = a.discard_s + a.window_s
                         start, recs = ctl.run_window([w], f"{v}-{rep}", dur)
                         t_a, t_b = start + a.discard_s, start + dur
-                        row["stats"] = ctl.hp_stats(recs[w.tag], t_a, t_b)
+                        row["stats"] = ctl.hp_stats(recs[w.tag], [(t_a, t_b)])
                         if v in TOGGLES:
                             for name, on in (("on", 1), ("off", 0)):
                                 part = [r for r in recs[w.tag] if len(r) > 3 and r[3] == on]
-                                row[name] = ctl.hp_stats(part, t_a, t_b)
+                                row[name] = ctl.hp_stats(part, [(t_a, t_b)])
                     except ctl.WorkerError as e:
                         row["error"] = str(e)[:300]
                     rows.append(row)

@@ -882,11 +882,11 @@ class Runner:
             if mode in SOLO_MODES:
                 with self.clocks.window() as row["gpu_clock"], self.cpu_window() as row["cpu"]:
                     start, recs = ctl.run_window([hg.hp], f"{mode}-{rep}-hp", dur, grace_s=a.window_grace_s)
-                row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
+                row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], [(start + a.discard_s, start + dur)])
                 with self.clocks.window() as row["gpu_clock_lp"]:
                     start, recs = ctl.run_window(lg.lps, f"{mode}-{rep}-lp", dur, grace_s=a.window_grace_s)
                 row["lp_stats"] = [
-                    self.lp_row(w, recs[w.tag], start + a.discard_s, start + dur) for w in lg.lps
+                    self.lp_row(w, recs[w.tag], [(start + a.discard_s, start + dur)]) for w in lg.lps
                 ]
             else:
                 probe = None
@@ -897,9 +897,9 @@ class Runner:
                 with self.clocks.window() as row["gpu_clock"], self.cpu_window() as row["cpu"]:
                     start, recs = ctl.run_window([hg.hp, *lg.lps], f"{mode}-{rep}", dur,
                                                  grace_s=a.window_grace_s)
-                row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], start + a.discard_s, start + dur)
+                row["hp_stats"] = ctl.hp_stats(recs[hg.hp.tag], [(start + a.discard_s, start + dur)])
                 row["lp_stats"] = [
-                    self.lp_row(w, recs[w.tag], start + a.discard_s, start + dur) for w in lg.lps
+                    self.lp_row(w, recs[w.tag], [(start + a.discard_s, start + dur)]) for w in lg.lps
                 ]
                 if probe is not None:
                     after = probe.read(int((hg.hp.built or {}).get("pid", -1)))
@@ -929,9 +929,9 @@ class Runner:
         return benchlib.cpu_window(cores)
 
     @staticmethod
-    def lp_row(w: ctl.WorkerProc, recs: list[list[float]], t_a: float, t_b: float) -> dict[str, Any]:
+    def lp_row(w: ctl.WorkerProc, recs: list[list[float]], spans: ctl.Spans) -> dict[str, Any]:
         batch = int((w.built or {}).get("batch") or 1)
-        st = ctl.lp_stats(recs, t_a, t_b, batch)
+        st = ctl.lp_stats(recs, spans, batch)
         st["model"] = w.model
         return st
 

@@ -210,10 +210,10 @@ def check_analysis(tmp: Path) -> None:
     check(only_sampled["within_10pct"] is False, "no profiling run: no verdict")
     print("window statistics")
     recs = [[0.0 + i * 0.01, 0.0 + i * 0.01, 0.005 + i * 0.01] for i in range(100)]
-    h = ctl.hp_stats(recs, 0.2, 0.8)
+    h = ctl.hp_stats(recs, [(0.2, 0.8)])
     check(h["n"] == 60 and abs(h["p50_ms"] - 5.0) < 1e-6, f"hp_stats n=60 p50=5ms (got {h})")
     lrecs = [[i * 0.3, (i + 1) * 0.3] for i in range(10)]
-    lp = ctl.lp_stats(lrecs, 0.45, 2.25, batch=64)
+    lp = ctl.lp_stats(lrecs, [(0.45, 2.25)], batch=64)
     check(abs(lp["its"] - 1 / 0.3) < 1e-3, f"lp_stats fractional iterations = 3.333 it/s (got {lp['its']})")
     print("pair specs")
     p = run_pairs.parse_pair("resnet50%100:vgg16_infer@normal+gpt2_train")

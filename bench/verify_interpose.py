@@ -782,7 +782,7 @@ def latency_overhead(ctx: Ctx, budget: Budget) -> dict[str, Any]:
             got: dict[str, dict[str, Any]] = {}
             for c in order:
                 start, recs = ctl.run_window([live[c]], f"r{rnd_i}-{c}", win + disc)
-                st = ctl.hp_stats(recs[live[c].tag], start + disc, start + disc + win)
+                st = ctl.hp_stats(recs[live[c].tag], [(start + disc, start + disc + win)])
                 got[c] = st
                 if st["p50_ms"] is not None:
                     per[c]["p50"].append(st["p50_ms"])

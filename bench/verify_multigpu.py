@@ -23,7 +23,11 @@ repetition:
 A repetition first runs the four windows whose HPs are compared with each other side by side, in
 an order that alternates (even repetitions solo_hp, fikit, fikit_hp, mps_hp; odd ones the
 reverse), so a drift slower than a window weighs on both sides of a ratio alike over two
-repetitions; then mps_prio, solo_lp, solo_lp2 (order()). With --hp-restart-every N, every HP
+repetitions; then mps_prio, solo_lp, solo_lp2 (order(); with --extras-every N, every N-th
+repetition only). With --slice-s S the four run instead as one block of slices of S seconds that
+take turns (slices.py, run_block): the host's speed drifts within seconds, and slices put every
+mode under the same stretch of it; each mode is measured for --window-s in all, less
+--slice-discard-s at the start of each slice. With --hp-restart-every N, every HP
 process is started anew before each N-th repetition (restart_hps): identical processes differ
 by a few percent for their whole lives, and several generations average that out.
 CPUs (benchlib.plan_cores, from /sys; --ROLE-cores lists override): each HP two physical cores on
@@ -76,6 +80,7 @@ from typing import Any
 import benchlib
 import ctl
 import run_pairs
+import slices
 import summarize
 import verify_daemon
 
@@ -89,10 +94,28 @@ CPU_ROLES = ["hp0", "hp1", "lp0", "lp1", "lp2", "service"]  # each has a --ROLE-
 LAT_ROW_MAX = 1000  # a window's HP latencies go to raw.jsonl (lat_ms) up to this many
 
 
-def order(rep: int) -> list[str]:
+# With --slice-s, never fikit just before fikit_hp, whose LPs must be idle (an LP step held in a
+# fikit turn would run on into it): backwards, fikit precedes solo_hp.
+SLICE_ORDER = ["solo_hp", "fikit", "mps_hp", "fikit_hp"]
+BLOCK = "block"  # with --slice-s: the NEAR modes in interleaved slices (run_block)
+EXTRAS = ["mps_prio", "solo_lp", "solo_lp2"]
+MODE_GROUP = {"solo_hp": "plain", "solo_lp": "plain", "solo_lp2": "plain", "mps_prio": "mpsprio",
+              "fikit": "fikit", "fikit_hp": "fikit", "mps_hp": "mpsprio"}  # fmt: skip
+
+
+def order(rep: int, sliced: bool = False, extras: bool = True) -> list[str]:
     """A repetition's windows: NEAR forwards on even repetitions, backwards on odd ones (a slow
-    drift adds to solo_hp's side on one and to fikit's on the next), then the rest."""
-    return [*(NEAR if rep % 2 == 0 else NEAR[::-1]), "mps_prio", "solo_lp", "solo_lp2"]
+    drift adds to solo_hp's side on one and to fikit's on the next), or with --slice-s one block of
+    them in slices; then, with extras, the rest."""
+    near = [BLOCK] if sliced else (NEAR if rep % 2 == 0 else NEAR[::-1])
+    return [*near, *(EXTRAS if extras else [])]
+
+
+def mode_keys(mode: str, roles: list[Role]) -> list[str]:
+    """The processes a mode's window runs, by role key."""
+    only = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
+            "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"]}  # fmt: skip
+    return only.get(mode, [r.key for r in roles])
 
 
 @dataclass
@@ -495,22 +518,9 @@ class Verify:
     def window_cost(self) -> float:
         return self.a.window_s + self.a.discard_s + self.a.window_overhead_s
 
-    def run_mode(self, mode: str, rep: int, pos: int) -> dict[str, Any]:
+    def new_row(self, mode: str, rep: int, pos: int) -> dict[str, Any]:
         a = self.a
-        g = {
-            "solo_hp": "plain",
-            "solo_lp": "plain",
-            "solo_lp2": "plain",
-            "mps_prio": "mpsprio",
-            "fikit": "fikit",
-            "fikit_hp": "fikit",
-            "mps_hp": "mpsprio",
-        }[mode]
-        keys = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
-                "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"]}.get(
-            mode, [r.key for r in self.roles]
-        )
-        row: dict[str, Any] = {
+        return {
             "mode": mode,
             "rep": rep,
             "position": pos,
@@ -522,71 +532,152 @@ class Verify:
             "hp": {},
             "lp": {},
         }
-        group = self.groups[g]
+
+    @contextlib.contextmanager
+    def host_window(self, row: dict[str, Any]) -> Any:
+        """What the host and the GPUs were doing meanwhile, into row: the HPs' and the service's
+        cores (busy, stolen by the hypervisor), every core, how fast the canary ran, each GPU's
+        clock; a window far off its neighbours says why here."""
+        cores = {k: self.cpus[k] for k in ("hp0", "hp1", "service") if self.cpus.get(k)}
+        cores["all"] = list(range(os.cpu_count() or 1))
+        with contextlib.ExitStack() as stack:
+            row["cpu"] = {k: stack.enter_context(benchlib.cpu_window(c)) for k, c in cores.items()}
+            row["gpu_clock"] = {str(i): stack.enter_context(c.window()) for i, c in self.clocks.items()}
+            canary = self.canary if self.canary and self.canary.alive() else None
+            row["canary"] = stack.enter_context(canary.window()) if canary else {}
+            yield
+
+    def measure(self, row: dict[str, Any], recs: dict[str, list[list[float]]], spans: ctl.Spans) -> None:
+        """A mode's figures from its workers' records inside its measured spans; row["ok"] says
+        whether every HP served a request and every LP made progress there."""
+        mode = row["mode"]
+        group = self.groups[MODE_GROUP[mode]]
+        lats: dict[str, list[float]] = {}
+        for k in mode_keys(mode, self.roles):
+            w = group.workers[k]
+            if k.startswith("hp"):
+                row["hp"][k] = ctl.hp_stats(recs[w.tag], spans)
+                lats[k] = ctl.hp_latencies(recs[w.tag], spans)[0]
+                if len(spans) > 1:  # slices: each one's p50, in turn, to see what follows what
+                    row["hp"][k]["slice_p50_ms"] = [ctl.hp_stats(recs[w.tag], [sp])["p50_ms"] for sp in spans]
+            else:
+                row["lp"][k] = run_pairs.Runner.lp_row(w, recs[w.tag], spans)
+        row["ok"] = all(s["n"] > 0 for s in row["hp"].values()) and all(s["its"] for s in row["lp"].values())
+        if not row["ok"]:
+            row["error"] = "empty window (no HP request or no LP progress measured)"
+            return
+        for k, lat in lats.items():  # the pooled view (ratios()); the row keeps them while short
+            self.lat.setdefault((mode, k), []).extend(lat)
+        row["lat_ms"] = {k: [round(x, 3) for x in lat] for k, lat in lats.items() if len(lat) <= LAT_ROW_MAX}
+
+    def held_between(
+        self, before: dict[str, dict[int, dict[str, float] | None]]
+    ) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """Launches held in each domain since `before` (self.held()), per process."""
+        after = self.held()
+        return {
+            k: {
+                str(i): None
+                if not (b := before[k][i]) or not (f := after[k][i])
+                else {
+                    "launches": int(f["launches"] - b["launches"]),
+                    "held_launches": int(f["held_launches"] - b["held_launches"]),
+                    "held_ms": round((f["held_ns"] - b["held_ns"]) / 1e6, 3),
+                    "corun_launches": int(f.get("released_corun", 0) - b.get("released_corun", 0)),
+                }
+                for i in (0, 1)
+            }
+            for k in before
+        }
+
+    def run_mode(self, mode: str, rep: int, pos: int) -> dict[str, Any]:
+        a = self.a
+        row = self.new_row(mode, rep, pos)
+        group = self.groups[MODE_GROUP[mode]]
         if group.error:
             row["error"] = group.error
             return row
-        workers = [group.workers[k] for k in keys]
+        workers = [group.workers[k] for k in mode_keys(mode, self.roles)]
         before = self.held() if mode == "fikit" else None
         dur = a.discard_s + a.window_s
-        # What the host and the GPUs were doing meanwhile: the HPs' and the service's cores (busy,
-        # stolen by the hypervisor), every core, how fast the canary ran, each GPU's clock; a
-        # window far off its neighbours says why here.
-        cores = {k: self.cpus[k] for k in ("hp0", "hp1", "service") if self.cpus.get(k)}
-        cores["all"] = list(range(os.cpu_count() or 1))
         try:
-            with contextlib.ExitStack() as stack:
-                row["cpu"] = {k: stack.enter_context(benchlib.cpu_window(c)) for k, c in cores.items()}
-                row["gpu_clock"] = {str(i): stack.enter_context(c.window()) for i, c in self.clocks.items()}
-                canary = self.canary if self.canary and self.canary.alive() else None
-                row["canary"] = stack.enter_context(canary.window()) if canary else {}
+            with self.host_window(row):
                 start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
         except ctl.WorkerError as e:
             row["error"] = str(e)[:3000]
             group.error = f"window {mode} rep {rep} failed: {e}"[:3000]
             return row
-        t_a, t_b = start + a.discard_s, start + dur
-        lats: dict[str, list[float]] = {}
-        for k, w in zip(keys, workers, strict=True):
-            if k.startswith("hp"):
-                row["hp"][k] = ctl.hp_stats(recs[w.tag], t_a, t_b)
-                lats[k] = ctl.hp_latencies(recs[w.tag], t_a, t_b)[0]
-            else:
-                row["lp"][k] = run_pairs.Runner.lp_row(w, recs[w.tag], t_a, t_b)
         if before is not None:
-            after = self.held()
-            row["held_in_window"] = {
-                k: {
-                    str(i): None
-                    if not (b := before[k][i]) or not (f := after[k][i])
-                    else {
-                        "launches": int(f["launches"] - b["launches"]),
-                        "held_launches": int(f["held_launches"] - b["held_launches"]),
-                        "held_ms": round((f["held_ns"] - b["held_ns"]) / 1e6, 3),
-                        "corun_launches": int(f.get("released_corun", 0) - b.get("released_corun", 0)),
-                    }
-                    for i in (0, 1)
-                }
-                for k in before
-            }
-        row["ok"] = all(s["n"] > 0 for s in row["hp"].values()) and all(s["its"] for s in row["lp"].values())
-        if not row["ok"]:
-            row["error"] = "empty window (no HP request or no LP progress measured)"
-            return row
-        for k, lat in lats.items():  # the pooled view (ratios()); the row keeps them while short
-            self.lat.setdefault((mode, k), []).extend(lat)
-        row["lat_ms"] = {k: [round(x, 3) for x in lat] for k, lat in lats.items() if len(lat) <= LAT_ROW_MAX}
+            row["held_in_window"] = self.held_between(before)
+        self.measure(row, {w.tag: recs[w.tag] for w in workers}, [(start + a.discard_s, start + dur)])
         return row
+
+    def block_plan(self, rep: int) -> list[slices.Slice]:
+        a = self.a
+        cycles = slices.cycles_for(a.window_s, a.slice_s, a.slice_discard_s)
+        return slices.plan(SLICE_ORDER, cycles, a.slice_s, rep)
+
+    def run_block(self, rep: int) -> list[dict[str, Any]]:
+        """The side-by-side modes of a repetition in interleaved slices (slices.py): one block in
+        which every process runs only in its mode's turns. A row per mode, as run_mode's, its
+        figures from all its turns; the host's figures are the block's."""
+        a = self.a
+        block = self.block_plan(rep)
+        first = SLICE_ORDER if rep % 2 == 0 else SLICE_ORDER[::-1]
+        rows = [self.new_row(m, rep, pos) for pos, m in enumerate(first)]
+        spans = {m: slices.measured(block, m, a.slice_discard_s) for m in SLICE_ORDER}
+        for row in rows:
+            m = row["mode"]
+            row.update(window_s=round(sum(b - x for x, b in spans[m]), 3), discard_s=a.slice_discard_s,
+                       slice_s=a.slice_s, slices=sum(1 for s in block if s.mode == m))  # fmt: skip
+        failed = next((g.error for m in SLICE_ORDER if (g := self.groups[MODE_GROUP[m]]).error), None)
+        if failed:
+            for row in rows:
+                row["error"] = failed
+            return rows
+        # each process's turns: those of every mode it belongs to (a fikit HP runs in fikit and fikit_hp)
+        belongs: dict[str, tuple[ctl.WorkerProc, list[str]]] = {}
+        for m in SLICE_ORDER:
+            for k in mode_keys(m, self.roles):
+                w = self.groups[MODE_GROUP[m]].workers[k]
+                belongs.setdefault(w.tag, (w, []))[1].append(m)
+        workers = [w for w, _ in belongs.values()]
+        turns = {tag: slices.turns(block, modes) for tag, (_, modes) in belongs.items()}
+        before = self.held()
+        env: dict[str, Any] = {}
+        dur = block[-1].end
+        try:
+            with self.host_window(env):
+                start, recs = ctl.run_window(
+                    workers, f"block-{rep}", dur, grace_s=a.window_grace_s, slices=turns
+                )
+        except ctl.WorkerError as e:
+            for row in rows:
+                row["error"] = str(e)[:3000]
+            for m in SLICE_ORDER:
+                self.groups[MODE_GROUP[m]].error = f"block rep {rep} failed: {e}"[:3000]
+            return rows
+        held = self.held_between(before)
+        for row in rows:
+            row.update(env)
+            if row["mode"] == "fikit":
+                row["held_in_window"] = held
+            self.measure(row, recs, [(start + x, start + b) for x, b in spans[row["mode"]]])
+        return rows
 
     def run_windows(self) -> None:
         need_tail = self.a.shutdown_margin_s
         every = self.a.hp_restart_every
         for rep in range(self.a.reps):
-            modes = order(rep)
+            extras = rep % self.a.extras_every == 0
+            modes = order(rep, sliced=self.a.slice_s > 0, extras=extras)
             restart = every > 0 and rep > 0 and rep % every == 0
             last = self.generations[-1]["restart_s"] if self.generations else self.startup_s
             restart_s = last if restart else 0.0
-            if self.left() < len(modes) * self.window_cost() + restart_s + need_tail:
+            cost = sum(self.window_cost() for m in modes if m != BLOCK)
+            if BLOCK in modes:
+                cost += self.block_plan(rep)[-1].end + self.a.window_overhead_s
+            if self.left() < cost + restart_s + need_tail:
                 self.stop_reason = (
                     f"budget: rep {rep} would not fit ({self.elapsed():.0f}s of {self.a.budget_s:.0f}s)"
                 )
@@ -594,30 +685,35 @@ class Verify:
                 return
             if restart:
                 self.restart_hps(rep)
-            for pos, mode in enumerate(modes):
-                row = self.run_mode(mode, rep, pos)
-                row["generation"] = len(self.generations)
-                self.rows.append(row)
-                benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
-                hs = " ".join(
-                    f"{k} p50 {s.get('p50_ms')} p99 {s.get('p99_ms')}" for k, s in row["hp"].items()
-                )
-                ls = " ".join(f"{k} {s.get('its')} it/s" for k, s in row["lp"].items())
-                held = {
-                    k: {i: (v or {}).get("held_launches") for i, v in d.items()}
-                    for k, d in (row.get("held_in_window") or {}).items()
-                }
-                cpu, clk = row.get("cpu", {}), row.get("gpu_clock", {})
-                rate = row.get("canary", {}).get("rate")
-                env = " ".join(
-                    [f"{k} busy {v.get('busy_pct')}% steal {v.get('steal_pct')}%" for k, v in cpu.items()]
-                    + [f"gpu{i} {v.get('sm_mhz_mean')} MHz" for i, v in clk.items()]
-                    + ([f"canary {rate}/s"] if rate else [])
-                )
-                self.log(
-                    f"rep{rep} {mode:9} {hs} | {ls}{' | held ' + json.dumps(held) if held else ''} | {env}"
-                    f"{'' if row['ok'] else ' | ERROR ' + str(row['error'])[:200]}"
-                )
+            pos = 0
+            for mode in modes:
+                rows = self.run_block(rep) if mode == BLOCK else [self.run_mode(mode, rep, pos)]
+                pos += len(rows)
+                for row in rows:
+                    row["generation"] = len(self.generations)
+                    self.rows.append(row)
+                    benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
+                    self.log_row(row)
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        hs = " ".join(f"{k} p50 {s.get('p50_ms')} p99 {s.get('p99_ms')}" for k, s in row["hp"].items())
+        ls = " ".join(f"{k} {s.get('its')} it/s" for k, s in row["lp"].items())
+        held = {
+            k: {i: (v or {}).get("held_launches") for i, v in d.items()}
+            for k, d in (row.get("held_in_window") or {}).items()
+        }
+        cpu, clk = row.get("cpu", {}), row.get("gpu_clock", {})
+        rate = row.get("canary", {}).get("rate")
+        env = " ".join(
+            [f"{k} busy {v.get('busy_pct')}% steal {v.get('steal_pct')}%" for k, v in cpu.items()]
+            + [f"gpu{i} {v.get('sm_mhz_mean')} MHz" for i, v in clk.items()]
+            + ([f"canary {rate}/s"] if rate else [])
+        )
+        self.log(
+            f"rep{row['rep']} {row['mode']:9} {hs} | {ls}"
+            f"{' | held ' + json.dumps(held) if held else ''} | {env}"
+            f"{'' if row['ok'] else ' | ERROR ' + str(row['error'])[:200]}"
+        )
 
     # --------------------------------------------------------------------------------- summary
     def ratios(self) -> dict[str, Any]:
@@ -864,6 +960,7 @@ class Verify:
         per_gpu = self.per_gpu(ratios)
         noise = self.noise()
         self.final_checks(per_gpu)
+        sliced = self.a.slice_s > 0
         summary = {
             "what": "issue 8: a scheduling domain per GPU; two HP/LP pairs and one two-GPU LP job at once",
             "date": info["date"],
@@ -878,7 +975,13 @@ class Verify:
             },
             "scheduler": "fikitd defaults (fikitd/config.py SchedulerConfig): fikit mode, gap filling",
             "modes": MODES,
-            "order": {"even_reps": order(0), "odd_reps": order(1)},
+            "order": {"even_reps": order(0, sliced), "odd_reps": order(1, sliced)},
+            "extras_every": self.a.extras_every,
+            "slicing": None if not sliced else {
+                "slice_s": self.a.slice_s, "discard_s": self.a.slice_discard_s,
+                "cycles": slices.cycles_for(self.a.window_s, self.a.slice_s, self.a.slice_discard_s),
+                "even_reps": [x.mode for x in self.block_plan(0)],
+            },
             "cpu_plan": self.cpu_plan.get("cpus", {}),
             "topology": self.cpu_plan.get("topology", {}),
             "cpu_plan_notes": self.cpu_plan.get("notes", []),
@@ -1025,12 +1128,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hp-restart-every", type=int, default=0,
                    help="start every HP process anew before each N-th repetition (0: never)")
+    p.add_argument("--slice-s", type=float, default=0.0,
+                   help="run the side-by-side modes in interleaved slices of this length (0: in windows)")
+    p.add_argument("--slice-discard-s", type=float, default=0.1,
+                   help="with --slice-s: the unmeasured start of each slice")
+    p.add_argument("--extras-every", type=int, default=1,
+                   help="run mps_prio, solo_lp and solo_lp2 in every N-th repetition only (LP figures)")
     # CPUs: `auto` plans them from /sys (benchlib.plan_cores); a list (e.g. 2-3,18) overrides a role
     for k in CPU_ROLES:
         p.add_argument(f"--{k}-cores", default="auto", help=f"{k}'s CPUs (default auto)")
     p.add_argument("--hp-phys-cores", type=int, default=2, help="auto: an HP's cores (a thread of each)")
     p.add_argument("--canary-cpu", default="auto", help="the CPU-speed canary's CPU: auto, none or a CPU")
     a = p.parse_args(argv)
+    if a.extras_every < 1:
+        p.error(f"--extras-every must be 1 or more (got {a.extras_every})")
+    if a.slice_s:
+        try:
+            slices.cycles_for(a.window_s, a.slice_s, a.slice_discard_s)
+        except ValueError as e:
+            p.error(str(e))
     # `timeout` sends SIGTERM: unwind through run()'s finally (workers, jobs, fikitd and MPS stopped)
     signal.signal(signal.SIGTERM, _terminate)
     return Verify(a).run()

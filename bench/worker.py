@@ -12,6 +12,7 @@ rehearsals, no torch). The worker builds its model, then obeys a runner over a U
   runner -> {"cmd": "warmup", "seconds": S}
   worker -> {"ev": "ready", ...}      warmed up; GPU memory cache released for LP (--release-mem)
   runner -> {"cmd": "run", "id": ID, "start_at": T, "duration_s": D}   T on CLOCK_MONOTONIC
+            [+ "slices": [[T1, T1'], ...]: run only inside these, sleep between them]
   worker -> {"ev": "done", "id": ID, "records": [...]}   HP: [arrival, start, end] per request
                                                           (+ the library on/off with --toggle-ms);
                                                           LP: [start, end] per iteration
@@ -157,12 +158,28 @@ class Worker:
             mem = sum(int(self.torch.cuda.max_memory_allocated(i)) for i in self.ordinals or [0])
         return {"ev": "ready", "warmup_s": round(dt, 3), "warmup_iters": n, "max_mem_bytes": mem}
 
-    def run_window(self, start_at: float, duration_s: float, wid: str) -> list[list[float]]:
-        now = time.monotonic()
-        if start_at > now:
-            time.sleep(start_at - now)
-        end_at = start_at + duration_s
+    def run_window(
+        self, start_at: float, duration_s: float, wid: str, slices: list[list[float]] | None = None
+    ) -> list[list[float]]:
+        """Run from start_at for duration_s, or only inside each [start, end) of slices (between
+        them the worker sleeps: slices let several groups of processes take turns on a GPU)."""
+        if slices is not None and self.wl.role == "hp" and self.args.toggle_ms > 0:
+            raise ValueError("--toggle-ms switches inside one window: it takes no slices")
+        spans = [(start_at, start_at + duration_s)]
+        if slices is not None:
+            spans = [(float(a), float(b)) for a, b in slices]
         recs: list[list[float]] = []
+        for i, (a, b) in enumerate(spans):
+            now = time.monotonic()
+            if a > now:
+                time.sleep(a - now)
+            self.run_span(a, b, f"{wid}:{i}" if i else wid, recs)
+        self.iters_total += len(recs)
+        self.release()
+        return recs
+
+    def run_span(self, start_at: float, end_at: float, wid: str, recs: list[list[float]]) -> None:
+        """Requests (HP) or iterations (LP) from start_at until end_at, appended to recs."""
         step = self.wl.step
         sync = self.sync
         rate = self.args.rate if self.wl.role == "hp" else 0.0
@@ -216,9 +233,6 @@ class Worker:
                 step()
                 sync()
                 recs.append([round(t_s, 6), round(time.monotonic(), 6)])
-        self.iters_total += len(recs)
-        self.release()
-        return recs
 
 
 def send(sock: socket.socket, obj: dict[str, Any]) -> None:
@@ -247,7 +261,7 @@ def serve(args: argparse.Namespace) -> int:
                 send(sock, w.warmup(float(msg.get("seconds", args.warmup_s))))
             elif cmd == "run":
                 wid = str(msg.get("id"))
-                recs = w.run_window(float(msg["start_at"]), float(msg["duration_s"]), wid)
+                recs = w.run_window(float(msg["start_at"]), float(msg["duration_s"]), wid, msg.get("slices"))
                 send(sock, {"ev": "done", "id": wid, "records": recs})
             elif cmd == "quit":
                 send(sock, {"ev": "bye", "iters_total": w.iters_total})

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fakecuda_harness import REPO, FakeBuild, fake_uuid
 
@@ -22,25 +23,33 @@ sys.path.insert(0, str(REPO / "bench"))
 import benchlib
 import verify_multigpu
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
-def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
-    out = tmp_path / "mg"
+
+def rehearse(fake_build: FakeBuild, libfikit: Path, out: Path, *options: str) -> dict[str, Any]:
+    """verify_multigpu.py on the fake driver with these options; its summary.json."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FIKIT_", "FAKECUDA_", "NOTIFY_", "CUDA_"))}  # fmt: skip
-    env["FIKIT_COMMIT"] = "0123456789abcdef0123456789abcdef01234567"
+    env["FIKIT_COMMIT"] = COMMIT
     p = subprocess.run(
         [sys.executable, str(REPO / "bench" / "verify_multigpu.py"), "--fake-cuda-dir",
-         str(fake_build.fake_dir), "--lib", str(libfikit), "--out", str(out), "--window-s", "0.6",
-         "--discard-s", "0.2", "--warmup-s", "0.3", "--reps", "3", "--hp-restart-every", "2",
-         "--budget-s", "200"],
+         str(fake_build.fake_dir), "--lib", str(libfikit), "--out", str(out), "--warmup-s", "0.3",
+         "--budget-s", "200", *options],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mg"
+    s = rehearse(fake_build, libfikit, out, "--window-s", "0.6", "--discard-s", "0.2", "--reps", "3",
+                 "--hp-restart-every", "2")  # fmt: skip
     assert s["ok"] is True and s["fake"] is True
     fake = "fake GPU (tests/fakecuda)"
     assert s["gpus"] == [{"index": i, "name": fake, "uuid": fake_uuid(i)} for i in (0, 1)]
-    assert s["commit"] == env["FIKIT_COMMIT"] and "date" in s and "driver" in s
+    assert s["commit"] == COMMIT and "date" in s and "driver" in s
     by = {c["check"]: c for c in s["checks"]}
     for key in ("fikitd ready", "a domain per GPU", "built and warmed up",
                 "registered in the domain of each GPU", "slot in both domains", "top shows every GPU",
@@ -114,6 +123,34 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     # six fikit processes (the two-GPU job in both domains), then the two restarted HPs
     assert (out / "fikitd.log").read_text().count("registered at priority") == 8
     assert json.loads((out / "status.json").read_text())["gpus"][1]["uuid"] == fake_uuid(1)
+
+
+def test_verify_multigpu_sliced_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_path: Path) -> None:
+    """--slice-s: the side-by-side modes take turns in slices of one block a repetition; --extras-every
+    2: the LP windows only in every second repetition."""
+    out = tmp_path / "mgs"
+    s = rehearse(fake_build, libfikit, out, "--window-s", "0.4", "--reps", "2", "--slice-s", "0.25",
+                 "--slice-discard-s", "0.05", "--extras-every", "2")  # fmt: skip
+    assert s["ok"] is True and s["reps_done"] == 2
+    order = verify_multigpu.SLICE_ORDER
+    plan = [*order, *order[::-1]]
+    assert s["slicing"] == {"slice_s": 0.25, "discard_s": 0.05, "cycles": 2, "even_reps": plan}
+    rows = [json.loads(ln) for ln in (out / "raw.jsonl").read_text().splitlines()]
+    assert [(r["rep"], r["position"], r["mode"]) for r in rows] == [
+        *((0, i, m) for i, m in enumerate([*order, "mps_prio", "solo_lp", "solo_lp2"])),
+        *((1, i, m) for i, m in enumerate(order[::-1]))]  # fmt: skip
+    assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
+    for r in rows:
+        if r["mode"] in order:  # two turns each, 0.2 s measured in each
+            assert r["slices"] == 2 and r["window_s"] == 0.4 and r["discard_s"] == 0.05
+            assert all(len(r["lat_ms"][k]) == r["hp"][k]["n"] > 0 for k in ("hp0", "hp1"))
+            assert all(len(r["hp"][k]["slice_p50_ms"]) == 2 for k in ("hp0", "hp1"))
+    fikit = [r for r in rows if r["mode"] == "fikit"]
+    assert all(sorted(r["lp"]) == ["lp0", "lp1", "lp2"] and r["lp"]["lp0"]["its"] > 0 for r in fikit)
+    assert all(r["held_in_window"]["hp0"]["0"]["held_launches"] == 0 for r in fikit)
+    for g in s["per_gpu"]:  # HP ratios from both repetitions, the LPs' from the one with LP windows
+        assert g["hp_p50_ratio"]["fikit"]["n"] == 2 and g["hp_p50_vs_fikit_hp"]["n"] == 2
+        assert g["lp_vs_mps_prio"]["n"] == 1
 
 
 # ------------------------------------------------------------------------------------ the CPU plan
