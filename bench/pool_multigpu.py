@@ -7,9 +7,11 @@ one set-up are pooled: per repetition, fikit's HP p50 and p99 over the same repe
 their medians over every run, and the median of each generation of HP processes (the processes
 between two restarts). The interval is a bootstrap that resamples whole generations, not single
 repetitions: repetitions of one generation share its processes' offset, and resampling them one
-by one would claim a certainty the data does not have.
+by one would claim a certainty the data does not have. The floor under fikit's HP is pooled the
+same way, part by part (FLOOR, p50 only): what scheduling the LPs, MPS, and the library with
+fikitd each cost the HP.
 
-    python3 bench/pool_multigpu.py bench/results/2026-11-26-2xh200-run{4,5,6,7,8} [--json]
+    python3 bench/pool_multigpu.py bench/results/2026-11-26-2xh200-run{4,5,6,7,8,10} [--json]
 """
 
 from __future__ import annotations
@@ -27,8 +29,16 @@ RESAMPLES = 2000
 TARGET_P50, TARGET_P99 = 1.02, 1.05  # the single-GPU targets (bench/summarize.py)
 
 
-def generations(run: Path, hp: str) -> list[list[tuple[float, float]]]:
-    """A run's (p50, p99) ratios of fikit over solo_hp, per repetition, grouped by generation."""
+# The floor under fikit's HP, split as verify_multigpu splits it: (name, numerator, denominator)
+FLOOR = (
+    ("scheduling (fikit over fikit_hp)", "fikit", "fikit_hp"),
+    ("MPS (mps_hp over solo_hp)", "mps_hp", "solo_hp"),
+    ("library and fikitd (fikit_hp over mps_hp)", "fikit_hp", "mps_hp"),
+)
+
+
+def load(run: Path) -> dict[tuple[int, str], dict[str, Any]]:
+    """A run's ok windows with HP figures, by (repetition, mode)."""
     raw = run / "raw.jsonl"
     if not raw.is_file():
         raise SystemExit(f"pool_multigpu: {raw}: no such file (a verify_multigpu.py result folder?)")
@@ -38,11 +48,17 @@ def generations(run: Path, hp: str) -> list[list[tuple[float, float]]]:
             rows.append(json.loads(line))
         except ValueError as e:
             raise SystemExit(f"pool_multigpu: {raw}:{n}: not JSON ({e})") from None
-    by = {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}
+    return {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}
+
+
+def generations(
+    by: dict[tuple[int, str], dict[str, Any]], hp: str, num: str = "fikit", den: str = "solo_hp"
+) -> list[list[tuple[float, float]]]:
+    """A run's (p50, p99) ratios of mode num over den, per repetition, grouped by generation."""
     gens: dict[int, list[tuple[float, float]]] = {}
     for (rep, mode), a in sorted(by.items()):
-        b = by.get((rep, "solo_hp"))
-        if mode != "fikit" or not b or hp not in a["hp"] or hp not in b["hp"]:
+        b = by.get((rep, den))
+        if mode != num or not b or hp not in a["hp"] or hp not in b["hp"]:
             continue
         ratio = (a["hp"][hp]["p50_ms"] / b["hp"][hp]["p50_ms"], a["hp"][hp]["p99_ms"] / b["hp"][hp]["p99_ms"])
         gens.setdefault(int(a.get("generation", 0)), []).append(ratio)
@@ -60,8 +76,9 @@ def interval(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> tu
 
 def pool(runs: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": [r.name for r in runs], "gpus": {}}
+    loaded = [load(run) for run in runs]
     for hp, label in HPS:
-        gens = [g for run in runs for g in generations(run, hp)]
+        gens = [g for by in loaded for g in generations(by, hp)]
         reps = [x for g in gens for x in g]
         if not reps:
             out["gpus"][label] = {"hp": hp, "repetitions": 0}
@@ -77,6 +94,13 @@ def pool(runs: list[Path]) -> dict[str, Any]:
                 "verdict": "met" if hi <= target else "missed" if lo > target else "undecided",
             }
         entry["generation_p50_medians"] = [round(statistics.median(x[0] for x in g), 3) for g in gens]
+        entry["floor_p50"] = {}
+        for name, num, den in FLOOR:  # what fikit's HP pays, part by part (p50 only)
+            fg = [g for by in loaded for g in generations(by, hp, num, den)]
+            if fg:
+                lo, hi = interval(fg, 0)
+                med = statistics.median(x[0] for g in fg for x in g)
+                entry["floor_p50"][name] = {"median": round(med, 4), "ci95": [round(lo, 4), round(hi, 4)]}
         out["gpus"][label] = entry
     return out
 
@@ -100,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             lo, hi = s["ci95"]
             print(f"  HP {name} x solo {s['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}: "
                   f"{s['verdict']} (target <= {s['target']})")
+        for name, f in e["floor_p50"].items():
+            lo, hi = f["ci95"]
+            print(f"  floor, p50: {name} {f['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}")
     return 0
 
 

@@ -25,9 +25,10 @@ an order that alternates (even repetitions solo_hp, fikit, fikit_hp, mps_hp; odd
 reverse), so a drift slower than a window weighs on both sides of a ratio alike over two
 repetitions; then mps_prio, solo_lp, solo_lp2 (order(); with --extras-every N, every N-th
 repetition only). With --slice-s S the four run instead as one block of slices of S seconds that
-take turns (slices.py, run_block): the host's speed drifts within seconds, and slices put every
-mode under the same stretch of it; each mode is measured for --window-s in all, less
---slice-discard-s at the start of each slice. With --hp-restart-every N, every HP
+take turns (slices.py, run_block), each mode measured for --window-s in all, less
+--slice-discard-s at the start of each slice. On the H200 hosts slices made the ratios noisier,
+not quieter (bench/results/2026-11-26-2xh200-run9), and an LP step held in a fikit turn ends at
+full speed after it, so LP figures run high: windows stay the default. With --hp-restart-every N, every HP
 process is started anew before each N-th repetition (restart_hps): identical processes differ
 by a few percent for their whole lives, and several generations average that out.
 CPUs (benchlib.plan_cores, from /sys; --ROLE-cores lists override): each HP two physical cores on

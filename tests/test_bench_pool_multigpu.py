@@ -83,3 +83,26 @@ def test_bad_input_names_the_file_and_line(tmp_path: Path) -> None:
     (run / "raw.jsonl").write_text((run / "raw.jsonl").read_text() + "{truncated\n")
     with pytest.raises(SystemExit, match=r"r/raw.jsonl:7: not JSON"):
         pool_multigpu.pool([run])
+
+
+def test_the_floor_is_split_part_by_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fikit over fikit_hp (scheduling), mps_hp over solo (MPS), fikit_hp over mps_hp (the library
+    and fikitd), each pooled over generations like the target."""
+    d = tmp_path / "f"
+    d.mkdir()
+    rows = []
+    for rep in range(4):  # solo 4.0, MPS alone 4.08, the library on top 4.2, the LPs on top 4.2
+        gen = rep // 2
+        for mode, ms in (("solo_hp", 4.0), ("mps_hp", 4.08), ("fikit_hp", 4.2), ("fikit", 4.2)):
+            rows.append(window(mode, rep, gen, {"hp0": ms}))
+    (d / "raw.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    floor = pool_multigpu.pool([d])["gpus"]["GPU 0"]["floor_p50"]
+    assert floor["scheduling (fikit over fikit_hp)"]["median"] == pytest.approx(1.0)
+    assert floor["MPS (mps_hp over solo_hp)"]["median"] == pytest.approx(1.02)
+    assert floor["library and fikitd (fikit_hp over mps_hp)"]["median"] == pytest.approx(4.2 / 4.08, abs=1e-4)
+    assert floor["MPS (mps_hp over solo_hp)"]["ci95"] == [1.02, 1.02]
+    assert pool_multigpu.main([str(d)]) == 0
+    text = capsys.readouterr().out
+    assert "floor, p50: MPS (mps_hp over solo_hp) 1.0200, 95% interval 1.0200-1.0200" in text
+    # a run without the floor's windows has no floor to split
+    assert pool_multigpu.pool([write_run(tmp_path / "r", [[(1.0, 1.0)]])])["gpus"]["GPU 0"]["floor_p50"] == {}
