@@ -7,6 +7,9 @@ few seconds apart (fikit over fikit_hp: the same process, LPs running or not) it
 side-by-side windows of a repetition differed by more than the library costs. Slices of a few
 tenths of a second, taking turns for the same total time, put every mode under the same stretch
 of host: a repetition's ratio then carries the modes' difference, not the drift between windows.
+That was the bet, and on those hosts it lost (bench/results/2026-11-26-2xh200-run9): slow
+stretches hit about 15% of 0.3-s slices whatever their mode, and the per-repetition spread of
+fikit over solo doubled. verify_multigpu.py keeps windows by default.
 
 A repetition's block is `cycles` rounds of one slice per mode. The order runs forwards on even
 rounds and backwards on odd ones (and starts backwards on odd repetitions), so no mode always comes
