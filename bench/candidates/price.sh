@@ -7,8 +7,9 @@
 # 2. launch_loop.c (200 kernel ids, one CPU), 8 rounds, real and fake driver: diff_ns of EXTRA 32
 #    (measuring) and 128 (the whole library but the call through it) for every build;
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
-#    on bert and resnet50 at batch 1 with the base library: what each costs a torch HP.
-# Writes R/launch_loop.txt, R/diffs.txt, R/probe/ and R/probe.log, and packs R into $OUT.
+#    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
+#    what each costs a torch HP.
+# Writes R/launch_loop.txt, R/diffs.txt, R/probe-<build>/ and R/probe-<build>.log, and packs R into $OUT.
 set -u
 R=${R:?R=<result folder>}; DL=${DL:-300}
 mkdir -p $R/host
@@ -20,7 +21,7 @@ build() { # name srcdir
     > $R/build-$1.log 2>&1 || { echo "BUILD $1 FAILED"; tail -20 $R/build-$1.log; }
 }
 build base .
-names=(base); i=0
+names=(base); probed=(); i=0
 for patch in "$@"; do
   i=$((i + 1)); src=build/price/src$i; rm -rf $src; mkdir -p $src
   cp -r CMakeLists.txt interpose $src/ && rm -rf $src/interpose/build
@@ -43,16 +44,22 @@ run() { # driver build extra
   printf '%s %-6s %3s ' "$1" "$2" "$3"
   "${e[@]}" taskset -c ${CPU:-5} /tmp/ll 200000 256 200 0 "$3" 2>&1 | tail -1
 }
+reserve=30; [ "${TORCH:-1}" != 0 ] && reserve=$((30 + 100 * ${#names[@]})) # the probes' time, 100 s a build
 for rep in 1 2 3 4 5 6 7 8; do
-  [ $((DL-SECONDS)) -lt 150 ] && break
+  [ $((DL-SECONDS)) -lt $reserve ] && break
   for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
 done | tee $R/launch_loop.txt
 python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt
-if [ "${TORCH:-1}" != 0 ] && [ $((DL-SECONDS)) -gt 90 ]; then
-  (cd bench && timeout $((DL-SECONDS-10)) python3 overhead_probe.py --lib ../build/price/base/interpose/libfikit.so \
-    --out ../$R/probe --models bert,resnet50 --variants toggle,toggle_bypass --reps 8 --window-s 2.0 \
-    --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((DL-SECONDS-40))) > $R/probe.log 2>&1
-  grep -E "same process" $R/probe.log
+if [ "${TORCH:-1}" != 0 ]; then
+  for n in "${names[@]}"; do
+    left=$(( (DL - SECONDS) / (${#names[@]} - ${#probed[@]}) ))
+    [ $left -lt 90 ] && { echo "no time left to probe $n"; break; }
+    (cd bench && timeout $((left-5)) python3 overhead_probe.py --lib ../build/price/$n/interpose/libfikit.so \
+      --out ../$R/probe-$n --models bert,resnet50 --variants toggle,toggle_bypass --reps 8 --window-s 2.0 \
+      --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((left-35))) > $R/probe-$n.log 2>&1
+    grep -E "same process" $R/probe-$n.log | sed "s/^/$n /"
+    probed+=("$n")
+  done
 fi
 tar czf $OUT/results.tgz $R
 ls -la $OUT; echo price done in ${SECONDS}s
