@@ -44,7 +44,9 @@ run() { # driver build extra
   printf '%s %-6s %3s ' "$1" "$2" "$3"
   "${e[@]}" taskset -c ${CPU:-5} /tmp/ll 200000 256 200 0 "$3" 2>&1 | tail -1
 }
-reserve=30; [ "${TORCH:-1}" != 0 ] && reserve=$((30 + 100 * ${#names[@]})) # the probes' time, 100 s a build
+# the probes' time, 100 s a build, but never more than half the call: the launch loops come first
+reserve=30; [ "${TORCH:-1}" != 0 ] && reserve=$((30 + 100 * ${#names[@]}))
+[ $reserve -gt $((DL / 2)) ] && reserve=$((DL / 2))
 for rep in 1 2 3 4 5 6 7 8; do
   [ $((DL-SECONDS)) -lt $reserve ] && break
   for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
