@@ -59,9 +59,6 @@ struct fikit_memo_cursor {
  * repeating a pair reads one memo line (its index's too when c guessed wrong) and the entry. */
 struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
                                        const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c);
-/* Start fetching what the launch c guesses comes next will read (its memo line was fetched when the
- * guess was made; this fetches its kernel-table entry's first line): called as a launch returns. */
-void fikit_memo_prefetch_next(const struct fikit_memo_cursor *c);
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],

@@ -117,11 +117,10 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * Entries are taken in order of first launch, so the pairs a program launches
  * in turn sit next to each other (a hashed table spread them over 64 pages,
  * a TLB miss on most launches).  The guessed next entry is fetched into the
- * cache as the guess is made, and its kernel-table line when the launch
- * returns (fikit_memo_prefetch_next): an entry was last touched a whole cycle
- * of the program ago, and its kernel-table line can only be asked for once
- * the entry has come (on an H200 the gain did not resolve from noise:
- * bench/results/2026-11-26-h200-hotpath5).  An entry's key never changes once it is
+ * cache as the guess is made: an entry was last touched a whole cycle of the
+ * program ago.  Its kernel-table line is not fetched ahead as well: asked for
+ * as a launch returned, it made a launch 6 ns dearer on an H100, not cheaper
+ * (bench/results/2026-11-26-h100-price4b).  An entry's key never changes once it is
  * published; only its kernel-table pointer is replaced, when the device's
  * slot moved to another mapping.  Pairs beyond MEMO take the slow way.
  */
@@ -280,14 +279,4 @@ FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, 
     if (FIKIT_LIKELY(next && next <= MEMO))
         __builtin_prefetch(&memo[next - 1], 0, 3); /* read by the launch after this one */
     return k;
-}
-
-FIKIT_HOT void fikit_memo_prefetch_next(const struct fikit_memo_cursor *c)
-{
-    uint32_t g = atomic_load_explicit(&c->guess, memory_order_relaxed);
-    if (FIKIT_UNLIKELY(!g || g > MEMO))
-        return;
-    struct fikit_kstat *k = atomic_load_explicit(&memo[g - 1].k, memory_order_relaxed);
-    if (FIKIT_LIKELY(k != NULL))
-        __builtin_prefetch(k, 1, 3); /* its first line: the count it adds to, the predictions */
 }

@@ -632,7 +632,6 @@ FIKIT_HOT static void after(struct launch *L, CUresult r)
     atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
     if (L->deferred)
         mark_own_done(p, L->stream);
-    fikit_memo_prefetch_next(&p->memo);
 }
 
 /* A sync marks the slot of the device it waits on (its context's, or the current one's):
