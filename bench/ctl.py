@@ -306,15 +306,21 @@ def run_window(
     lead_s: float = 0.15,
     grace_s: float = 60.0,
     slices: Mapping[str, Spans] | None = None,
+    toggles: Mapping[str, tuple[float, str]] | None = None,
 ) -> tuple[float, dict[str, list[list[float]]]]:
     """Start every worker's window at one CLOCK_MONOTONIC instant; return (start_at, records by tag).
     With slices (offsets from that instant, by worker tag) a worker runs only inside its own, and
-    sleeps between them: the runner's schedule goes out whole, so taking turns costs no round trip."""
+    sleeps between them: the runner's schedule goes out whole, so taking turns costs no round trip.
+    With toggles (by worker tag: ms, "measuring" or "library") an HP worker switches that part of
+    libfikit.so off and on every ms in this window, each record marked with the state it ran in."""
     start_at = time.monotonic() + lead_s
     for w in workers:
         msg: dict[str, Any] = {"cmd": "run", "id": wid, "start_at": start_at, "duration_s": duration_s}
         if slices is not None:
             msg["slices"] = [[start_at + a, start_at + b] for a, b in slices[w.tag]]
+        if toggles and w.tag in toggles:
+            ms, switch = toggles[w.tag]
+            msg["toggle"] = {"ms": ms, "switch": switch}
         w.send(msg)
     out: dict[str, list[list[float]]] = {}
     errors: list[str] = []

@@ -34,6 +34,9 @@ FLOOR = (
     ("scheduling (fikit over fikit_hp)", "fikit", "fikit_hp"),
     ("MPS (mps_hp over solo_hp)", "mps_hp", "solo_hp"),
     ("library and fikitd (fikit_hp over mps_hp)", "fikit_hp", "mps_hp"),
+    # runs with --floor-toggle-ms split that last part inside the fikit HP's own process
+    ("  of which its launches, in-process (fikit_hp over fikit_off)", "fikit_hp", "fikit_off"),
+    ("  of which the rest (fikit_off over mps_hp)", "fikit_off", "mps_hp"),
 )
 
 

@@ -20,6 +20,12 @@ repetition:
              cost of MPS, the library and the daemon without any LP work to schedule
   mps_hp     the mps_prio processes' HPs alone: MPS's part of that floor (plain processes, MPS
              clients, no libfikit.so)
+  fikit_off  with --floor-toggle-ms N, not a window of its own: in each fikit_hp window the fikit HPs
+             switch the whole library off and on every N ms (fikit_set_bypass), and the requests
+             served with it off make this row, those with it on the fikit_hp row. fikit_hp over
+             fikit_off is what the library's launches cost inside the same process, registered and
+             beside its idle LPs; fikit_off over mps_hp is the rest of the floor above MPS (another
+             process, registration, the daemon), which a toggle in a private domain cannot see
 A repetition first runs the four windows whose HPs are compared with each other side by side, in
 an order that alternates (even repetitions solo_hp, fikit, fikit_hp, mps_hp; odd ones the
 reverse), so a drift slower than a window weighs on both sides of a ratio alike over two
@@ -90,6 +96,7 @@ STATS_KEY = "multigpu"  # run_pairs.read_stats finds OUT/stats/<key>.<tag>.<pid>
 MODES = ["solo_hp", "solo_lp", "solo_lp2", "mps_prio", "fikit", "fikit_hp", "mps_hp"]
 SHARED = ["mps_prio", "fikit"]  # every process runs
 COMPARED = [*SHARED, "fikit_hp", "mps_hp"]  # the modes whose HP latency is taken over solo_hp's
+OFF = "fikit_off"  # with --floor-toggle-ms: the fikit_hp windows' requests served with the library off
 NEAR = ["solo_hp", "fikit", "fikit_hp", "mps_hp"]  # the windows compared with each other: side by side
 CPU_ROLES = ["hp0", "hp1", "lp0", "lp1", "lp2", "service"]  # each has a --ROLE-cores option
 LAT_ROW_MAX = 1000  # a window's HP latencies go to raw.jsonl (lat_ms) up to this many
@@ -101,7 +108,7 @@ SLICE_ORDER = ["solo_hp", "fikit", "mps_hp", "fikit_hp"]
 BLOCK = "block"  # with --slice-s: the NEAR modes in interleaved slices (run_block)
 EXTRAS = ["mps_prio", "solo_lp", "solo_lp2"]
 MODE_GROUP = {"solo_hp": "plain", "solo_lp": "plain", "solo_lp2": "plain", "mps_prio": "mpsprio",
-              "fikit": "fikit", "fikit_hp": "fikit", "mps_hp": "mpsprio"}  # fmt: skip
+              "fikit": "fikit", "fikit_hp": "fikit", "mps_hp": "mpsprio", "fikit_off": "fikit"}  # fmt: skip
 
 
 def order(rep: int, sliced: bool = False, extras: bool = True) -> list[str]:
@@ -115,7 +122,7 @@ def order(rep: int, sliced: bool = False, extras: bool = True) -> list[str]:
 def mode_keys(mode: str, roles: list[Role]) -> list[str]:
     """The processes a mode's window runs, by role key."""
     only = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
-            "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"]}  # fmt: skip
+            "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"], "fikit_off": ["hp0", "hp1"]}  # fmt: skip
     return only.get(mode, [r.key for r in roles])
 
 
@@ -591,27 +598,40 @@ class Verify:
             for k in before
         }
 
-    def run_mode(self, mode: str, rep: int, pos: int) -> dict[str, Any]:
+    def run_mode(self, mode: str, rep: int, pos: int) -> list[dict[str, Any]]:
+        """A mode's window: its row, and with --floor-toggle-ms a fikit_hp window's fikit_off row."""
         a = self.a
         row = self.new_row(mode, rep, pos)
         group = self.groups[MODE_GROUP[mode]]
         if group.error:
             row["error"] = group.error
-            return row
+            return [row]
         workers = [group.workers[k] for k in mode_keys(mode, self.roles)]
         before = self.held() if mode == "fikit" else None
+        toggles = None
+        if mode == "fikit_hp" and a.floor_toggle_ms > 0:
+            toggles = {w.tag: (a.floor_toggle_ms, "library") for w in workers}
         dur = a.discard_s + a.window_s
         try:
             with self.host_window(row):
-                start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s)
+                start, recs = ctl.run_window(workers, f"{mode}-{rep}", dur, grace_s=a.window_grace_s,
+                                             toggles=toggles)  # fmt: skip
         except ctl.WorkerError as e:
             row["error"] = str(e)[:3000]
             group.error = f"window {mode} rep {rep} failed: {e}"[:3000]
-            return row
+            return [row]
         if before is not None:
             row["held_in_window"] = self.held_between(before)
-        self.measure(row, {w.tag: recs[w.tag] for w in workers}, [(start + a.discard_s, start + dur)])
-        return row
+        spans = [(start + a.discard_s, start + dur)]
+        if toggles is None:
+            self.measure(row, {w.tag: recs[w.tag] for w in workers}, spans)
+            return [row]
+        off = {**self.new_row(OFF, rep, pos + 1), **{k: row[k] for k in ("cpu", "gpu_clock", "canary")}}
+        for r, state in ((row, 1), (off, 0)):  # a record's fourth field: the library on (1) or off
+            r["toggle_ms"] = a.floor_toggle_ms
+            self.measure(r, {w.tag: [x for x in recs[w.tag] if len(x) > 3 and x[3] == state]
+                             for w in workers}, spans)  # fmt: skip
+        return [row, off]
 
     def block_plan(self, rep: int) -> list[slices.Slice]:
         a = self.a
@@ -688,13 +708,17 @@ class Verify:
                 self.restart_hps(rep)
             pos = 0
             for mode in modes:
-                rows = self.run_block(rep) if mode == BLOCK else [self.run_mode(mode, rep, pos)]
+                rows = self.run_block(rep) if mode == BLOCK else self.run_mode(mode, rep, pos)
                 pos += len(rows)
                 for row in rows:
                     row["generation"] = len(self.generations)
                     self.rows.append(row)
                     benchlib.append_jsonl(self.outdir() / "raw.jsonl", row)
                     self.log_row(row)
+
+    def compared(self) -> list[str]:
+        """The modes whose HP is taken over solo_hp's: COMPARED, and fikit_off when the floor is toggled."""
+        return [*COMPARED, OFF] if self.a.floor_toggle_ms > 0 else COMPARED
 
     def log_row(self, row: dict[str, Any]) -> None:
         hs = " ".join(f"{k} p50 {s.get('p50_ms')} p99 {s.get('p99_ms')}" for k, s in row["hp"].items())
@@ -729,8 +753,8 @@ class Verify:
         for rep in reps:
             sh, sl, sl2 = by.get(("solo_hp", rep)), by.get(("solo_lp", rep)), by.get(("solo_lp2", rep))
             mp, floor = by.get(("mps_prio", rep)), by.get(("fikit_hp", rep))
-            mps_floor = by.get(("mps_hp", rep))
-            for mode in COMPARED:
+            mps_floor, off = by.get(("mps_hp", rep)), by.get((OFF, rep))
+            for mode in self.compared():
                 row = by.get((mode, rep))
                 if row is None:
                     continue
@@ -741,9 +765,13 @@ class Verify:
                             add(f"{k}_{q}_ratio", mode, benchlib.ratio(ms, sh["hp"][k][f"{q}_ms"]))
                         if mode == "fikit" and floor and k in floor["hp"]:
                             add(f"{k}_{q}_vs_fikit_hp", mode, benchlib.ratio(ms, floor["hp"][k][f"{q}_ms"]))
-                        if mode == "fikit_hp" and mps_floor and k in mps_floor["hp"]:
-                            # the floor's own split: the library and fikitd over MPS alone
+                        if mode in ("fikit_hp", OFF) and mps_floor and k in mps_floor["hp"]:
+                            # the floor's own split: the library and fikitd over MPS alone (fikit_off:
+                            # the same process with the library off, over MPS alone)
                             add(f"{k}_{q}_vs_mps_hp", mode, benchlib.ratio(ms, mps_floor["hp"][k][f"{q}_ms"]))
+                        if mode == "fikit_hp" and off and k in off["hp"]:
+                            # the library's launches, on over off inside the same process and window
+                            add(f"{k}_{q}_vs_fikit_off", mode, benchlib.ratio(ms, off["hp"][k][f"{q}_ms"]))
                 if mode not in SHARED:
                     continue
                 for k, solo in (("lp0", sl), ("lp1", sl), ("lp2", sl2)):
@@ -766,7 +794,7 @@ class Verify:
                 den = benchlib.quantile(solo, at)
                 out[f"{k}_{q}_pooled_ratio"] = {
                     m: {"ratio": benchlib.rnd(benchlib.ratio(benchlib.quantile(lat, at), den)), "n": len(lat)}
-                    for m in COMPARED
+                    for m in self.compared()
                     if (lat := self.lat.get((m, k)))
                 }
         return out
@@ -820,6 +848,9 @@ class Verify:
             def med(name: str, mode: str) -> float | None:
                 return (ratios.get(name) or {}).get(mode, {}).get("median")
 
+            def of(name: str, mode: str, key: str = hp.key) -> Any:
+                return (ratios.get(f"{key}_{name}") or {}).get(mode)
+
             fik50, fik99 = med(f"{hp.key}_p50_ratio", "fikit"), med(f"{hp.key}_p99_ratio", "fikit")
             missed = []
             if fik50 is None or fik50 > summarize.TARGET_HP_P50:
@@ -833,8 +864,8 @@ class Verify:
                     "hp": hp.model,
                     "lp": lp.model,
                     "two_gpu_lp": self.a.lp2,
-                    "hp_p50_ratio": {m: (ratios.get(f"{hp.key}_p50_ratio") or {}).get(m) for m in COMPARED},
-                    "hp_p99_ratio": {m: (ratios.get(f"{hp.key}_p99_ratio") or {}).get(m) for m in COMPARED},
+                    "hp_p50_ratio": {m: of("p50_ratio", m) for m in self.compared()},
+                    "hp_p99_ratio": {m: of("p99_ratio", m) for m in self.compared()},
                     # the second view: all requests pooled (the targets stay on the medians above)
                     "hp_p50_pooled_ratio": ratios.get(f"{hp.key}_p50_pooled_ratio") or {},
                     "hp_p99_pooled_ratio": ratios.get(f"{hp.key}_p99_pooled_ratio") or {},
@@ -844,6 +875,10 @@ class Verify:
                     # that floor split: MPS alone is mps_hp over solo; the library and fikitd this
                     "floor_p50_vs_mps_hp": (ratios.get(f"{hp.key}_p50_vs_mps_hp") or {}).get("fikit_hp"),
                     "floor_p99_vs_mps_hp": (ratios.get(f"{hp.key}_p99_vs_mps_hp") or {}).get("fikit_hp"),
+                    # with --floor-toggle-ms, that split again: the library's launches inside the
+                    # process (fikit_hp over fikit_off), and the rest (fikit_off over mps_hp)
+                    "floor_p50_library_inproc": of("p50_vs_fikit_off", "fikit_hp"),
+                    "floor_p50_rest_vs_mps_hp": of("p50_vs_mps_hp", OFF),
                     "lp_tput_ratio": {m: (ratios.get(f"{lp.key}_tput_ratio") or {}).get(m) for m in SHARED},
                     "lp_vs_mps_prio": (ratios.get(f"{lp.key}_vs_mps_prio") or {}).get("fikit"),
                     "targets": {
@@ -926,13 +961,17 @@ class Verify:
                 f"LP fikit/mps_prio {m(g['lp_vs_mps_prio'])}; HP alone under fikit (LPs idle) p50 x solo "
                 f"{m(p50.get('fikit_hp'))}, p99 {m(p99.get('fikit_hp'))}; fikit HP over that p50 "
                 f"{m(g['hp_p50_vs_fikit_hp'])}, p99 {m(g['hp_p99_vs_fikit_hp'])}; HP alone under MPS p50 "
-                f"x solo {m(p50.get('mps_hp'))}, library and fikitd over that {m(g['floor_p50_vs_mps_hp'])}; "
-                f"targets {targets}"
+                f"x solo {m(p50.get('mps_hp'))}, library and fikitd over that {m(g['floor_p50_vs_mps_hp'])}"
+                + ("" if g["floor_p50_library_inproc"] is None else
+                   f" (its launches, in-process {m(g['floor_p50_library_inproc'])}; the rest, library off "
+                   f"over MPS alone {m(g['floor_p50_rest_vs_mps_hp'])})")
+                + f"; targets {targets}"
             )
-            pooled = {q: " / ".join(m(g[f"hp_{q}_pooled_ratio"].get(x), "ratio") for x in COMPARED[::-1])
+            shown = list(g["hp_p50_ratio"])[::-1]
+            pooled = {q: " / ".join(m(g[f"hp_{q}_pooled_ratio"].get(x), "ratio") for x in shown)
                       for q in ("p50", "p99")}  # fmt: skip
             out.append(
-                f"GPU {g['index']} all requests pooled, HP x solo ({' / '.join(COMPARED[::-1])}): "
+                f"GPU {g['index']} all requests pooled, HP x solo ({' / '.join(shown)}): "
                 f"p50 {pooled['p50']}, p99 {pooled['p99']}"
             )
         t = lp2.get("tput_ratio") or {}
@@ -978,6 +1017,7 @@ class Verify:
             "modes": MODES,
             "order": {"even_reps": order(0, sliced), "odd_reps": order(1, sliced)},
             "extras_every": self.a.extras_every,
+            "floor_toggle_ms": self.a.floor_toggle_ms,
             "slicing": None if not sliced else {
                 "slice_s": self.a.slice_s, "discard_s": self.a.slice_discard_s,
                 "cycles": slices.cycles_for(self.a.window_s, self.a.slice_s, self.a.slice_discard_s),
@@ -1135,6 +1175,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --slice-s: the unmeasured start of each slice")
     p.add_argument("--extras-every", type=int, default=1,
                    help="run mps_prio, solo_lp and solo_lp2 in every N-th repetition only (LP figures)")
+    p.add_argument("--floor-toggle-ms", type=float, default=0.0,
+                   help="in fikit_hp windows, the fikit HPs' library off and on every N ms: a fikit_off row "
+                        "(0: never)")
     # CPUs: `auto` plans them from /sys (benchlib.plan_cores); a list (e.g. 2-3,18) overrides a role
     for k in CPU_ROLES:
         p.add_argument(f"--{k}-cores", default="auto", help=f"{k}'s CPUs (default auto)")
@@ -1143,6 +1186,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.extras_every < 1:
         p.error(f"--extras-every must be 1 or more (got {a.extras_every})")
+    if a.floor_toggle_ms < 0 or (a.floor_toggle_ms and a.slice_s):
+        p.error("--floor-toggle-ms takes a positive N, in windows (not with --slice-s)")
     if a.slice_s:
         try:
             slices.cycles_for(a.window_s, a.slice_s, a.slice_discard_s)

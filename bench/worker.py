@@ -159,11 +159,16 @@ class Worker:
         return {"ev": "ready", "warmup_s": round(dt, 3), "warmup_iters": n, "max_mem_bytes": mem}
 
     def run_window(
-        self, start_at: float, duration_s: float, wid: str, slices: list[list[float]] | None = None
+        self, start_at: float, duration_s: float, wid: str, slices: list[list[float]] | None = None,
+        toggle: tuple[float, str] | None = None,
     ) -> list[list[float]]:
         """Run from start_at for duration_s, or only inside each [start, end) of slices (between
-        them the worker sleeps: slices let several groups of processes take turns on a GPU)."""
-        if slices is not None and self.wl.role == "hp" and self.args.toggle_ms > 0:
+        them the worker sleeps: slices let several groups of processes take turns on a GPU).
+        toggle (ms, what) overrides --toggle-ms and --toggle-switch for this window alone, so that
+        one process can run some windows as it is and split others into library-on and -off
+        stretches (verify_multigpu's --floor-toggle-ms)."""
+        ms, what = toggle if toggle is not None else (self.args.toggle_ms, self.args.toggle_switch)
+        if slices is not None and self.wl.role == "hp" and ms > 0:
             raise ValueError("--toggle-ms switches inside one window: it takes no slices")
         spans = [(start_at, start_at + duration_s)]
         if slices is not None:
@@ -173,12 +178,15 @@ class Worker:
             now = time.monotonic()
             if a > now:
                 time.sleep(a - now)
-            self.run_span(a, b, f"{wid}:{i}" if i else wid, recs)
+            self.run_span(a, b, f"{wid}:{i}" if i else wid, recs, ms, what)
         self.iters_total += len(recs)
         self.release()
         return recs
 
-    def run_span(self, start_at: float, end_at: float, wid: str, recs: list[list[float]]) -> None:
+    def run_span(
+        self, start_at: float, end_at: float, wid: str, recs: list[list[float]], toggle_ms: float = 0.0,
+        toggle_switch: str = "measuring",
+    ) -> None:
         """Requests (HP) or iterations (LP) from start_at until end_at, appended to recs."""
         step = self.wl.step
         sync = self.sync
@@ -198,11 +206,11 @@ class Worker:
                 sync()
                 t_e = time.monotonic()
                 recs.append([round(t_arr, 6), round(t_s, 6), round(t_e, 6)])
-        elif self.wl.role == "hp" and self.args.toggle_ms > 0:
+        elif self.wl.role == "hp" and toggle_ms > 0:
             # One process, libfikit.so's measuring (or all of it) on and off in alternate stretches
             # of toggle_ms (switched between requests only): a record's fourth field says which (1: on).
-            toggle = self.library_switch(self.args.toggle_switch)
-            seg_s, state = self.args.toggle_ms / 1000.0, -1
+            toggle = self.library_switch(toggle_switch)
+            seg_s, state = toggle_ms / 1000.0, -1
             while True:
                 t_s = time.monotonic()
                 if t_s >= end_at:
@@ -261,7 +269,11 @@ def serve(args: argparse.Namespace) -> int:
                 send(sock, w.warmup(float(msg.get("seconds", args.warmup_s))))
             elif cmd == "run":
                 wid = str(msg.get("id"))
-                recs = w.run_window(float(msg["start_at"]), float(msg["duration_s"]), wid, msg.get("slices"))
+                tog = msg.get("toggle")
+                toggle = (float(tog["ms"]), str(tog["switch"])) if tog else None
+                recs = w.run_window(
+                    float(msg["start_at"]), float(msg["duration_s"]), wid, msg.get("slices"), toggle
+                )
                 send(sock, {"ev": "done", "id": wid, "records": recs})
             elif cmd == "quit":
                 send(sock, {"ev": "bye", "iters_total": w.iters_total})

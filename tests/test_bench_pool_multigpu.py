@@ -106,3 +106,22 @@ def test_the_floor_is_split_part_by_part(tmp_path: Path, capsys: pytest.CaptureF
     assert "floor, p50: MPS (mps_hp over solo_hp) 1.0200, 95% interval 1.0200-1.0200" in text
     # a run without the floor's windows has no floor to split
     assert pool_multigpu.pool([write_run(tmp_path / "r", [[(1.0, 1.0)]])])["gpus"]["GPU 0"]["floor_p50"] == {}
+
+
+def test_the_library_part_is_split_again_where_the_floor_was_toggled(tmp_path: Path) -> None:
+    """Runs with --floor-toggle-ms have fikit_off rows (the fikit HP with its library off): the
+    library and fikitd over MPS splits into the launches in-process and the rest."""
+    d = tmp_path / "t"
+    d.mkdir()
+    rows = []
+    # MPS alone 4.0, the same process with the library off 4.1, on 4.2, with its LPs 4.2
+    modes = (("solo_hp", 4.0), ("mps_hp", 4.0), ("fikit_off", 4.1), ("fikit_hp", 4.2), ("fikit", 4.2))
+    for rep in range(4):
+        for mode, ms in modes:
+            rows.append(window(mode, rep, rep, {"hp0": ms}))
+    (d / "raw.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    floor = pool_multigpu.pool([d])["gpus"]["GPU 0"]["floor_p50"]
+    assert floor["library and fikitd (fikit_hp over mps_hp)"]["median"] == pytest.approx(1.05)
+    inproc = floor["  of which its launches, in-process (fikit_hp over fikit_off)"]
+    assert inproc["median"] == pytest.approx(4.2 / 4.1, abs=1e-4)
+    assert floor["  of which the rest (fikit_off over mps_hp)"]["median"] == pytest.approx(1.025)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fakecuda_harness import REPO, FakeBuild, fake_uuid
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -151,6 +152,45 @@ def test_verify_multigpu_sliced_rehearsal(fake_build: FakeBuild, libfikit: Path,
     for g in s["per_gpu"]:  # HP ratios from both repetitions, the LPs' from the one with LP windows
         assert g["hp_p50_ratio"]["fikit"]["n"] == 2 and g["hp_p50_vs_fikit_hp"]["n"] == 2
         assert g["lp_vs_mps_prio"]["n"] == 1
+
+
+def test_verify_multigpu_floor_toggle_rehearsal(fake_build: FakeBuild, libfikit: Path,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """--floor-toggle-ms: in each fikit_hp window the fikit HPs switch their library off and on
+    (fikit_set_bypass), and the requests served with it off make a fikit_off row beside it."""
+    out = tmp_path / "mgt"
+    s = rehearse(fake_build, libfikit, out, "--window-s", "0.6", "--discard-s", "0.1", "--reps", "2",
+                 "--extras-every", "2", "--floor-toggle-ms", "40")  # fmt: skip
+    assert s["ok"] is True and s["floor_toggle_ms"] == 40
+    rows = [json.loads(ln) for ln in (out / "raw.jsonl").read_text().splitlines()]
+    near = ["solo_hp", "fikit", "fikit_hp", "fikit_off", "mps_hp"]
+    back = ["mps_hp", "fikit_hp", "fikit_off", "fikit", "solo_hp"]  # fikit_off always after its window
+    assert [(r["rep"], r["position"], r["mode"]) for r in rows] == [
+        *((0, i, m) for i, m in enumerate([*near, "mps_prio", "solo_lp", "solo_lp2"])),
+        *((1, i, m) for i, m in enumerate(back))]  # fmt: skip
+    assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]]
+    by = {(r["rep"], r["mode"]): r for r in rows}
+    for rep in (0, 1):
+        on, off = by[(rep, "fikit_hp")], by[(rep, "fikit_off")]
+        assert on["toggle_ms"] == off["toggle_ms"] == 40 and off["canary"] == on["canary"]
+        for k in ("hp0", "hp1"):  # both halves served requests, and each row keeps only its own
+            assert on["hp"][k]["n"] > 0 and off["hp"][k]["n"] > 0
+            assert len(on["lat_ms"][k]) == on["hp"][k]["n"] and len(off["lat_ms"][k]) == off["hp"][k]["n"]
+        # the other windows ran as they are: one row each, every request in it
+        assert by[(rep, "fikit")]["hp"]["hp0"]["n"] > on["hp"]["hp0"]["n"]
+    # the toggle left the library on: the fikit windows after it still held the two-GPU job
+    assert any(r["held_in_window"]["lp2"]["0"]["held_launches"] > 0 for r in rows if r["mode"] == "fikit")
+    for g in s["per_gpu"]:
+        assert g["hp_p50_ratio"]["fikit_off"]["n"] == 2
+        assert g["floor_p50_library_inproc"]["n"] == 2 and g["floor_p50_rest_vs_mps_hp"]["n"] == 2
+    lines = verify_multigpu.Verify.table(s["per_gpu"], s["two_gpu_job"], s["noise"])
+    assert ["its launches, in-process" in ln for ln in lines[:4]] == [True, False, True, False], lines
+    assert "fikit_off / mps_hp / fikit_hp / fikit / mps_prio" in lines[1]
+
+
+def test_floor_toggle_refuses_slices() -> None:
+    with pytest.raises(SystemExit):
+        verify_multigpu.main(["--fake", "--slice-s", "0.3", "--floor-toggle-ms", "50"])
 
 
 # ------------------------------------------------------------------------------------ the CPU plan
