@@ -47,6 +47,7 @@ class WorkerProc:
         self.ready: dict[str, Any] | None = None
         self.error: str | None = None
         self.bye: dict[str, Any] | None = None
+        self.usage: dict[str, float] = {}  # what its last window used (worker.usage_since)
         self.t_spawn = 0.0
         self._reader: threading.Thread | None = None
 
@@ -328,6 +329,7 @@ def run_window(
         try:
             msg = w.wait_event("done", timeout=lead_s + duration_s + grace_s, wid=wid)
             out[w.tag] = msg.get("records", [])
+            w.usage = msg.get("usage") or {}
         except WorkerError as e:
             errors.append(str(e))
     if errors:

@@ -47,7 +47,10 @@ Per GPU: HP p50 and p99 over the same repetition's solo (median over repetitions
 against the single-GPU targets (bench/summarize.py), and over fikit_hp (what scheduling the LPs
 costs the HP beyond that floor); as a second view, the p50 and p99 of all of a mode's requests
 pooled over the run over the same of solo_hp's (hp_p50_pooled_ratio: the targets stay on the
-first); LP throughput over its solo and over mps_prio. Host noise: each window's canary rate
+first); LP throughput over its solo and over mps_prio. Where an HP's time went: each window's
+row["usage"] has what every process of it used (CPU time, its own and its serving thread's, page
+faults, context switches: worker.usage_since), and summary.json's `usage` the medians per HP and
+mode, per request. Host noise: each window's canary rate
 (row["canary"]), and in summary.json's `noise`, per HP and mode, Pearson's r across windows
 between log(HP p50) and log(1/canary rate), and the canary's spread. Per domain: the
 clients fikitd had registered (`fikitctl status --json`: GPU, slot, granted priority), and the
@@ -117,6 +120,11 @@ def order(rep: int, sliced: bool = False, extras: bool = True) -> list[str]:
     them in slices; then, with extras, the rest."""
     near = [BLOCK] if sliced else (NEAR if rep % 2 == 0 else NEAR[::-1])
     return [*near, *(EXTRAS if extras else [])]
+
+
+def per_unit(usages: list[dict[str, float]], key: str, unit: str, scale: float = 1.0) -> float | None:
+    """The median over windows of usage[key] per usage[unit] (worker.usage_since), times scale."""
+    return benchlib.rnd(benchlib.median(u[key] * scale / u[unit] for u in usages if u.get(unit)), 4)
 
 
 def mode_keys(mode: str, roles: list[Role]) -> list[str]:
@@ -622,6 +630,8 @@ class Verify:
             return [row]
         if before is not None:
             row["held_in_window"] = self.held_between(before)
+        # each process's CPU time, faults and switches over the window (with a toggle, both halves)
+        row["usage"] = {k: group.workers[k].usage for k in mode_keys(mode, self.roles)}
         spans = [(start + a.discard_s, start + dur)]
         if toggles is None:
             self.measure(row, {w.tag: recs[w.tag] for w in workers}, spans)
@@ -797,6 +807,29 @@ class Verify:
                     for m in self.compared()
                     if (lat := self.lat.get((m, k)))
                 }
+        return out
+
+    def usage(self) -> dict[str, Any]:
+        """Where each HP's time went, per mode: medians over its windows of the CPU time a request
+        took (the whole process's, and its serving thread's), the page faults and the switches.
+        Two modes whose requests take different times but the same CPU lost it waiting (on the
+        GPU, or for a CPU); more CPU a request is work done in the process (fikit_hp's windows
+        with --floor-toggle-ms count both halves)."""
+        out: dict[str, Any] = {}
+        for k in ("hp0", "hp1"):
+            per: dict[str, Any] = {}
+            for m in ("solo_hp", *COMPARED):
+                us = [u for r in self.rows if r["mode"] == m and r["ok"]
+                      for u in [(r.get("usage") or {}).get(k) or {}] if u.get("n")]  # fmt: skip
+                per[m] = {
+                    "windows": len(us),
+                    "cpu_ms_per_request": per_unit(us, "proc_cpu_s", "n", 1e3),
+                    "thread_cpu_ms_per_request": per_unit(us, "thread_cpu_s", "n", 1e3),
+                    "minflt_per_request": per_unit(us, "proc_minflt", "n"),
+                    "nvcsw_per_request": per_unit(us, "proc_nvcsw", "n"),
+                    "nivcsw_per_s": per_unit(us, "proc_nivcsw", "wall_s"),
+                }
+            out[k] = per
         return out
 
     def noise(self) -> dict[str, Any]:
@@ -999,6 +1032,7 @@ class Verify:
         ratios = self.ratios()
         per_gpu = self.per_gpu(ratios)
         noise = self.noise()
+        usage = self.usage()
         self.final_checks(per_gpu)
         sliced = self.a.slice_s > 0
         summary = {
@@ -1051,6 +1085,7 @@ class Verify:
                 ),
             },
             "ratios": ratios,
+            "usage": usage,
             "noise": noise,
             "checks": self.checks,
             "ok": all(c["ok"] is not False for c in self.checks),
@@ -1059,6 +1094,9 @@ class Verify:
         benchlib.write_json(self.outdir() / "summary.json", summary)
         for line in self.table(per_gpu, summary["two_gpu_job"], noise):
             self.log(line)
+        for k, per in usage.items():
+            self.log(f"usage {k}, CPU ms a request (its thread's): " + ", ".join(
+                f"{m} {u['cpu_ms_per_request']} ({u['thread_cpu_ms_per_request']})" for m, u in per.items()))
         failed = [c["check"] for c in self.checks if c["ok"] is False]
         self.log(
             f"verify_multigpu: {'ALL PASS' if not failed else 'FAILED: ' + '; '.join(failed)} "

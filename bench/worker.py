@@ -32,6 +32,7 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -79,6 +80,7 @@ class Worker:
                 print(f"worker: cannot pin to {args.cpus}: {e}", file=sys.stderr)
         self.threads = wl_mod.set_threads_from_affinity()
         self.iters_total = 0
+        self.last_usage: dict[str, float] = {}  # the last window's (usage_since)
         del t0
 
     def sync(self) -> None:
@@ -174,11 +176,13 @@ class Worker:
         if slices is not None:
             spans = [(float(a), float(b)) for a, b in slices]
         recs: list[list[float]] = []
+        before = usage_now()
         for i, (a, b) in enumerate(spans):
             now = time.monotonic()
             if a > now:
                 time.sleep(a - now)
             self.run_span(a, b, f"{wid}:{i}" if i else wid, recs, ms, what)
+        self.last_usage = usage_since(before, len(recs))
         self.iters_total += len(recs)
         self.release()
         return recs
@@ -243,6 +247,27 @@ class Worker:
                 recs.append([round(t_s, 6), round(time.monotonic(), 6)])
 
 
+def usage_now() -> dict[str, float]:
+    """CPU time, page faults and context switches so far: the whole process's (every thread: the
+    program's, the CUDA driver's, MPS's, libfikit.so's) and the calling thread's."""
+    out: dict[str, float] = {}
+    for scope, who in (("proc", resource.RUSAGE_SELF), ("thread", resource.RUSAGE_THREAD)):
+        r = resource.getrusage(who)
+        out.update({f"{scope}_cpu_s": r.ru_utime + r.ru_stime, f"{scope}_minflt": r.ru_minflt,
+                    f"{scope}_nvcsw": r.ru_nvcsw, f"{scope}_nivcsw": r.ru_nivcsw})  # fmt: skip
+    out["wall_s"] = time.monotonic()
+    return out
+
+
+def usage_since(before: dict[str, float], n: int) -> dict[str, float]:
+    """What a window used (usage_now() then and now), and its records (requests or iterations): two
+    processes whose requests differ in time differ here in where it went (CPU, faults, switches)."""
+    now = usage_now()
+    out = {k: round(now[k] - v, 6) for k, v in before.items()}
+    out["n"] = n
+    return out
+
+
 def send(sock: socket.socket, obj: dict[str, Any]) -> None:
     sock.sendall((json.dumps(obj) + "\n").encode())
 
@@ -274,7 +299,7 @@ def serve(args: argparse.Namespace) -> int:
                 recs = w.run_window(
                     float(msg["start_at"]), float(msg["duration_s"]), wid, msg.get("slices"), toggle
                 )
-                send(sock, {"ev": "done", "id": wid, "records": recs})
+                send(sock, {"ev": "done", "id": wid, "records": recs, "usage": w.last_usage})
             elif cmd == "quit":
                 send(sock, {"ev": "bye", "iters_total": w.iters_total})
                 break

@@ -88,6 +88,16 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
     assert all(("rate" in r["canary"]) == bool(canary_ok) for r in rows)
     # each HP window keeps its requests' latencies
     assert all(len(r["lat_ms"][k]) == r["hp"][k]["n"] for r in rows for k in r["hp"])
+    # and what each of its processes used meanwhile: CPU time, faults, switches, over every record
+    # of the window (the discarded start too)
+    for r in rows:
+        assert sorted(r["usage"]) == sorted([*r["hp"], *r["lp"]])
+        for k, u in r["usage"].items():
+            assert u["n"] >= (r["hp"][k]["n"] if k in r["hp"] else 1) and u["wall_s"] >= r["window_s"]
+            assert u["proc_cpu_s"] >= u["thread_cpu_s"] > 0 and u["proc_minflt"] >= 0
+    for k in ("hp0", "hp1"):
+        for m in ("solo_hp", "fikit", "fikit_hp", "mps_hp", "mps_prio"):
+            assert s["usage"][k][m]["windows"] == 3 and s["usage"][k][m]["cpu_ms_per_request"] > 0
     assert s["reps_done"] == 3
     # the CPU plan: every role, disjoint unless the notes say there were too few CPUs
     plan = s["cpu_plan"]
