@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .protocol import SCHED_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +24,6 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 MPS_MODES = ("manage", "attach", "none")
-SCHED_MODES = ("fikit", "strict", "off")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?$")
 
 

@@ -44,6 +44,7 @@ from prometheus_client.metrics_core import (
 )
 
 from . import log
+from .protocol import JOB_STATES, SCHED_MODES
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
 
 LOG = log.get("metrics")
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "lost")
-SCHED_MODES = ("fikit", "strict", "off")
 PRIO_LEVELS = (0, 1, 2)  # always exported by fikit_clients, so a dashboard's series exist at 0
 REFRESH_S = 1.0
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
