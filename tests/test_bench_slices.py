@@ -87,7 +87,8 @@ class _Steps:
 
 def _worker(role: str = "hp", toggle_ms: float = 0) -> Any:
     w = worker.Worker.__new__(worker.Worker)  # the loops only: no model, no device
-    w.args = argparse.Namespace(rate=0.0, seed=0, toggle_ms=toggle_ms, release_mem=False)
+    w.args = argparse.Namespace(rate=0.0, seed=0, toggle_ms=toggle_ms, toggle_switch="measuring",
+                                release_mem=False)  # fmt: skip
     w.wl = _Steps()
     w.wl.role = role
     w.device = "fake"
@@ -105,8 +106,14 @@ def test_worker_runs_only_inside_its_slices(role: str) -> None:
     starts = [r[1] if role == "hp" else r[0] for r in recs]
     assert all(any(a <= s < b for a, b in spans) for s in starts), (starts, spans)
     assert any(s >= t + 0.3 for s in starts) and any(s < t + 0.1 for s in starts)  # both slices ran
+    # what the window used, over all its records (worker.usage_since), the sleep between slices too
+    assert w.last_usage["n"] == len(recs) and w.last_usage["wall_s"] >= 0.35
+    assert w.last_usage["proc_cpu_s"] >= w.last_usage["thread_cpu_s"] > 0
 
 
 def test_worker_refuses_slices_with_toggles() -> None:
     with pytest.raises(ValueError, match="no slices"):
         _worker("hp", toggle_ms=50).run_window(time.monotonic(), 0.1, "x", [[0.0, 0.1]])
+    # nor with a toggle asked for one window alone (verify_multigpu --floor-toggle-ms)
+    with pytest.raises(ValueError, match="no slices"):
+        _worker("hp").run_window(time.monotonic(), 0.1, "x", [[0.0, 0.1]], toggle=(50.0, "library"))
