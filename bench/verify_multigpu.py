@@ -111,7 +111,7 @@ SLICE_ORDER = ["solo_hp", "fikit", "mps_hp", "fikit_hp"]
 BLOCK = "block"  # with --slice-s: the NEAR modes in interleaved slices (run_block)
 EXTRAS = ["mps_prio", "solo_lp", "solo_lp2"]
 MODE_GROUP = {"solo_hp": "plain", "solo_lp": "plain", "solo_lp2": "plain", "mps_prio": "mpsprio",
-              "fikit": "fikit", "fikit_hp": "fikit", "mps_hp": "mpsprio", "fikit_off": "fikit"}  # fmt: skip
+              "fikit": "fikit", "fikit_hp": "fikit", "mps_hp": "mpsprio", OFF: "fikit"}  # fmt: skip
 
 
 def order(rep: int, sliced: bool = False, extras: bool = True) -> list[str]:
@@ -130,7 +130,7 @@ def per_unit(usages: list[dict[str, float]], key: str, unit: str, scale: float =
 def mode_keys(mode: str, roles: list[Role]) -> list[str]:
     """The processes a mode's window runs, by role key."""
     only = {"solo_hp": ["hp0", "hp1"], "solo_lp": ["lp0", "lp1"], "solo_lp2": ["lp2"],
-            "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"], "fikit_off": ["hp0", "hp1"]}  # fmt: skip
+            "fikit_hp": ["hp0", "hp1"], "mps_hp": ["hp0", "hp1"], OFF: ["hp0", "hp1"]}  # fmt: skip
     return only.get(mode, [r.key for r in roles])
 
 
@@ -878,13 +878,10 @@ class Verify:
             hp = next(r for r in self.roles if r.role == "hp" and r.gpus == [i])
             lp = next(r for r in self.roles if r.role == "lp" and r.gpus == [i])
 
-            def med(name: str, mode: str) -> float | None:
-                return (ratios.get(name) or {}).get(mode, {}).get("median")
-
             def of(name: str, mode: str, key: str = hp.key) -> Any:
                 return (ratios.get(f"{key}_{name}") or {}).get(mode)
 
-            fik50, fik99 = med(f"{hp.key}_p50_ratio", "fikit"), med(f"{hp.key}_p99_ratio", "fikit")
+            fik50, fik99 = ((of(f"{q}_ratio", "fikit") or {}).get("median") for q in ("p50", "p99"))
             missed = []
             if fik50 is None or fik50 > summarize.TARGET_HP_P50:
                 missed.append(f"HP p50 {fik50} x solo (target <= {summarize.TARGET_HP_P50})")
@@ -903,11 +900,11 @@ class Verify:
                     "hp_p50_pooled_ratio": ratios.get(f"{hp.key}_p50_pooled_ratio") or {},
                     "hp_p99_pooled_ratio": ratios.get(f"{hp.key}_p99_pooled_ratio") or {},
                     # fikit's HP over the same HP with its LPs idle: the scheduling's own cost
-                    "hp_p50_vs_fikit_hp": (ratios.get(f"{hp.key}_p50_vs_fikit_hp") or {}).get("fikit"),
-                    "hp_p99_vs_fikit_hp": (ratios.get(f"{hp.key}_p99_vs_fikit_hp") or {}).get("fikit"),
+                    "hp_p50_vs_fikit_hp": of("p50_vs_fikit_hp", "fikit"),
+                    "hp_p99_vs_fikit_hp": of("p99_vs_fikit_hp", "fikit"),
                     # that floor split: MPS alone is mps_hp over solo; the library and fikitd this
-                    "floor_p50_vs_mps_hp": (ratios.get(f"{hp.key}_p50_vs_mps_hp") or {}).get("fikit_hp"),
-                    "floor_p99_vs_mps_hp": (ratios.get(f"{hp.key}_p99_vs_mps_hp") or {}).get("fikit_hp"),
+                    "floor_p50_vs_mps_hp": of("p50_vs_mps_hp", "fikit_hp"),
+                    "floor_p99_vs_mps_hp": of("p99_vs_mps_hp", "fikit_hp"),
                     # with --floor-toggle-ms, that split again: the library's launches inside the
                     # process (fikit_hp over fikit_off), and the rest (fikit_off over mps_hp)
                     "floor_p50_library_inproc": of("p50_vs_fikit_off", "fikit_hp"),
