@@ -1,7 +1,7 @@
 #!/bin/bash
 # Session 5's call on nvidia-h200-x2 (issue 8), from the repository root:
 #   [LL=0] DL=<seconds> R=<folder> bash bench/results/2026-11-26-2xh200/call.sh [verify_multigpu options]
-# 1. the host: CPUs, NUMA, GPU topology, interrupts, clocksource;
+# 1. the host: CPUs, NUMA, GPU topology, interrupts, clocksource, file systems (since session 10);
 # 2. the library's per-launch cost, this commit against the one before (its sources carried in
 #    build/old/src), an HP alone in a domain, real and fake driver, 3 rounds;
 # 3. verify_multigpu with the options given.
@@ -12,6 +12,7 @@ lscpu > $H/lscpu.txt 2>&1; lscpu -e > $H/lscpu-e.txt 2>&1
 nvidia-smi topo -m > $H/topo.txt 2>&1
 nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,clocks.sm --format=csv > $H/gpus.csv 2>&1
 cat /sys/devices/system/clocksource/clocksource0/current_clocksource > $H/clocksource.txt 2>&1
+df -T /tmp /run /dev/shm > $H/filesystems.txt 2>&1  # where fikitd's domains (under /tmp here) live
 cat /proc/interrupts > $H/interrupts-start.txt
 (cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release && cmake --build build/gpu -j16) > $R/build.log 2>&1 || tail -20 $R/build.log
 (cmake -S build/old/src -B build/old/b -DCMAKE_BUILD_TYPE=Release && cmake --build build/old/b -j16) > $R/build-old.log 2>&1 || tail -20 $R/build-old.log
