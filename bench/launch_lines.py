@@ -10,9 +10,10 @@ preloaded as the only client of a self-granting domain (an HP, as in issue 8), a
 last-level cache shrunk below TOUCH_KB so that each line the library touches is counted once a
 launch.  It prints, per launch, the instructions and the lines missed in each function of
 interpose/src, and their total: a deterministic figure to compare two libraries by, where the
-GPU hosts' timings need many generations of processes to resolve a 1% change.
+GPU hosts' timings need many generations of processes to resolve a 1% change.  With --by-line it
+also names the source lines that miss, the places a cut has to reach.
 
-    python3 bench/launch_lines.py --src . [--src OLD_CHECKOUT ...] [--lib LIB ...] [--json]
+    python3 bench/launch_lines.py --src . [--src OLD_CHECKOUT ...] [--lib LIB ...] [--by-line] [--json]
 
 --src builds a checkout's library with debug information (cachegrind names a function's file
 only then); a --lib must have been built so (-DCMAKE_C_FLAGS=-g).
@@ -56,6 +57,50 @@ def parse_functions(annotated: str) -> dict[str, dict[str, int]]:
     return out
 
 
+_LINE_MARK = re.compile(r"-- line (\d+) -+$")
+_SOURCE_MARK = re.compile(r"-- (?:Auto|User)-annotated source: (.+)$")
+
+
+def parse_source_lines(annotated: str, events: tuple[str, ...]) -> list[dict[str, Any]]:
+    """cg_annotate's annotated sources, for interpose/src: one row per source line that has counts,
+    {"where": "file.c:N", "code": its text, event: count, ...}.  cg_annotate prints a file's lines
+    in runs, each run after a "-- line N --" mark (the first from line 1), between two rules."""
+    rows: list[dict[str, Any]] = []
+    src: str | None = None
+    lineno, marked = 1, False
+    for line in annotated.splitlines():
+        m = _SOURCE_MARK.match(line)
+        if m:
+            path = m.group(1).strip()
+            src = path.split("interpose/src/", 1)[1] if "interpose/src/" in path else None
+            lineno, marked = 1, True
+            continue
+        if line.startswith("---"):  # a rule: the one under a file's name, or the end of its section
+            src, marked = (src if marked else None), False
+            continue
+        m = _LINE_MARK.match(line)
+        if m:
+            lineno = int(m.group(1))
+            continue
+        if src is None or line.startswith("--") or not line.strip():
+            continue
+        pos, vals = 0, []
+        for _ in events:
+            c = _COUNT.match(line, pos)
+            if not c:
+                break
+            tok = c.group(1)
+            vals.append(None if tok == "." else int(tok.split()[0].replace(",", "")))
+            pos = c.end()
+        if len(vals) != len(events):
+            continue  # a header line of the section
+        if any(v is not None for v in vals):
+            rows.append({"where": f"{src}:{lineno}", "code": line[pos:].strip(),
+                         **{e: v or 0 for e, v in zip(events, vals, strict=True)}})
+        lineno += 1
+    return rows
+
+
 def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
     """The environment of a process with lib preloaded on the fake driver (zero-length kernels), an
     HP alone in a self-granting domain of its own (in work, named by tag); launch_proxy.py's too."""
@@ -71,8 +116,10 @@ def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
     return env
 
 
-def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str) -> dict[str, Any]:
-    """One library's counts per launch (tag names its files in work)."""
+def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str,
+            by_line: bool = False) -> dict[str, Any]:
+    """One library's counts per launch (tag names its files in work); with by_line, the source
+    lines missing at least 0.05 lines a launch too."""
     loop, err = benchlib.build_launch_loop(work)
     if loop is None:
         raise SystemExit(f"launch_lines: bench/launch_loop.c not built: {err}")
@@ -90,9 +137,18 @@ def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, ta
         raise SystemExit(f"launch_lines: {lib} has no debug information: build it with -DCMAKE_C_FLAGS=-g")
     per = {name: {"instr": c["Ir"] / launches, "lines": (c["D1mr"] + c["D1mw"]) / launches}
            for name, c in funcs.items()}
-    return {"lib": str(lib), "launches": launches, "shapes": shapes, "touch_kb": touch_kb,
-            "instr": sum(v["instr"] for v in per.values()), "lines": sum(v["lines"] for v in per.values()),
-            "functions": dict(sorted(per.items(), key=lambda kv: -kv[1]["lines"]))}
+    r = {"lib": str(lib), "launches": launches, "shapes": shapes, "touch_kb": touch_kb,
+         "instr": sum(v["instr"] for v in per.values()), "lines": sum(v["lines"] for v in per.values()),
+         "functions": dict(sorted(per.items(), key=lambda kv: -kv[1]["lines"]))}
+    if by_line:
+        ev = ("D1mr", "D1mw")
+        cmd = ["cg_annotate", "--auto=yes", "--threshold=0", f"--show={','.join(ev)}", str(out)]
+        src = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        missed = [{"where": x["where"], "code": x["code"], "read": x["D1mr"] / launches,
+                   "written": x["D1mw"] / launches} for x in parse_source_lines(src, ev)]
+        r["source_lines"] = sorted((x for x in missed if x["read"] + x["written"] >= 0.05),
+                                   key=lambda x: -(x["read"] + x["written"]))
+    return r
 
 
 def build(src: Path, dest: Path) -> Path:
@@ -111,6 +167,7 @@ def main() -> int:
     p.add_argument("--launches", type=int, default=100000)
     p.add_argument("--shapes", type=int, default=20, help="kernel ids launched in turn")
     p.add_argument("--touch-kb", type=int, default=512, help="KB written between two launches")
+    p.add_argument("--by-line", action="store_true", help="also name the source lines that miss")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     if not a.src and not a.lib:
@@ -124,7 +181,8 @@ def main() -> int:
         work = Path(tmp)
         libs = [build(Path(src).resolve(), work / f"build{i}") for i, src in enumerate(a.src)]
         libs += [Path(lib).resolve() for lib in a.lib]
-        results = [measure(lib, a.launches, a.shapes, a.touch_kb, work, str(i)) for i, lib in enumerate(libs)]
+        results = [measure(lib, a.launches, a.shapes, a.touch_kb, work, str(i), a.by_line)
+                   for i, lib in enumerate(libs)]
     if a.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -133,6 +191,10 @@ def main() -> int:
         for name, v in r["functions"].items():
             if v["lines"] >= 0.05:
                 print(f"  {v['lines']:5.2f} lines {v['instr']:6.1f} instructions  {name}")
+        if "source_lines" in r:
+            print("  by source line (read + written a launch):")
+            for x in r["source_lines"]:
+                print(f"  {x['read']:5.2f} + {x['written']:4.2f}  {x['where']:<16} {x['code'][:90]}")
     return 0
 
 

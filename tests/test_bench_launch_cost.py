@@ -48,17 +48,51 @@ def test_parse_keeps_the_library_functions_and_their_counts() -> None:
     assert funcs["launch.c:after"]["D1mw"] == 0
 
 
+SOURCES = "\n".join([
+    "-" * 80,
+    "-- Auto-annotated source: /src/fikit/interpose/src/launch.c",
+    "-" * 80,
+    "D1mr             D1mw             ",
+    "",
+    "-- line 570 ----------------------------------------",
+    "      .                .               struct fikit_slot *me = d->me;",
+    "100,001 ( 2.37%)       0               atomic_fetch_add_explicit(&me->path_launches[path], 1);",
+    "      0                0               if (fikit_cfg.passthrough)",
+    "-- line 823 ----------------------------------------",
+    "100,005 ( 2.37%) 300,001 ( 0.04%)  WRAP_LAUNCH_KERNEL(cuLaunchKernel)",
+    "-" * 80,
+    "-- Auto-annotated source: /usr/include/stdio.h",
+    "-" * 80,
+    "      9                9           extern int printf(const char *, ...);",
+    "-" * 80,
+    "D1mr             D1mw             ",
+    "-" * 80,
+    "953,399 (22.62%) 702,329 ( 0.09%)  events annotated",
+])  # fmt: skip
+
+
+def test_source_lines_are_numbered_from_the_marks_and_kept_to_the_library() -> None:
+    rows = launch_lines.parse_source_lines(SOURCES, ("D1mr", "D1mw"))
+    assert [r["where"] for r in rows] == ["launch.c:571", "launch.c:572", "launch.c:823"]
+    assert rows[0]["D1mr"] == 100001 and rows[0]["D1mw"] == 0
+    assert rows[0]["code"].startswith("atomic_fetch_add_explicit(&me->path_launches")
+    assert rows[2]["D1mw"] == 300001 and rows[2]["code"] == "WRAP_LAUNCH_KERNEL(cuLaunchKernel)"
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_counts_lines_a_launch() -> None:
     p = subprocess.run([sys.executable, "launch_lines.py", "--src", str(REPO), "--launches", "3000",
-                        "--shapes", "4", "--json"], cwd=REPO / "bench", capture_output=True, text=True,
-                       timeout=300, check=False)
+                        "--shapes", "4", "--by-line", "--json"], cwd=REPO / "bench", capture_output=True,
+                       text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     (r,) = json.loads(p.stdout)
     assert r["launches"] == 3000
     # every launch reads some of the library's state, and a launch is far from 100 lines
     assert 3 < r["lines"] < 100, r
     assert any(name.startswith("launch.c:") for name in r["functions"]), r
+    # the lines that miss are named in the library's own sources, the wrappers' file among them
+    assert r["source_lines"] and all(x["where"].split(":")[0].endswith(".c") for x in r["source_lines"]), r
+    assert any(x["where"].startswith("launch.c:") and x["code"] for x in r["source_lines"]), r["source_lines"]
 
 
 def test_launch_proxy_toggles_measuring_inside_one_process(libfikit: Path) -> None:
