@@ -17,9 +17,11 @@
  * its own that evicts the library's state from the caches.  SHAPES (default 1)
  * launches in turn that many grid sizes (each a kernel id of its own, as the
  * library counts them), and TOUCH_KB (default 0) writes one byte a cache line
- * of a buffer that large before each launch, inside the timed region: the same
- * in every variant, so the difference between variants is what the library
- * adds, its cache misses included.
+ * of a buffer that large before each launch.  The writes are left out of the
+ * time: with TOUCH_KB, each launch (with its EXTRA) is timed on its own and a
+ * chunk's figure is the sum of its launches', so the writes' own variation (tens
+ * of microseconds a launch for 2 MB) does not bury the library's cache misses,
+ * which are what such a run prices.
  *
  * EXTRA (default 0) adds to every launch, in the loop itself and without any
  * library, one of the things a preloaded library does around a launch, so
@@ -189,11 +191,15 @@ int main(int argc, char **argv)
             set_measuring(c % 2 == 1);
         if (set_bypass)
             set_bypass(c % 2 == 0);
-        double t0 = now_ns();
+        double t0 = now_ns(), untimed = 0;
         for (long i = 0; i < k; i++) {
             stamp++;
-            for (long b = 0; b < touch; b += 64)
-                buf[b] = stamp;
+            if (touch) {
+                double w0 = now_ns();
+                for (long b = 0; b < touch; b += 64)
+                    buf[b] = stamp;
+                untimed += now_ns() - w0;
+            }
             unsigned gx = 1 + (unsigned)((done + i) % shapes);
             if (x & 1)
                 cuCtxGetCurrent(&cur);
@@ -208,7 +214,7 @@ int main(int argc, char **argv)
             if (x & 2)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
         }
-        double t1 = now_ns();
+        double t1 = now_ns() - untimed;
         per[c] = (t1 - t0) / (double)k;
         total += t1 - t0;
         done += k;
