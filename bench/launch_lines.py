@@ -39,21 +39,30 @@ _COUNT = re.compile(r"\s*(\.|[\d,]+ \(\s*[\d.]+%\)|[\d,]+)")
 EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 
 
+def leading_counts(line: str, n: int) -> tuple[list[int | None], str] | None:
+    """The n counts a cg_annotate line starts with (None for "."), and the text after them; None
+    when it does not start with n counts (a header, a rule)."""
+    pos, vals = 0, []
+    for _ in range(n):
+        m = _COUNT.match(line, pos)
+        if not m:
+            return None
+        tok = m.group(1)
+        vals.append(None if tok == "." else int(tok.split()[0].replace(",", "")))
+        pos = m.end()
+    return vals, line[pos:].strip()
+
+
 def parse_functions(annotated: str) -> dict[str, dict[str, int]]:
     """cg_annotate's per-function table: {"file:function": {event: count}} for interpose/src."""
     out: dict[str, dict[str, int]] = {}
     for line in annotated.splitlines():
-        pos, vals = 0, []
-        for _ in EVENTS:
-            m = _COUNT.match(line, pos)
-            if not m:
-                break
-            tok = m.group(1)
-            vals.append(0 if tok == "." else int(tok.split()[0].replace(",", "")))
-            pos = m.end()
-        name = line[pos:].strip()
-        if len(vals) == len(EVENTS) and "interpose/src/" in name and ":" in name and " " not in name:
-            out[name.split("interpose/src/", 1)[1]] = dict(zip(EVENTS, vals, strict=True))
+        got = leading_counts(line, len(EVENTS))
+        if got is None:
+            continue
+        vals, name = got
+        if "interpose/src/" in name and ":" in name and " " not in name:
+            out[name.split("interpose/src/", 1)[1]] = {e: v or 0 for e, v in zip(EVENTS, vals, strict=True)}
     return out
 
 
@@ -84,18 +93,12 @@ def parse_source_lines(annotated: str, events: tuple[str, ...]) -> list[dict[str
             continue
         if src is None or line.startswith("--") or not line.strip():
             continue
-        pos, vals = 0, []
-        for _ in events:
-            c = _COUNT.match(line, pos)
-            if not c:
-                break
-            tok = c.group(1)
-            vals.append(None if tok == "." else int(tok.split()[0].replace(",", "")))
-            pos = c.end()
-        if len(vals) != len(events):
+        got = leading_counts(line, len(events))
+        if got is None:
             continue  # a header line of the section
+        vals, code = got
         if any(v is not None for v in vals):
-            rows.append({"where": f"{src}:{lineno}", "code": line[pos:].strip(),
+            rows.append({"where": f"{src}:{lineno}", "code": code,
                          **{e: v or 0 for e, v in zip(events, vals, strict=True)}})
         lineno += 1
     return rows
