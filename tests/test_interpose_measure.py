@@ -202,6 +202,23 @@ def test_samples_on_an_idle_stream_are_gated(run_client: RunClient) -> None:
     assert plain.truth[plain.pid]["wait_value"] == 0
 
 
+def test_a_functions_first_launch_is_never_gated(run_client: RunClient) -> None:
+    """Lazy loading may make a function's first launch wait for its stream, gate included, so a
+    first launch is never gated; the gate's watchdog would open it after 2 ms and turn gating off
+    for the process (a quarter of the two-GPU runs' HP processes logged that).  A kernel id is a
+    name and a shape, and a program's libraries may each carry their own copy of a kernel: two
+    functions, one id.  The second one's first launch is a first launch all the same."""
+    args = ["--kernels", "conv,conv,conv", "--load", "module_each", "-n", "24", "--sync", "stream"]
+    run = run_client(args, env={"FAKECUDA_DURATIONS": "conv=50", "FAKECUDA_LAZY_LOAD": "1"})
+    assert run.rc == 0, run.describe()
+    truth = run.truth[run.pid]
+    assert truth["lazy_waits"] == 0, f"a first launch waited behind a gate\n{run.describe()}"
+    assert not [ln for ln in run.fikit_lines() if "gate" in ln], run.describe()
+    # the id's first 8 launches are all measured: the 5 that are no copy's first, behind the gate
+    assert truth["wait_value"] >= 5, run.describe()
+    assert run.stats[run.pid]["launches"]["cuLaunchKernel"] == 24
+
+
 def test_measuring_turned_off_counts_but_does_not_measure(run_client: RunClient) -> None:
     """fikit_set_measuring(0) (bench/overhead_probe.py's toggle variant) leaves a launch counted but
     neither identified nor measured, until fikit_set_measuring(1); the stream keeps running either way."""

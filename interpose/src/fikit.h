@@ -56,9 +56,12 @@ struct fikit_memo_cursor {
 };
 /* The kernel-table entry (in slot s, device dev's) of a launch of f with this shape, created on
  * first sight; NULL when the table is full.  Remembered per (device, function, shape): a launch
- * repeating a pair reads one memo line (its index's too when c guessed wrong) and the entry. */
+ * repeating a pair reads one memo line (its index's too when c guessed wrong) and the entry.
+ * Sets *first (and leaves it alone otherwise) when the pair is new to this process: this may
+ * be the function's first launch, though its entry (an id: a name and a shape) is not new. */
 struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
-                                       const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c);
+                                       const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c,
+                                       bool *first);
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],

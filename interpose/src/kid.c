@@ -251,7 +251,7 @@ __attribute__((noinline)) static struct memo *look_up(struct fikit_slot *s, int 
 
 FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
                                                  const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
-                                                 struct fikit_memo_cursor *c)
+                                                 struct fikit_memo_cursor *c, bool *first)
 {
     /* Cursor and links are hints, read and written without locks: each guess is checked. */
     uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
@@ -259,6 +259,8 @@ FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, 
     struct fikit_kstat *k = NULL;
     if (FIKIT_UNLIKELY(!m || !memo_is(m, dev, f, grid, block, smem))) {
         m = look_up(s, dev, f, grid, block, smem, &k);
+        if (k) /* remembered just now, or (the memo full) never: taken for a first launch */
+            *first = true;
         if (!m) {
             atomic_store_explicit(&c->prev, 0, memory_order_relaxed);
             atomic_store_explicit(&c->guess, 0, memory_order_relaxed);

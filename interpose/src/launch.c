@@ -70,8 +70,9 @@ static inline bool sample_due(uint64_t count, uint64_t dur_n)
  * ends, with the kernel already queued behind it: no gate is needed, and none
  * is used (a wait queued behind a full push buffer could block the launch).
  * A launch can also block inside the driver for the device (the first launch
- * of a kernel loads its module lazily, and loading may synchronise): the
- * first launch of a kernel is never gated, and a watchdog thread opens any
+ * of a function loads its module lazily, and loading may synchronise): the
+ * first launch of a kernel id, and of each function with that id (libraries
+ * carry copies of one kernel), is never gated, and a watchdog thread opens any
  * gate still closed after 2 ms and turns gating off for the process, so a
  * blocked launch costs one 2 ms stall, never a hang.  FIKIT_GATE=0 turns
  * gating off.
@@ -580,7 +581,9 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
     bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
 
     struct pool *p = pool_of(d);
-    struct fikit_kstat *k = g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &p->memo);
+    bool first = false; /* this function's first launch, maybe: never gated (see "gated" above) */
+    struct fikit_kstat *k =
+        g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &p->memo, &first);
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
@@ -596,7 +599,7 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
      * nothing of how long it runs on the whole of it. */
     if (k && L->run == stream && !by_cupti &&
         sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed)) && !capturing(stream))
-        L->sample = sample_begin(d, ctx, k, stream, count > 0 && !g); /* see "gated" above */
+        L->sample = sample_begin(d, ctx, k, stream, count > 0 && !first && !g); /* see "gated" above */
 }
 
 FIKIT_HOT static void after(struct launch *L, CUresult r)

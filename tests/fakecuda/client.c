@@ -231,7 +231,7 @@ static void *resolve(const char *base, const char *sym, int has_ptsz)
 /* Entry points this run does not use: an older runtime version may not have them. */
 static int optional(const char *base)
 {
-    return strcmp(opt.load, "module") == 0 &&
+    return strncmp(opt.load, "module", 6) == 0 &&
            (strncmp(base, "cuLibrary", 9) == 0 || strcmp(base, "cuKernelGetFunction") == 0);
 }
 
@@ -445,6 +445,14 @@ static int setup(void)
         CK(drv.ModuleLoadData(&mod, image));
         for (int k = 0; k < opt.nkernels; k++)
             CK(drv.ModuleGetFunction(&g_funcs[k], mod, opt.kernels[k]));
+    } else if (strcmp(opt.load, "module_each") == 0) {
+        /* a module per kernel: a name listed twice is two functions, as in a program whose
+         * libraries each carry their own copy of a kernel */
+        for (int k = 0; k < opt.nkernels; k++) {
+            CUmodule mod;
+            CK(drv.ModuleLoadData(&mod, opt.kernels[k]));
+            CK(drv.ModuleGetFunction(&g_funcs[k], mod, opt.kernels[k]));
+        }
     } else {
         CUlibrary lib;
         CK(drv.LibraryLoadData(&lib, image, NULL, NULL, 0, NULL, NULL, 0));
@@ -547,7 +555,7 @@ static void usage(void)
           "  [--api kernel|ex|coop|graph|all] [-n N] [--kernels a,b] [--threads T]\n"
           "  [--fork] [--prefork N] [--sync none|stream|ctx|event] [--sleep-us G] [--check]\n"
           "  [--grid x,y,z] [--block x,y,z] [--smem B] [--param-us U] [--stream default|created]\n"
-          "  [--load module|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n"
+          "  [--load module|module_each|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n"
           "  [--unmeasured N] [--short-from I --short-us S]\n",
           stderr);
     exit(2);

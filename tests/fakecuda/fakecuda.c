@@ -39,6 +39,10 @@
  *                       long after it is submitted (the front end's setup),
  *                       while an event recorded there completes at once: so
  *                       event pairs over-read, as on a real GPU (default 0)
+ *   FAKECUDA_LAZY_LOAD  1: the first launch of each function waits, as lazy
+ *                       module loading may, for its stream's latest wait on
+ *                       a memory word to be met (up to 1 s), and counts it
+ *                       in "lazy_waits" (default 0)
  *   FAKECUDA_GRAPH_KERNEL  name of the one kernel inside every graph (shape:
  *                       grid 1, block 32, no shared memory), reported to the
  *                       fake CUPTI for each replay (default: none reported)
@@ -129,6 +133,9 @@ struct CUstream_st {
     _Atomic uint64_t tail; /* simulated end of the last work queued on it */
     unsigned int green_sms; /* a green-context stream: its SM partition, 0 for ordinary streams */
     uint32_t id;            /* for the fake CUPTI's records */
+    /* Its latest wait on a memory word (>= value), for FAKECUDA_LAZY_LOAD. */
+    _Atomic(uintptr_t) wait_word;
+    _Atomic uint32_t wait_value;
 };
 
 struct CUctx_st {
@@ -295,6 +302,7 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 static int g_sms = 132; /* FAKECUDA_SMS */
 static _Atomic unsigned long long g_green_launches;
 static uint64_t g_latency_ns; /* FAKECUDA_LAUNCH_LATENCY_US */
+static int g_lazy_load;       /* FAKECUDA_LAZY_LOAD */
 
 /* Returns the end; *start_out gets the start. */
 static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns, uint64_t *start_out)
@@ -672,6 +680,8 @@ __attribute__((constructor)) static void fake_setup(void)
     s = getenv("FAKECUDA_LAUNCH_LATENCY_US");
     if (s && *s)
         g_latency_ns = (uint64_t)(strtod(s, NULL) * 1000.0 + 0.5);
+    s = getenv("FAKECUDA_LAZY_LOAD");
+    g_lazy_load = s && strcmp(s, "1") == 0;
     s = getenv("FAKECUDA_GRAPH_KERNEL");
     if (s && *s)
         g_graph_kernel = s;
@@ -714,6 +724,7 @@ static void expand_pid(const char *pattern, char *out, size_t cap)
 }
 
 static _Atomic unsigned long long wait_value_calls; /* stream waits on memory, for the tests */
+static _Atomic unsigned long long lazy_waits;       /* first launches that waited on one */
 
 __attribute__((destructor)) static void fake_write_counts(void)
 {
@@ -727,8 +738,10 @@ __attribute__((destructor)) static void fake_write_counts(void)
     if (!f)
         return;
     pthread_mutex_lock(&g_lock);
-    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"green_launches\": %llu, \"cupti_records\": %llu",
+    fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"lazy_waits\": %llu, \"green_launches\": %llu, "
+            "\"cupti_records\": %llu",
             (long)getpid(), (unsigned long long)atomic_load(&wait_value_calls),
+            (unsigned long long)atomic_load(&lazy_waits),
             (unsigned long long)atomic_load(&g_green_launches), (unsigned long long)atomic_load(&g_runs_taken));
     for (int i = 0; i < API_COUNT; i++)
         fprintf(f, ", \"%s\": %llu", api_names[i], (unsigned long long)atomic_load(&g_api_count[i]));
@@ -916,6 +929,21 @@ static void count_config(const struct CUfunc_st *fn, const unsigned int grid[3],
     pthread_mutex_unlock(&g_lock);
 }
 
+/* Lazy loading: a function's first launch may wait for the device, so for work already queued
+ * on its stream, a wait on a memory word included; the wait is met when the host writes it. */
+static void lazy_load(struct CUstream_st *s)
+{
+    volatile uint32_t *word = (volatile uint32_t *)atomic_load(&s->wait_word);
+    uint32_t value = atomic_load(&s->wait_value);
+    if (!word || *word >= value)
+        return;
+    atomic_fetch_add(&lazy_waits, 1);
+    for (int i = 0; i < 20000 && *word < value; i++) {
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static CUresult launch(enum launch_api api, CUfunction hf, const unsigned int grid[3],
                        const unsigned int block[3], unsigned int smem, CUstream hs, int ptsz, void **params,
                        void **extra)
@@ -938,6 +966,8 @@ static CUresult launch(enum launch_api api, CUfunction hf, const unsigned int gr
         return CUDA_ERROR_INVALID_VALUE;
     if (params && extra)
         return CUDA_ERROR_INVALID_VALUE;
+    if (g_lazy_load && atomic_load(&fn->launches) == 0)
+        lazy_load(s);
 
     uint64_t dur = fn->dur_ns;
     if (fn->by_param) {
@@ -1823,17 +1853,21 @@ EXPORT CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *d, void *p, unsigned i
 
 /* A stream wait on a memory word.  The fake's timeline is fixed when work is
  * submitted, so the wait cannot hold the stream back; it is counted, so tests
- * can see that the library gated a measurement, and checked for a valid stream. */
+ * can see that the library gated a measurement, and checked for a valid stream.
+ * The latest >= wait is kept for a function's first launch (FAKECUDA_LAZY_LOAD). */
 static CUresult stream_wait_value(CUstream h, CUdeviceptr addr, uint32_t value, unsigned int flags, int ptsz)
 {
     struct CUstream_st *s;
     CUresult rc = ready_stream(h, ptsz, &s);
     if (rc != CUDA_SUCCESS)
         return rc;
-    (void)value;
     if (!addr || flags > 3)
         return CUDA_ERROR_INVALID_VALUE;
     atomic_fetch_add(&wait_value_calls, 1);
+    if (flags == CU_STREAM_WAIT_VALUE_GEQ) {
+        atomic_store(&s->wait_value, value);
+        atomic_store(&s->wait_word, (uintptr_t)addr);
+    }
     return CUDA_SUCCESS;
 }
 
