@@ -94,7 +94,10 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
         assert sorted(r["usage"]) == sorted([*r["hp"], *r["lp"]])
         for k, u in r["usage"].items():
             assert u["n"] >= (r["hp"][k]["n"] if k in r["hp"] else 1) and u["wall_s"] >= r["window_s"]
-            assert u["proc_cpu_s"] >= u["thread_cpu_s"] > 0 and u["proc_minflt"] >= 0
+            # the process's time includes its thread's, up to how the kernel splits and rounds each
+            # (read one after the other, the two differed by 22 us once on the 2-core CI machine)
+            assert u["proc_cpu_s"] >= u["thread_cpu_s"] - 0.001 and u["thread_cpu_s"] > 0, u
+            assert u["proc_minflt"] >= 0
     for k in ("hp0", "hp1"):
         for m in ("solo_hp", "fikit", "fikit_hp", "mps_hp", "mps_prio"):
             assert s["usage"][k][m]["windows"] == 3 and s["usage"][k][m]["cpu_ms_per_request"] > 0
