@@ -3,7 +3,7 @@
  * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
  * with and without libfikit.so preloaded.
  *
- *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA]]]]
+ *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA [CODE_KB]]]]]
  *
  * The driver is opened with dlopen and its entry points found with dlsym, so a
  * preloaded library sees the same resolution path a runtime uses.  Launches go
@@ -21,7 +21,11 @@
  * time: with TOUCH_KB, each launch (with its EXTRA) is timed on its own and a
  * chunk's figure is the sum of its launches', so the writes' own variation (tens
  * of microseconds a launch for 2 MB) does not bury the library's cache misses,
- * which are what such a run prices.
+ * which are what such a run prices.  The writes evict data, not the library's
+ * code, which this small loop keeps in the instruction cache; a real program's
+ * own code evicts that too.  CODE_KB (default 0, x86-64 only) runs a block of
+ * code that large before each launch, one jump a cache line, left out of the
+ * time as the writes are: with it, a run prices the library's code misses.
  *
  * EXTRA (default 0) adds to every launch, in the loop itself and without any
  * library, one of the things a preloaded library does around a launch, so
@@ -43,6 +47,7 @@
  */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -91,6 +96,28 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* CODE_KB: a block of code that touches every line of its own, returning at the end. */
+typedef void (*pCode)(void);
+static pCode make_code(long bytes)
+{
+#if defined(__x86_64__)
+    unsigned char *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    for (long at = 0; at < bytes; at += 64) {
+        p[at] = 0xEB; /* jmp rel8: to the next line */
+        p[at + 1] = 0x3E;
+    }
+    p[bytes - 64] = 0xC3; /* the last line returns */
+    if (mprotect(p, (size_t)bytes, PROT_READ | PROT_EXEC) != 0)
+        return NULL;
+    return (pCode)(void *)p;
+#else
+    (void)bytes;
+    return NULL;
+#endif
+}
+
 static int fail(const char *what, int rc)
 {
     printf("{\"error\": \"%s failed (CUresult %d)\"}\n", what, rc);
@@ -111,10 +138,14 @@ int main(int argc, char **argv)
     long shapes = argc > 3 ? atol(argv[3]) : 1;
     long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
     long extra = argc > 5 ? atol(argv[5]) : 0;
-    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 255) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255]]]]\"}\n");
+    long code_bytes = (argc > 6 ? atol(argv[6]) : 0) * 1024;
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 255 || code_bytes < 0) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255 [CODE_KB]]]]]\"}\n");
         return 2;
     }
+    pCode code = code_bytes ? make_code(code_bytes) : NULL;
+    if (code_bytes && !code)
+        return fail("CODE_KB (an executable block: x86-64 only)", -1);
     volatile unsigned char *buf = touch ? calloc((size_t)touch, 1) : NULL;
     if (touch && !buf)
         return fail("calloc", -1);
@@ -194,10 +225,12 @@ int main(int argc, char **argv)
         double t0 = now_ns(), untimed = 0;
         for (long i = 0; i < k; i++) {
             stamp++;
-            if (touch) {
+            if (touch || code) {
                 double w0 = now_ns();
                 for (long b = 0; b < touch; b += 64)
                     buf[b] = stamp;
+                if (code)
+                    code();
                 untimed += now_ns() - w0;
             }
             unsigned gx = 1 + (unsigned)((done + i) % shapes);
@@ -235,10 +268,10 @@ int main(int argc, char **argv)
         free(d);
     }
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
-    printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"extra\": %ld, "
-           "\"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, \"mean_us\": %.4f, "
-           "\"wall_s\": %.3f}\n",
-           done, chunk, shapes, touch / 1024, extra, diff_ns, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
+    printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"code_kb\": %ld, "
+           "\"extra\": %ld, \"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
+           "\"mean_us\": %.4f, \"wall_s\": %.3f}\n",
+           done, chunk, shapes, touch / 1024, code_bytes / 1024, extra, diff_ns, per[chunks / 2] / 1000.0, per[chunks / 10] / 1000.0,
            per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
     free((void *)buf);

@@ -1,6 +1,6 @@
 """bench/launch_lines.py (cache lines the library misses a launch, counted by cachegrind),
 bench/launch_proxy.py (its cost a launch in a Python program on the fake driver) and
-bench/launch_loop.c's costs priced inside one process (EXTRA +16, +32, +128).
+bench/launch_loop.c's costs priced inside one process (EXTRA +16, +32, +128), warm and cold.
 
 The parser is checked on cg_annotate's own format; the whole of launch_lines runs where valgrind
 is installed (CI has none: skipped there)."""
@@ -132,3 +132,27 @@ def test_launch_loop_prices_inside_one_process(fake_build: FakeBuild, libfikit: 
     p = subprocess.run([loop, "2560", "256", "4", "0", "128"], env=env, capture_output=True, text=True,
                        timeout=60, check=False)
     assert p.returncode == 2 and "needs libfikit.so preloaded" in p.stdout
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="CODE_KB runs x86-64 code")
+def test_launch_loop_leaves_cache_evictions_out_of_the_time(fake_build: FakeBuild, tmp_path: Path) -> None:
+    """TOUCH_KB writes a buffer and CODE_KB runs a block of code before each launch, so that the
+    library meets its state and its code out of the cache, as in a real program; neither is timed
+    (each takes far longer than a launch), and the launches are all made and counted."""
+    loop, err = benchlib.build_launch_loop(tmp_path)
+    assert loop, err
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
+    env.update(LD_LIBRARY_PATH=str(fake_build.fake_dir), FAKECUDA_DURATIONS="*=0")
+    for touch, code in (("256", "0"), ("0", "256"), ("256", "256")):
+        p = subprocess.run([loop, "1024", "256", "4", touch, "0", code], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        r = json.loads(p.stdout.splitlines()[-1])
+        assert (r["touch_kb"], r["code_kb"], r["launches"]) == (int(touch), int(code), 1024), r
+        # 256 KB written or run before each launch fill most of the run's time, which the
+        # launches' own (the time reported) leaves out
+        timed_s = r["mean_us"] * 1024 / 1e6
+        assert timed_s < r["wall_s"] / 2, (r, timed_s)
+    p = subprocess.run([loop, "1024", "256", "4", "0", "0", "-1"], env=env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert p.returncode == 2 and "usage" in p.stdout

@@ -6,8 +6,10 @@
 #    sources ("cand1", "cand2", ...);
 # 2. launch_loop.c (200 kernel ids, one CPU), 8 rounds, real and fake driver: diff_ns of EXTRA 32
 #    (measuring) and 128 (the whole library but the call through it) for every build, with the
-#    caches warm and, unless TOUCH=0, with TOUCH KB (default 2048, a core's L2 on the H100 hosts)
-#    written between two launches, as a real program's own work does (rows "... tTOUCH");
+#    caches warm; then, next to the real driver, the whole library cold, as a real program's own
+#    work leaves it: unless TOUCH=0, with TOUCH KB (default 2048, a core's L2 on the H100 hosts)
+#    written between two launches (rows "... tTOUCH"), and unless CODE=0, with CODE KB of code run
+#    between them (default 2048; rows "... cCODE");
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
 #    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
 #    what each costs a torch HP.
@@ -39,13 +41,14 @@ import pathlib, sys; sys.path.insert(0, '.')
 from fikitd.shm import Domain
 Domain.create(pathlib.Path('/tmp/pricedom-$n/gpu0'), 0, mode='fikit', self_grant=True)"
 done
-TOUCH=${TOUCH:-2048}
-run() { # driver build extra [touch_kb: then 20000 launches, each after that many KB written]
+TOUCH=${TOUCH:-2048}; CODE=${CODE:-2048}
+run() { # driver build extra [touch_kb [code_kb]: then 20000 launches, each after so many KB written, run]
   local -a e=(env FIKIT_DOMAIN=/tmp/pricedom-$2/gpu0 FIKIT_SOCKET=/nonexistent/x FIKIT_PRIO=high
               LD_PRELOAD=$PWD/build/price/$2/interpose/libfikit.so)
   [ "$1" = fake ] && e+=(LD_LIBRARY_PATH=/tmp/fakecuda FAKECUDA_DURATIONS='*=0')
-  printf '%s %-6s %3s%s ' "$1" "$2" "$3" "${4:+ t$4}"
-  "${e[@]}" taskset -c ${CPU:-5} /tmp/ll $([ -n "${4:-}" ] && echo 20000 || echo 200000) 256 200 "${4:-0}" "$3" \
+  local t=${4:-0} c=${5:-0}
+  printf '%s %-6s %3s%s%s ' "$1" "$2" "$3" "$([ $t != 0 ] && echo " t$t")" "$([ $c != 0 ] && echo " c$c")"
+  "${e[@]}" taskset -c ${CPU:-5} /tmp/ll $([ $t != 0 -o $c != 0 ] && echo 20000 || echo 200000) 256 200 $t "$3" $c \
     2>&1 | tail -1
 }
 # the probes' time, 100 s a build, but never more than half the call: the launch loops come first
@@ -53,10 +56,11 @@ reserve=30; [ "${TORCH:-1}" != 0 ] && reserve=$((30 + 100 * ${#names[@]}))
 [ $reserve -gt $((DL / 2)) ] && reserve=$((DL / 2))
 for rep in 1 2 3 4 5 6 7 8; do
   [ $((DL-SECONDS)) -lt $reserve ] && break
-  for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do
-    run $drv $n $x
-    [ "$TOUCH" != 0 ] && run $drv $n $x $TOUCH
-  done; done; done
+  for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
+  for n in "${names[@]}"; do
+    [ "$TOUCH" != 0 ] && run real $n 128 $TOUCH
+    [ "$CODE" != 0 ] && run real $n 128 0 $CODE
+  done
 done | tee $R/launch_loop.txt
 python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt
 if [ "${TORCH:-1}" != 0 ]; then
