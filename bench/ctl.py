@@ -348,6 +348,11 @@ def stop_all(workers: Sequence[WorkerProc]) -> None:
 # ------------------------------------------------------------------------------------------- statistics
 
 
+def span_length(spans: Spans) -> float:
+    """The seconds the spans cover (they never overlap)."""
+    return sum(b - a for a, b in spans)
+
+
 def hp_latencies(recs: list[list[float]], spans: Spans) -> tuple[list[float], bool]:
     """(latency in ms of each request that arrived in one of the spans, whether those overlapping
     them were taken instead): end - arrival, queueing included under Poisson."""
@@ -363,7 +368,7 @@ def hp_stats(recs: list[list[float]], spans: Spans) -> dict[str, Any]:
     """Latency of requests that arrived in the spans: end - arrival (includes queueing under Poisson)."""
     lat, fallback = hp_latencies(recs, spans)
     n = len(lat)
-    length = sum(b - a for a, b in spans)
+    length = span_length(spans)
     return {
         "n": n,
         "overlap_fallback": fallback,
@@ -391,7 +396,7 @@ def lp_stats(recs: list[list[float]], spans: Spans, batch: int) -> dict[str, Any
             durs.append((e - s) * 1e3)
             if any(s >= a and e <= b for a, b in spans):
                 whole += 1
-    length = sum(b - a for a, b in spans)
+    length = span_length(spans)
     its = work / length if length > 0 else None
     return {
         "its": benchlib.rnd(its, 5),

@@ -659,7 +659,7 @@ class Verify:
         spans = {m: slices.measured(block, m, a.slice_discard_s) for m in SLICE_ORDER}
         for row in rows:
             m = row["mode"]
-            row.update(window_s=round(sum(b - x for x, b in spans[m]), 3), discard_s=a.slice_discard_s,
+            row.update(window_s=round(ctl.span_length(spans[m]), 3), discard_s=a.slice_discard_s,
                        slice_s=a.slice_s, slices=sum(1 for s in block if s.mode == m))  # fmt: skip
         failed = next((g.error for m in SLICE_ORDER if (g := self.groups[MODE_GROUP[m]]).error), None)
         if failed:
