@@ -137,7 +137,7 @@ typedef _Atomic int32_t fikit_ai32;
     /* line 2: the owner's counters (launches: the sum of path_launches) */          \
     A(fikit_au64, path_launches, 4) /* by fikit_path: Kernel, Ex, Coop, Graph */      \
     F(fikit_au64, idle_gap_ns)    /* measured idle time between its kernels */        \
-    F(fikit_au64, last_kernel_id)                                                     \
+    F(fikit_au64, _pad1)          /* free: the predictions start the next line */     \
     F(fikit_au64, filled_ns)      /* its GPU time (predicted) run in higher clients' idle time */ \
     F(fikit_au64, gpu_ns)         /* measured GPU time of its kernels */              \
     /* line 3: its predictions, what the clients below read */                        \

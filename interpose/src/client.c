@@ -53,18 +53,10 @@ static _Atomic int n_devs;
 static struct fikit_dev spill; /* devices beyond FIKIT_MAX_DEVS: one private slot, never held */
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Context -> device, filled under attach_lock and published by n.  What a launch reads to
- * find its device (the driver's query, the count, the first three entries) is one cache line. */
-#define CTX_CACHE 64
-static struct {
-    fikit_pfn_cuCtxGetCurrent get_current; /* fikit_drv's, copied here at start */
-    _Atomic int n;
-    struct {
-        CUcontext ctx;
-        struct fikit_dev *dev;
-    } e[CTX_CACHE];
-} ctxs __attribute__((aligned(64)));
-_Static_assert(offsetof(__typeof__(ctxs), e) + 3 * sizeof ctxs.e[0] <= 64, "a launch reads one line of ctxs");
+/* Context -> device (fikit.h), filled under attach_lock and published by n. */
+struct fikit_ctx_cache fikit_ctxs;
+_Static_assert(offsetof(struct fikit_ctx_cache, e) + 3 * sizeof fikit_ctxs.e[0] <= 64,
+               "a launch reads one line of fikit_ctxs");
 
 /* Peer slots are mapped one page each: the timing fields are all we read. */
 #define PEER_MAP 4096
@@ -418,9 +410,9 @@ static bool register_with_daemon(struct fikit_dev *d, int slot)
     }
     char reply[2048];
     size_t got = 0;
-    uint64_t deadline = fikit_now_ns() + 1000000000ull;
+    uint64_t deadline = fikit_clock_ns() + 1000000000ull;
     while (got + 1 < sizeof reply && !memchr(reply, '\n', got)) {
-        uint64_t now = fikit_now_ns();
+        uint64_t now = fikit_clock_ns();
         if (now >= deadline)
             break;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -541,7 +533,7 @@ static void fill_slot_header(struct fikit_slot *s)
     atomic_store(&s->uid, (uint32_t)getuid());
     atomic_store(&s->prio_req, fikit_req_prio);
     fikit_program_name(s->prog, sizeof s->prog);
-    uint64_t now = fikit_now_ns();
+    uint64_t now = fikit_clock_ns();
     atomic_store(&s->start_ns, now);
     atomic_store(&s->heartbeat_ns, now);
     atomic_store(&s->pid, (int32_t)getpid()); /* last: readers take pid != 0 as ready */
@@ -620,10 +612,10 @@ static struct fikit_dev *dev_attach(int ordinal)
 
 static struct fikit_dev *cached(CUcontext ctx)
 {
-    int n = atomic_load_explicit(&ctxs.n, memory_order_acquire);
+    int n = atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire);
     for (int i = 0; i < n; i++)
-        if (ctxs.e[i].ctx == ctx)
-            return ctxs.e[i].dev;
+        if (fikit_ctxs.e[i].ctx == ctx)
+            return fikit_ctxs.e[i].dev;
     return NULL;
 }
 
@@ -645,33 +637,33 @@ __attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ct
             d = &spill;
         if (!d)
             d = dev_attach(ordinal);
-        int c = atomic_load(&ctxs.n);
-        if (d && c < CTX_CACHE) { /* a full cache costs a lock per launch of the others, nothing else */
-            ctxs.e[c].ctx = ctx;
-            ctxs.e[c].dev = d;
-            atomic_store_explicit(&ctxs.n, c + 1, memory_order_release);
+        int c = atomic_load(&fikit_ctxs.n);
+        if (d && c < FIKIT_CTX_CACHE) { /* a full cache costs a lock per launch of the others, nothing else */
+            fikit_ctxs.e[c].ctx = ctx;
+            fikit_ctxs.e[c].dev = d;
+            atomic_store_explicit(&fikit_ctxs.n, c + 1, memory_order_release);
         }
     }
     pthread_mutex_unlock(&attach_lock);
     return d;
 }
 
-FIKIT_HOT struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
+struct fikit_dev *fikit_dev_for_ctx(CUcontext ctx)
 {
-    *ctx = NULL;
-    if (FIKIT_UNLIKELY(fikit_cfg.passthrough))
-        return atomic_load_explicit(&n_devs, memory_order_acquire) ? &devs[0] : NULL;
-    if (FIKIT_UNLIKELY(!ctxs.get_current) || ctxs.get_current(ctx) != CUDA_SUCCESS)
-        *ctx = NULL;
-    struct fikit_dev *d = cached(*ctx);
-    return FIKIT_LIKELY(d != NULL) ? d : attach_ctx(*ctx);
+    struct fikit_dev *d = cached(ctx);
+    return d ? d : attach_ctx(ctx);
+}
+
+struct fikit_dev *fikit_dev_passthrough(void)
+{
+    return atomic_load_explicit(&n_devs, memory_order_acquire) ? &devs[0] : NULL;
 }
 
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
 {
-    if (atomic_load_explicit(&ctxs.n, memory_order_acquire) == 0)
-        return fikit_cfg.passthrough && atomic_load(&n_devs) ? &devs[0] : NULL;
-    if (!ctx && (!ctxs.get_current || ctxs.get_current(&ctx) != CUDA_SUCCESS))
+    if (atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) == 0)
+        return fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? fikit_dev_passthrough() : NULL;
+    if (!ctx && (!fikit_ctxs.get_current || fikit_ctxs.get_current(&ctx) != CUDA_SUCCESS))
         ctx = NULL;
     return cached(ctx);
 }
@@ -685,7 +677,7 @@ int fikit_dev_count(void)
 /* Pass-through: one private slot, and no driver call per launch to find a device. */
 static void passthrough_slot(void)
 {
-    if (fikit_cfg.passthrough) {
+    if (fikit_cfg_has(FIKIT_CFG_PASSTHROUGH)) {
         dev_init(&devs[0], 0, 0);
         if (dev_private(&devs[0]))
             atomic_store(&n_devs, 1);
@@ -723,8 +715,8 @@ void fikit_client_start(void)
         snprintf(env_root, sizeof env_root, "/run/fikit");
     }
     env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
-    ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
-    atomic_store(&ctxs.n, 0);
+    fikit_ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
+    atomic_store(&fikit_ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }
@@ -749,7 +741,7 @@ void fikit_client_after_fork(void)
     /* (the watcher threads do not survive the fork) */
     memset(devs, 0, sizeof devs);
     memset(&spill, 0, sizeof spill);
-    atomic_store(&ctxs.n, 0);
+    atomic_store(&fikit_ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }
@@ -844,17 +836,8 @@ static void peers_current(struct fikit_dev *d)
     }
 }
 
-#define GEN_CHECK_NS 1000000ull
-
-FIKIT_HOT bool fikit_may_defer(struct fikit_dev *d, uint64_t now)
+bool fikit_may_defer_now(struct fikit_dev *d, uint64_t now)
 {
-    if (!d->dom)
-        return false;
-    /* No one above: the domain's line is left alone for a millisecond (a launch that reads it
-     * meets a miss, and an HP launches every few microseconds). */
-    if (atomic_load_explicit(&d->n_peer_idx, memory_order_relaxed) == 0 &&
-        now - atomic_load_explicit(&d->gen_seen_ns, memory_order_relaxed) < GEN_CHECK_NS)
-        return false;
     atomic_store_explicit(&d->gen_seen_ns, now, memory_order_relaxed);
     peers_current(d);
     return atomic_load_explicit(&d->n_peer_idx, memory_order_acquire) > 0;

@@ -287,9 +287,9 @@ bool fikit_cupti_timing(void)
         /* Another thread is starting CUPTI: wait for it, so that this launch is
          * timed once, by one or the other; bounded, in case CUPTI's start were
          * to wait for this thread.  Past that the launch goes untimed. */
-        uint64_t until = fikit_now_ns() + START_WAIT_NS;
+        uint64_t until = fikit_clock_ns() + START_WAIT_NS;
         struct timespec nap = {.tv_sec = 0, .tv_nsec = 20000};
-        while ((s = atomic_load_explicit(&state, memory_order_acquire)) == STARTING && fikit_now_ns() < until)
+        while ((s = atomic_load_explicit(&state, memory_order_acquire)) == STARTING && fikit_clock_ns() < until)
             nanosleep(&nap, NULL);
     }
     /* Starting (on this thread, or past the wait): neither events nor, maybe,

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "fikit_cuda.h"
 #include "fikit_shm.h"
@@ -19,6 +20,9 @@
 /* Every launch runs it: the linker keeps such functions together (.text.hot), so the
  * launch path spans few cache lines and pages of code. */
 #define FIKIT_HOT __attribute__((hot))
+/* The launch path's own steps, inlined into each launch wrapper whatever the compiler would
+ * choose: each call out of line is code lines of its own. */
+#define FIKIT_INLINE inline __attribute__((always_inline))
 
 /* The next free position of a table filled in order (its cursor below limit), taken for the
  * caller; UINT32_MAX when the table is full.  The kernel table and the launch memo both fill so. */
@@ -36,7 +40,16 @@ static inline uint32_t fikit_take_next(_Atomic uint32_t *cursor, uint32_t limit)
 unsigned fikit_held_bucket(uint64_t held_ns);
 
 /* ---- clock.c ---------------------------------------------------------- */
-FIKIT_API uint64_t fikit_now_ns(void); /* CLOCK_MONOTONIC through the vDSO: no syscall (exported for bench/launch_loop.c) */
+/* The one clock every fikit timestamp uses, shared across processes: CLOCK_MONOTONIC through
+ * the vDSO, no system call.  Inline, as everything a launch runs on its common path: each call
+ * out of line is code lines a real program has evicted between two launches. */
+static FIKIT_INLINE uint64_t fikit_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+FIKIT_API uint64_t fikit_now_ns(void); /* the same clock, exported for bench/launch_loop.c */
 
 /* ---- log.c ------------------------------------------------------------ */
 void fikit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -54,14 +67,73 @@ uint64_t fikit_kernel_id(uint64_t name_hash, const uint32_t grid[3], const uint3
 struct fikit_memo_cursor {
     _Atomic uint32_t prev, guess;
 };
+/* The launch memo's entries (kid.c says how it works): (device, function, shape) -> its entry
+ * in the kernel table, one line each, in order of first launch.  A key never changes once
+ * published; k is replaced when the device's slot moves. */
+#define FIKIT_MEMO 2048
+struct fikit_memo {
+    CUfunction f;
+    uint32_t dev, smem;
+    uint32_t grid[3], block[3];
+    uint64_t id;
+    struct fikit_kstat *_Atomic k;
+    _Atomic uint32_t next; /* the entry launched after this one last time, + 1 (0: none yet) */
+} __attribute__((aligned(64)));
+extern struct fikit_memo fikit_memo[FIKIT_MEMO];
+
+static FIKIT_INLINE bool fikit_memo_is(const struct fikit_memo *m, int dev, CUfunction f, const uint32_t grid[3],
+                                 const uint32_t block[3], uint32_t smem)
+{
+    return m->f == f && m->dev == (uint32_t)dev && m->smem == smem && m->grid[0] == grid[0] &&
+           m->grid[1] == grid[1] && m->grid[2] == grid[2] && m->block[0] == block[0] && m->block[1] == block[1] &&
+           m->block[2] == block[2];
+}
+
+/* k is still id's entry in slot s's table (a slot moved to a new file, or a child's fresh one,
+ * is another table). */
+static FIKIT_INLINE bool fikit_memo_valid(const struct fikit_slot *s, struct fikit_kstat *k, uint64_t id)
+{
+    uintptr_t off = (uintptr_t)k - (uintptr_t)s->ktab;
+    return k && off < sizeof s->ktab && atomic_load_explicit(&k->id, memory_order_relaxed) == id;
+}
+
+/* The cursor moves to m, and guesses what followed m last time; that entry is fetched into the
+ * cache now, since it was last touched a whole cycle of the program ago. */
+static FIKIT_INLINE void fikit_memo_step(struct fikit_memo_cursor *c, struct fikit_memo *m)
+{
+    atomic_store_explicit(&c->prev, (uint32_t)(m - fikit_memo) + 1, memory_order_relaxed);
+    uint32_t next = atomic_load_explicit(&m->next, memory_order_acquire);
+    atomic_store_explicit(&c->guess, next, memory_order_release);
+    if (FIKIT_LIKELY(next - 1u < FIKIT_MEMO))
+        __builtin_prefetch(&fikit_memo[next - 1], 0, 3);
+}
+
+/* fikit_kernel_entry when the cursor's guess was not the launch's pair (or its entry moved). */
+struct fikit_kstat *fikit_kernel_entry_missed(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
+                                              const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c,
+                                              bool *first);
+
 /* The kernel-table entry (in slot s, device dev's) of a launch of f with this shape, created on
  * first sight; NULL when the table is full.  Remembered per (device, function, shape): a launch
  * repeating a pair reads one memo line (its index's too when c guessed wrong) and the entry.
  * Sets *first (and leaves it alone otherwise) when the pair is new to this process: this may
- * be the function's first launch, though its entry (an id: a name and a shape) is not new. */
-struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
-                                       const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c,
-                                       bool *first);
+ * be the function's first launch, though its entry (an id: a name and a shape) is not new.
+ * The cursor and links are hints, read and written without locks: each guess is checked. */
+static FIKIT_INLINE struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
+                                                     const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
+                                                     struct fikit_memo_cursor *c, bool *first)
+{
+    uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
+    if (FIKIT_LIKELY(g - 1u < FIKIT_MEMO)) {
+        struct fikit_memo *m = &fikit_memo[g - 1];
+        struct fikit_kstat *k = atomic_load_explicit(&m->k, memory_order_relaxed);
+        if (FIKIT_LIKELY(fikit_memo_is(m, dev, f, grid, block, smem) && fikit_memo_valid(s, k, m->id))) {
+            fikit_memo_step(c, m);
+            return k;
+        }
+    }
+    return fikit_kernel_entry_missed(s, dev, f, grid, block, smem, c, first);
+}
 
 /* ---- measure.c: kernel table and statistics (no driver calls) ---------- */
 struct fikit_kstat *fikit_ktab_get(struct fikit_slot *s, uint64_t id, const char *name, const uint32_t grid[3],
@@ -71,8 +143,18 @@ void fikit_kstat_add_dur(struct fikit_kstat *k, uint64_t ns);
 /* One measured run of kernel k (events or CUPTI): its statistics and the slot's GPU time. */
 void fikit_measured(struct fikit_slot *s, struct fikit_kstat *k, uint64_t ns);
 void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns);
-uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k);  /* 0 when never measured */
-uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k);  /* conservative: short */
+/* A kernel's predicted duration, 0 when never measured. */
+static FIKIT_INLINE uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
+{
+    return atomic_load_explicit(&k->dur_n, memory_order_relaxed) ? k->dur_pred_ns : 0;
+}
+/* The gap predicted after it: conservative, the shortest recent one. */
+static FIKIT_INLINE uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)
+{
+    if (k->gap_n == 0 || k->gap_min_ns == UINT32_MAX)
+        return 0;
+    return k->gap_min_ns;
+}
 double fikit_ring_quantile(const uint32_t *ring, uint64_t n, double q);
 
 /* ---- policy.c: the hold / release decision (pure: no driver, no clock) -- */
@@ -108,7 +190,18 @@ enum fikit_verdict {
 FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fikit_peer *peers, int n_peers,
                                   const struct fikit_self *self, uint64_t now, uint64_t dur_ns, int known,
                                   uint64_t *retry_at);
-/* After a launch: advance the launching client's own predictions. */
+/* After a launch: advance the launching client's own predictions (inline on the launch path;
+ * exported as fikit_policy_note_launch for the simulator and tests). */
+static FIKIT_INLINE void fikit_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns, uint64_t gap_pred_ns,
+                                     uint64_t unknown_ns)
+{
+    uint64_t d = dur_pred_ns ? dur_pred_ns : unknown_ns;
+    uint64_t busy = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);
+    busy = (busy > now ? busy : now) + d;
+    atomic_store_explicit(&s->last_launch_ns, now, memory_order_relaxed);
+    atomic_store_explicit(&s->busy_until_ns, busy, memory_order_relaxed);
+    atomic_store_explicit(&s->next_launch_ns, busy + gap_pred_ns, memory_order_release);
+}
 FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
                                         uint64_t gap_pred_ns, uint64_t unknown_ns);
 void fikit_params_from_domain(const struct fikit_domain *d, struct fikit_params *p);
@@ -157,13 +250,48 @@ extern int fikit_req_prio; /* FIKIT_PRIO: the level this process asks for */
 void fikit_client_start(void);
 void fikit_client_after_fork(void);
 void fikit_client_stop(void);
-/* The device of a launch (the current context's), attached on first use; *ctx gets
- * the current context (NULL if unknown).  NULL only when no slot could be made. */
-struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx);
+/* Context -> device, as launches find their device: the driver's query, the count and the
+ * first three entries are one cache line (checked in client.c). */
+#define FIKIT_CTX_CACHE 64
+struct fikit_ctx_cache {
+    fikit_pfn_cuCtxGetCurrent get_current; /* fikit_drv's, copied here at start */
+    _Atomic int n;
+    struct {
+        CUcontext ctx;
+        struct fikit_dev *dev;
+    } e[FIKIT_CTX_CACHE];
+} __attribute__((aligned(64)));
+extern struct fikit_ctx_cache fikit_ctxs;
+/* ctx's device, attached on first use; NULL only when no slot could be made. */
+struct fikit_dev *fikit_dev_for_ctx(CUcontext ctx);
+/* The device of every launch in pass-through mode (one private slot), without a driver call. */
+struct fikit_dev *fikit_dev_passthrough(void);
+/* The device of a launch (the current context's): *ctx gets the current context (NULL if
+ * unknown).  A process's first context is checked inline, the rest out of line. */
+static FIKIT_INLINE struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
+{
+    if (FIKIT_UNLIKELY(!fikit_ctxs.get_current) || fikit_ctxs.get_current(ctx) != CUDA_SUCCESS)
+        *ctx = NULL;
+    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) > 0 && fikit_ctxs.e[0].ctx == *ctx))
+        return fikit_ctxs.e[0].dev;
+    return fikit_dev_for_ctx(*ctx);
+}
 /* Whether a launch on d at `now` may have a more urgent client to defer to (decide() then
  * says whether it does).  A client with no one above it (every HP launch) reads the domain's
- * generation at most once a millisecond, so a new client above it is seen within 1 ms. */
-bool fikit_may_defer(struct fikit_dev *d, uint64_t now);
+ * generation at most once a millisecond, so a new client above it is seen within 1 ms: the
+ * domain's line is left alone in between (a launch that reads it meets a miss, and an HP
+ * launches every few microseconds). */
+#define FIKIT_GEN_CHECK_NS 1000000ull
+bool fikit_may_defer_now(struct fikit_dev *d, uint64_t now); /* the generation read now */
+static FIKIT_INLINE bool fikit_may_defer(struct fikit_dev *d, uint64_t now)
+{
+    if (!d->dom)
+        return false;
+    if (atomic_load_explicit(&d->n_peer_idx, memory_order_relaxed) == 0 &&
+        now - atomic_load_explicit(&d->gen_seen_ns, memory_order_relaxed) < FIKIT_GEN_CHECK_NS)
+        return false;
+    return fikit_may_defer_now(d, now);
+}
 /* The device already attached for ctx (NULL: the current one); NULL if none: never attaches. */
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx);
 int fikit_dev_count(void);             /* attached devices, the one of those beyond the table included */
@@ -245,17 +373,26 @@ void fikit_cupti_after_fork(void);
 
 /* ---- launch.c ---------------------------------------------------------- */
 void fikit_init(void); /* pthread_once; safe from any hook */
+/* What sets a launch off the common path, one bit each in fikit_config.flags: a launch reads the
+ * one word, and with it 0 (initialised, none of the rest) it checks nothing else of these. */
+enum fikit_cfg_flag {
+    FIKIT_CFG_UNREADY = 1,       /* not initialised yet */
+    FIKIT_CFG_MEASURING_OFF = 2, /* fikit_set_measuring(0) */
+    FIKIT_CFG_BYPASS = 4,        /* fikit_set_bypass(1) */
+    FIKIT_CFG_PASSTHROUGH = 8,   /* FIKIT_PASSTHROUGH=1 */
+    FIKIT_CFG_PROFILE = 16,      /* FIKIT_PROFILE=1 */
+};
 struct fikit_config {
     /* The first cache line: what every launch reads before anything else. */
-    _Atomic int ready;          /* initialised */
-    _Atomic bool measuring_off; /* fikit_set_measuring(0) */
-    _Atomic bool bypass;        /* fikit_set_bypass(1) */
-    bool passthrough;
-    bool profile;
-    uint32_t sample; /* measure 1 in N after the first FIKIT_WARM launches */
+    _Atomic uint32_t flags; /* enum fikit_cfg_flag */
+    uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
     char stats_path[512];
 } __attribute__((aligned(64)));
 extern struct fikit_config fikit_cfg;
+static inline bool fikit_cfg_has(uint32_t flag)
+{
+    return (atomic_load_explicit(&fikit_cfg.flags, memory_order_relaxed) & flag) != 0;
+}
 void fikit_harvest(bool wait_all);
 /* Benchmarks of the library's own cost: with `on` 0, launches are counted but neither
  * identified, decided nor measured, as in pass-through, until it is called with 1 again, so

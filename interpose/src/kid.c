@@ -122,23 +122,16 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * as a launch returned, it made a launch 6 ns dearer on an H100, not cheaper
  * (bench/results/2026-11-26-h100-price4b).  An entry's key never changes once it is
  * published; only its kernel-table pointer is replaced, when the device's
- * slot moved to another mapping.  Pairs beyond MEMO take the slow way.
+ * slot moved to another mapping.  Pairs beyond MEMO take the slow way.  A right guess is
+ * checked inline in the launch (fikit.h); everything else is here.
  */
-#define MEMO 2048
+#define MEMO FIKIT_MEMO
 #define MEMO_BUCKETS 4096
 #define MEMO_BITS 12
 _Static_assert(MEMO_BUCKETS == 1 << MEMO_BITS && MEMO_BUCKETS > MEMO && MEMO < 0xffff,
                "the index has room to spare and a bucket holds an entry's position + 1");
-struct memo {
-    CUfunction f;
-    uint32_t dev, smem;
-    uint32_t grid[3], block[3];
-    uint64_t id;
-    struct fikit_kstat *_Atomic k;
-    _Atomic uint32_t next; /* the entry launched after this one last time, + 1 (0: none yet) */
-} __attribute__((aligned(64)));
-_Static_assert(sizeof(struct memo) == 64, "a memo entry is one cache line");
-static struct memo memo[MEMO];
+_Static_assert(sizeof(struct fikit_memo) == 64, "a memo entry is one cache line");
+struct fikit_memo fikit_memo[MEMO];
 static _Atomic uint32_t memo_used;
 static _Atomic uint16_t memo_index[MEMO_BUCKETS]; /* entry + 1; 0 is empty */
 
@@ -150,22 +143,6 @@ static inline uint64_t memo_bucket(int dev, CUfunction f, const uint32_t grid[3]
                  ((uint64_t)grid[1] << 37) ^ ((uint64_t)grid[2] << 49) ^ ((uint64_t)block[0] << 3) ^
                  ((uint64_t)block[1] << 27) ^ ((uint64_t)block[2] << 45) ^ ((uint64_t)smem << 31);
     return fib(v, MEMO_BITS);
-}
-
-static inline bool memo_is(const struct memo *m, int dev, CUfunction f, const uint32_t grid[3],
-                           const uint32_t block[3], uint32_t smem)
-{
-    return m->f == f && m->dev == (uint32_t)dev && m->smem == smem && m->grid[0] == grid[0] &&
-           m->grid[1] == grid[1] && m->grid[2] == grid[2] && m->block[0] == block[0] && m->block[1] == block[1] &&
-           m->block[2] == block[2];
-}
-
-/* k is still id's entry in slot s's table (a slot moved to a new file, or a child's fresh one,
- * is another table). */
-static inline bool entry_valid(const struct fikit_slot *s, struct fikit_kstat *k, uint64_t id)
-{
-    uintptr_t off = (uintptr_t)k - (uintptr_t)s->ktab;
-    return k && off < sizeof s->ktab && atomic_load_explicit(&k->id, memory_order_relaxed) == id;
 }
 
 /* Identify the launch (name and shape) and find or make its entry in s. */
@@ -182,7 +159,7 @@ static struct fikit_kstat *identify(struct fikit_slot *s, CUfunction f, const ui
  * NULL when the memo is full). */
 __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit_slot *s, int dev, CUfunction f,
                                                                  const uint32_t grid[3], const uint32_t block[3],
-                                                                 uint32_t smem, uint64_t b, struct memo **mp)
+                                                                 uint32_t smem, uint64_t b, struct fikit_memo **mp)
 {
     uint64_t id;
     *mp = NULL;
@@ -192,7 +169,7 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
     uint32_t e = fikit_take_next(&memo_used, MEMO);
     if (e == UINT32_MAX)
         return k; /* the memo is full */
-    struct memo *m = &memo[e];
+    struct fikit_memo *m = &fikit_memo[e];
     atomic_store_explicit(&m->next, 0, memory_order_relaxed);
     m->f = f;
     m->dev = (uint32_t)dev;
@@ -208,8 +185,8 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
             *mp = m;
             break;
         }
-        if (memo_is(&memo[expect - 1], dev, f, grid, block, smem)) {
-            *mp = &memo[expect - 1]; /* another thread remembered it first: this entry stays unused */
+        if (fikit_memo_is(&fikit_memo[expect - 1], dev, f, grid, block, smem)) {
+            *mp = &fikit_memo[expect - 1]; /* another thread remembered it first: this entry stays unused */
             break;
         }
     }
@@ -217,7 +194,7 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
 }
 
 /* The memo's pair, its slot moved: find the entry again in the new table. */
-__attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_slot *s, struct memo *m,
+__attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_slot *s, struct fikit_memo *m,
                                                                 const uint32_t grid[3], const uint32_t block[3])
 {
     uint64_t id;
@@ -229,7 +206,7 @@ __attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_
 
 /* The guess was wrong: the memo's entry of the pair through its index (or a new one, NULL when
  * the memo is full), and the kernel-table entry in *kp. */
-__attribute__((noinline)) static struct memo *look_up(struct fikit_slot *s, int dev, CUfunction f,
+__attribute__((noinline)) static struct fikit_memo *look_up(struct fikit_slot *s, int dev, CUfunction f,
                                                       const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
                                                       struct fikit_kstat **kp)
 {
@@ -238,26 +215,25 @@ __attribute__((noinline)) static struct memo *look_up(struct fikit_slot *s, int 
         uint16_t v = atomic_load_explicit(&memo_index[b], memory_order_acquire);
         if (FIKIT_UNLIKELY(v == 0))
             break;
-        struct memo *m = &memo[v - 1];
-        if (memo_is(m, dev, f, grid, block, smem)) {
+        struct fikit_memo *m = &fikit_memo[v - 1];
+        if (fikit_memo_is(m, dev, f, grid, block, smem)) {
             *kp = NULL;
             return m;
         }
     }
-    struct memo *m;
+    struct fikit_memo *m;
     *kp = remember(s, dev, f, grid, block, smem, b, &m);
     return m;
 }
 
-FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
-                                                 const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
-                                                 struct fikit_memo_cursor *c, bool *first)
+struct fikit_kstat *fikit_kernel_entry_missed(struct fikit_slot *s, int dev, CUfunction f, const uint32_t grid[3],
+                                              const uint32_t block[3], uint32_t smem, struct fikit_memo_cursor *c,
+                                              bool *first)
 {
-    /* Cursor and links are hints, read and written without locks: each guess is checked. */
     uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
-    struct memo *m = g && g <= MEMO ? &memo[g - 1] : NULL;
+    struct fikit_memo *m = g - 1u < MEMO ? &fikit_memo[g - 1] : NULL;
     struct fikit_kstat *k = NULL;
-    if (FIKIT_UNLIKELY(!m || !memo_is(m, dev, f, grid, block, smem))) {
+    if (!m || !fikit_memo_is(m, dev, f, grid, block, smem)) {
         m = look_up(s, dev, f, grid, block, smem, &k);
         if (k) /* remembered just now, or (the memo full) never: taken for a first launch */
             *first = true;
@@ -268,17 +244,13 @@ FIKIT_HOT struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, 
         }
         uint32_t prev = atomic_load_explicit(&c->prev, memory_order_relaxed);
         if (prev && prev <= MEMO)
-            atomic_store_explicit(&memo[prev - 1].next, (uint32_t)(m - memo) + 1, memory_order_release);
+            atomic_store_explicit(&fikit_memo[prev - 1].next, (uint32_t)(m - fikit_memo) + 1, memory_order_release);
     }
     if (FIKIT_LIKELY(!k)) { /* (k is set only when the pair was just remembered) */
         k = atomic_load_explicit(&m->k, memory_order_relaxed);
-        if (FIKIT_UNLIKELY(!entry_valid(s, k, m->id)))
+        if (FIKIT_UNLIKELY(!fikit_memo_valid(s, k, m->id)))
             k = refresh(s, m, grid, block);
     }
-    atomic_store_explicit(&c->prev, (uint32_t)(m - memo) + 1, memory_order_relaxed);
-    uint32_t next = atomic_load_explicit(&m->next, memory_order_acquire);
-    atomic_store_explicit(&c->guess, next, memory_order_release);
-    if (FIKIT_LIKELY(next && next <= MEMO))
-        __builtin_prefetch(&memo[next - 1], 0, 3); /* read by the launch after this one */
+    fikit_memo_step(c, m);
     return k;
 }

@@ -28,7 +28,7 @@
 
 #include "fikit.h"
 
-struct fikit_config fikit_cfg = {.sample = 16};
+struct fikit_config fikit_cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16};
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
@@ -46,9 +46,9 @@ static struct fikit_params params_default = {
  * measured runs, not launches: a kernel seeded from its program's stored profile is settled
  * from its first launches, and a new one after 8 + 24 x FIKIT_SAMPLE launches (392 by default;
  * counting 1024 launches kept a batch-1 model sampling 1 in 16 for its first seconds). */
-static inline bool sample_due(uint64_t count, uint64_t dur_n)
+static FIKIT_INLINE bool sample_due(uint64_t count, uint64_t dur_n, bool profile)
 {
-    if (fikit_cfg.profile || count < WARM_LAUNCHES)
+    if (profile || count < WARM_LAUNCHES)
         return true;
     uint64_t every = fikit_cfg.sample;
     if (dur_n >= SETTLED_SAMPLES)
@@ -133,7 +133,7 @@ struct pool {
 static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
 _Static_assert(offsetof(struct pool, lock) <= 64, "what every launch touches of its pool is one cache line");
 
-static struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
+static FIKIT_INLINE struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
 
 static void pools_reset(void)
 {
@@ -215,7 +215,7 @@ static void *gate_watchdog(void *arg)
             futex_sleep(&gate_armed, 0, 1000000000ull);
             continue;
         }
-        uint64_t now = fikit_now_ns(), due = atomic_load(&gate_deadline);
+        uint64_t now = fikit_clock_ns(), due = atomic_load(&gate_deadline);
         if (now < due) {
             futex_sleep(&gate_armed, armed, due - now);
             continue;
@@ -302,7 +302,7 @@ __attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_
             uint32_t seq = atomic_fetch_add(&gate_seq, 1) + 1;
             if (!seq)
                 seq = atomic_fetch_add(&gate_seq, 1) + 1;
-            atomic_store(&gate_deadline, fikit_now_ns() + 2000000ull);
+            atomic_store(&gate_deadline, fikit_clock_ns() + 2000000ull);
             if (fikit_drv.cuStreamWaitValue32(stream, p->gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
                 s->gate_seq = seq;
                 atomic_store(&gate_armed, seq);
@@ -365,7 +365,7 @@ static void correct_own_busy(struct fikit_dev *d, uint64_t now)
         atomic_store_explicit(&me->busy_until_ns, now, memory_order_relaxed);
 }
 
-static void mark_own_done(struct pool *p, CUstream stream)
+__attribute__((noinline)) static void mark_own_done(struct pool *p, CUstream stream)
 {
     if (!p->ctx)
         return;
@@ -384,7 +384,7 @@ static void domain_params(struct fikit_dev *d, struct fikit_params *p, bool can_
 
 /* Returns true when the launch had a more urgent client (in its device's domain) to
  * defer to; sets *run_on when the launch is to run on the co-running stream instead. */
-static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
+__attribute__((noinline)) static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
 {
     struct fikit_slot *me = d->me;
     struct fikit_peer peers[FIKIT_MAX_SLOTS];
@@ -398,7 +398,7 @@ static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, 
         return false;
     if (capturing(stream))
         return false; /* recorded into a graph, not run: nothing to hold */
-    uint64_t now = fikit_now_ns();
+    uint64_t now = fikit_clock_ns();
     correct_own_busy(d, now);
     uint64_t dur = k ? fikit_kstat_dur_pred(k) : 0;
     struct fikit_self self = {.busy_until_ns = atomic_load(&me->busy_until_ns), .held_since_ns = 0};
@@ -429,7 +429,7 @@ static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, 
                 wait = 2000000;
             futex_sleep(&me->wake, atomic_load(&me->wake), wait);
         }
-        now = fikit_now_ns();
+        now = fikit_clock_ns();
         if (now - last_live > 10000000ull) {
             /* Nobody waits on a dead pid. */
             last_live = now;
@@ -478,7 +478,7 @@ struct launch {
     bool counted_only; /* pass-through, or measuring turned off: after() has nothing to finish */
 };
 
-static const char *graph_name(CUgraphExec g, uint64_t *hash)
+__attribute__((noinline)) static const char *graph_name(CUgraphExec g, uint64_t *hash)
 {
     /* Graph execs are numbered in the order a process first launches them:
      * stable across runs of a deterministic program, like kernel ids. */
@@ -503,7 +503,7 @@ static const char *graph_name(CUgraphExec g, uint64_t *hash)
     return gnames[i];
 }
 
-static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
+__attribute__((noinline)) static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
 {
     uint64_t nh = 0;
     static const uint32_t zero[3] = {0, 0, 0};
@@ -514,7 +514,7 @@ static struct fikit_kstat *graph_entry(struct fikit_slot *me, CUgraphExec g)
 /* 1 gap in 8 after a settled kernel is recorded (the hash's top 3 bits all 0), chosen by the
  * clock's low bits, hashed: counting a kernel's launches would pick the same place in each of a
  * program's cycles, and that place's gap alone would stand for all of them. */
-static inline bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
+static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
 
 /*
  * The gap after the previous launch on this device: host time since that kernel's predicted
@@ -526,7 +526,7 @@ static inline bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) 
  * Plain loads and stores, no locked exchange (this is every launch): threads launching on one
  * device at the same instant may pair a gap with the wrong predecessor, an estimate either way.
  */
-FIKIT_HOT static inline void note_gap(struct pool *p, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
+FIKIT_HOT static FIKIT_INLINE void note_gap(struct pool *p, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
 {
     uint64_t prev_t = atomic_load_explicit(&p->last_launch_t, memory_order_relaxed);
     struct fikit_kstat *prev_k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
@@ -553,32 +553,43 @@ FIKIT_HOT static inline void note_gap(struct pool *p, struct fikit_slot *me, str
                           memory_order_relaxed);
 }
 
-FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphExec g, const uint32_t grid[3],
-                             const uint32_t block[3], uint32_t smem, CUstream stream)
+/*
+ * Before and after the driver's call.  Both are inlined into each wrapper, and everything off
+ * the common path (a flag set, a context not the first, a guess missed, a client above, a
+ * sample due) is a call out of line: between two launches a real program runs enough code of
+ * its own to evict the library's, so each line of code a launch runs is a miss, and a call
+ * out of line costs lines of its own.  flags: fikit_cfg.flags as the wrapper read it.
+ */
+FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int path,
+                                                                   CUfunction f, CUgraphExec g,
+                                                                   const uint32_t grid[3], const uint32_t block[3],
+                                                                   uint32_t smem, CUstream stream)
 {
     L->k = NULL;
     L->sample = NULL;
     L->stream = stream;
     L->run = stream;
     L->counted_only = true; /* after() reads nothing else then */
+    L->deferred = false;
     L->dev = NULL;
-    if (FIKIT_UNLIKELY(atomic_load_explicit(&fikit_cfg.bypass, memory_order_relaxed)))
+    if (FIKIT_UNLIKELY(flags & FIKIT_CFG_BYPASS))
         return;
-    CUcontext ctx;
-    struct fikit_dev *d = fikit_dev_for_launch(&ctx);
+    CUcontext ctx = NULL;
+    struct fikit_dev *d =
+        FIKIT_UNLIKELY(flags & FIKIT_CFG_PASSTHROUGH) ? fikit_dev_passthrough() : fikit_dev_for_launch(&ctx);
     L->dev = d;
     if (FIKIT_UNLIKELY(!d))
         return;
     struct fikit_slot *me = d->me;
     atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
-    if (fikit_cfg.passthrough || FIKIT_UNLIKELY(atomic_load_explicit(&fikit_cfg.measuring_off, memory_order_relaxed)))
+    if (FIKIT_UNLIKELY(flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF)))
         return;
     L->counted_only = false;
-    L->deferred = false;
 
     /* Profiling mode: CUPTI times kernel launches (it starts here, before any
      * decision may set up co-running); graph launches are timed by events. */
-    bool by_cupti = fikit_cfg.profile && fikit_cupti_timing() && !g;
+    bool profile = flags & FIKIT_CFG_PROFILE;
+    bool by_cupti = FIKIT_UNLIKELY(profile) && fikit_cupti_timing() && !g;
 
     struct pool *p = pool_of(d);
     bool first = false; /* this function's first launch, maybe: never gated (see "gated" above) */
@@ -587,40 +598,47 @@ FIKIT_HOT static void before(struct launch *L, int path, CUfunction f, CUgraphEx
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
-    uint64_t t = fikit_now_ns();
-    if (fikit_may_defer(d, t)) {
+    uint64_t t = fikit_clock_ns();
+    if (FIKIT_UNLIKELY(fikit_may_defer(d, t))) {
         L->deferred = decide(d, k, stream, path != FIKIT_PATH_COOP, &L->run);
-        t = fikit_now_ns(); /* it may have waited */
+        t = fikit_clock_ns(); /* it may have waited */
     }
     L->t = t;
     note_gap(p, me, k, t);
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (k && L->run == stream && !by_cupti &&
-        sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed)) && !capturing(stream))
+    if (FIKIT_UNLIKELY(k && sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed), profile)) &&
+        L->run == stream && !by_cupti && !capturing(stream))
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !first && !g); /* see "gated" above */
 }
 
-FIKIT_HOT static void after(struct launch *L, CUresult r)
+/* A launch that ran on the co-running stream, or was timed. */
+__attribute__((noinline, cold)) static void after_rare(struct launch *L, struct pool *p, CUresult r)
+{
+    if (L->run != L->stream)
+        fikit_corun_end(L->dev->index, L->stream, L->run);
+    if (L->sample) {
+        sample_end(p, L->sample, L->stream, r);
+        if (fikit_cfg_has(FIKIT_CFG_PROFILE)) {
+            harvest(p, true);
+            atomic_store_explicit(&p->last_sync_end, fikit_clock_ns(), memory_order_relaxed);
+        } else {
+            harvest(p, false);
+        }
+    }
+}
+
+FIKIT_HOT static FIKIT_INLINE void after(struct launch *L, CUresult r)
 {
     struct fikit_dev *d = L->dev;
     if (FIKIT_UNLIKELY(!d) || L->counted_only)
         return; /* decided in before(): a toggle between the two must not leave a gate shut */
     struct fikit_slot *me = d->me;
     struct pool *p = pool_of(d);
-    if (L->run != L->stream)
-        fikit_corun_end(d->index, L->stream, L->run);
-    if (L->sample) {
-        sample_end(p, L->sample, L->stream, r);
-        if (fikit_cfg.profile) {
-            harvest(p, true);
-            atomic_store_explicit(&p->last_sync_end, fikit_now_ns(), memory_order_relaxed);
-        } else {
-            harvest(p, false);
-        }
-    }
-    if (r != CUDA_SUCCESS || !L->k)
+    if (FIKIT_UNLIKELY(L->run != L->stream || L->sample))
+        after_rare(L, p, r);
+    if (FIKIT_UNLIKELY(r != CUDA_SUCCESS || !L->k))
         return;
     /* The stream rarely changes: a plain load on the common path, the exchange only on a change. */
     if (atomic_load_explicit(&p->last_stream, memory_order_relaxed) != L->stream &&
@@ -628,12 +646,11 @@ FIKIT_HOT static void after(struct launch *L, CUresult r)
         atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
         atomic_store_explicit(&p->several_streams, true, memory_order_relaxed);
     uint64_t dur = fikit_kstat_dur_pred(L->k), unknown_ns = 0;
-    if (!dur) /* the domain's line is read only for a kernel never measured */
+    if (FIKIT_UNLIKELY(!dur)) /* the domain's line is read only for a kernel never measured */
         unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
                             : params_default.unknown_ns;
-    fikit_policy_note_launch(me, L->t, dur, fikit_kstat_gap_pred(L->k), unknown_ns);
-    atomic_store_explicit(&me->last_kernel_id, atomic_load(&L->k->id), memory_order_relaxed);
-    if (L->deferred)
+    fikit_note_launch(me, L->t, dur, fikit_kstat_gap_pred(L->k), unknown_ns);
+    if (FIKIT_UNLIKELY(L->deferred))
         mark_own_done(p, L->stream);
 }
 
@@ -665,7 +682,7 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
     struct fikit_slot *me = d->me;
     struct pool *p = pool_of(d);
     atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
-    uint64_t now = fikit_now_ns();
+    uint64_t now = fikit_clock_ns();
     atomic_store_explicit(&p->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
     bool drained = kind == SYNC_CONTEXT ||
@@ -680,7 +697,7 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
                            : 0;
         atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
     }
-    if (!fikit_cfg.passthrough)
+    if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
         harvest(p, false);
 }
 
@@ -717,8 +734,10 @@ static void init_once(void)
 {
     const char *v;
     fikit_debug = (v = getenv("FIKIT_LOG")) && strcmp(v, "debug") == 0;
-    fikit_cfg.passthrough = (v = getenv("FIKIT_PASSTHROUGH")) && strcmp(v, "1") == 0;
-    fikit_cfg.profile = (v = getenv("FIKIT_PROFILE")) && strcmp(v, "1") == 0;
+    if ((v = getenv("FIKIT_PASSTHROUGH")) && strcmp(v, "1") == 0)
+        atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_PASSTHROUGH);
+    if ((v = getenv("FIKIT_PROFILE")) && strcmp(v, "1") == 0)
+        atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_PROFILE);
     if ((v = getenv("FIKIT_SAMPLE"))) {
         long s = strtol(v, NULL, 10);
         fikit_cfg.sample = s >= 1 && s <= 1000000 ? (uint32_t)s : 16;
@@ -730,25 +749,34 @@ static void init_once(void)
     fikit_client_start();
     pthread_atfork(NULL, NULL, child_after_fork);
     atexit(at_exit);
-    atomic_store_explicit(&fikit_cfg.ready, 1, memory_order_release);
+    atomic_fetch_and_explicit(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_UNREADY, memory_order_release);
 }
 
 FIKIT_API int fikit_set_measuring(int on)
 {
-    return !atomic_exchange(&fikit_cfg.measuring_off, !on);
+    uint32_t was = on ? atomic_fetch_and(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_MEASURING_OFF)
+                      : atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_MEASURING_OFF);
+    return !(was & FIKIT_CFG_MEASURING_OFF);
 }
 
 FIKIT_API int fikit_set_bypass(int on)
 {
-    return atomic_exchange(&fikit_cfg.bypass, on != 0);
+    uint32_t was = on ? atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_BYPASS)
+                      : atomic_fetch_and(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_BYPASS);
+    return (was & FIKIT_CFG_BYPASS) != 0;
 }
 
-void fikit_init(void)
+/* What a launch wrapper reads first: the flags, once initialised. */
+static FIKIT_INLINE uint32_t launch_flags(void)
 {
-    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_cfg.ready, memory_order_acquire)))
-        return;
+    uint32_t flags = atomic_load_explicit(&fikit_cfg.flags, memory_order_acquire);
+    if (FIKIT_LIKELY(!(flags & FIKIT_CFG_UNREADY)))
+        return flags;
     pthread_once(&once, init_once);
+    return atomic_load_explicit(&fikit_cfg.flags, memory_order_acquire);
 }
+
+void fikit_init(void) { (void)launch_flags(); }
 
 /* ---- the exported wrappers ------------------------------------------------ */
 #define WRAPPER FIKIT_API FIKIT_HOT /* exported, and on the launch path */
@@ -760,13 +788,13 @@ void fikit_init(void)
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params,  \
                             void **extra)                                                                    \
     {                                                                                                        \
-        fikit_init();                                                                                        \
+        uint32_t flags = launch_flags();                                                                     \
         fikit_pfn_cuLaunchKernel real = REAL_AS(name, cuLaunchKernel);                                       \
         if (FIKIT_UNLIKELY(!real))                                                                           \
             return CUDA_ERROR_NOT_INITIALIZED;                                                               \
         const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};                                      \
         struct launch L;                                                                                     \
-        before(&L, FIKIT_PATH_KERNEL, f, NULL, grid, block, smem, s);                                        \
+        before(&L, flags, FIKIT_PATH_KERNEL, f, NULL, grid, block, smem, s);                                        \
         CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, L.run, params, extra);                            \
         after(&L, r);                                                                                        \
         return r;                                                                                            \
@@ -775,7 +803,7 @@ void fikit_init(void)
 #define WRAP_LAUNCH_EX(name)                                                                              \
     WRAPPER CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)           \
     {                                                                                                     \
-        fikit_init();                                                                                     \
+        uint32_t flags = launch_flags();                                                                  \
         fikit_pfn_cuLaunchKernelEx real = REAL_AS(name, cuLaunchKernelEx);                                \
         if (FIKIT_UNLIKELY(!real))                                                                        \
             return CUDA_ERROR_NOT_INITIALIZED;                                                            \
@@ -784,7 +812,7 @@ void fikit_init(void)
         const uint32_t grid[3] = {cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ};                           \
         const uint32_t block[3] = {cfg->blockDimX, cfg->blockDimY, cfg->blockDimZ};                       \
         struct launch L;                                                                                  \
-        before(&L, FIKIT_PATH_EX, f, NULL, grid, block, cfg->sharedMemBytes, cfg->hStream);               \
+        before(&L, flags, FIKIT_PATH_EX, f, NULL, grid, block, cfg->sharedMemBytes, cfg->hStream);               \
         CUlaunchConfig run_cfg = *cfg;                                                                    \
         run_cfg.hStream = L.run;                                                                          \
         CUresult r = real(L.run == cfg->hStream ? cfg : &run_cfg, f, params, extra);                      \
@@ -796,13 +824,13 @@ void fikit_init(void)
     WRAPPER CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,   \
                             unsigned int by, unsigned int bz, unsigned int smem, CUstream s, void **params)  \
     {                                                                                                        \
-        fikit_init();                                                                                        \
+        uint32_t flags = launch_flags();                                                                     \
         fikit_pfn_cuLaunchCooperativeKernel real = REAL_AS(name, cuLaunchCooperativeKernel);                 \
         if (FIKIT_UNLIKELY(!real))                                                                           \
             return CUDA_ERROR_NOT_INITIALIZED;                                                               \
         const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};                                      \
         struct launch L;                                                                                     \
-        before(&L, FIKIT_PATH_COOP, f, NULL, grid, block, smem, s);                                          \
+        before(&L, flags, FIKIT_PATH_COOP, f, NULL, grid, block, smem, s);                                          \
         CUresult r = real(f, gx, gy, gz, bx, by, bz, smem, s, params);                                       \
         after(&L, r);                                                                                        \
         return r;                                                                                            \
@@ -811,13 +839,13 @@ void fikit_init(void)
 #define WRAP_LAUNCH_GRAPH(name)                                                \
     WRAPPER CUresult name(CUgraphExec g, CUstream s)                           \
     {                                                                          \
-        fikit_init();                                                          \
+        uint32_t flags = launch_flags();                                       \
         fikit_pfn_cuGraphLaunch real = REAL_AS(name, cuGraphLaunch);           \
         if (FIKIT_UNLIKELY(!real))                                             \
             return CUDA_ERROR_NOT_INITIALIZED;                                 \
         static const uint32_t zero[3] = {0, 0, 0};                             \
         struct launch L;                                                       \
-        before(&L, FIKIT_PATH_GRAPH, NULL, g ? g : (CUgraphExec)1, zero, zero, 0, s); \
+        before(&L, flags, FIKIT_PATH_GRAPH, NULL, g ? g : (CUgraphExec)1, zero, zero, 0, s); \
         CUresult r = real(g, L.run);                                           \
         after(&L, r);                                                          \
         return r;                                                              \

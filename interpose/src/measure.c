@@ -158,18 +158,6 @@ FIKIT_HOT void fikit_kstat_add_gap(struct fikit_kstat *k, uint64_t ns)
     }
 }
 
-FIKIT_HOT uint64_t fikit_kstat_dur_pred(const struct fikit_kstat *k)
-{
-    return atomic_load_explicit(&k->dur_n, memory_order_relaxed) ? k->dur_pred_ns : 0;
-}
-
-FIKIT_HOT uint64_t fikit_kstat_gap_pred(const struct fikit_kstat *k)
-{
-    if (k->gap_n == 0 || k->gap_min_ns == UINT32_MAX)
-        return 0;
-    return k->gap_min_ns;
-}
-
 /* Quantile of the first min(n, FIKIT_RING) ring samples (small: insertion sort). */
 double fikit_ring_quantile(const uint32_t *ring, uint64_t n, double q)
 {

@@ -127,15 +127,10 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
     return FIKIT_WAIT;
 }
 
-FIKIT_API FIKIT_HOT void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
+FIKIT_API void fikit_policy_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
                                         uint64_t gap_pred_ns, uint64_t unknown_ns)
 {
-    uint64_t d = dur_pred_ns ? dur_pred_ns : unknown_ns;
-    uint64_t busy = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);
-    busy = max64(busy, now) + d;
-    atomic_store_explicit(&s->last_launch_ns, now, memory_order_relaxed);
-    atomic_store_explicit(&s->busy_until_ns, busy, memory_order_relaxed);
-    atomic_store_explicit(&s->next_launch_ns, busy + gap_pred_ns, memory_order_release);
+    fikit_note_launch(s, now, dur_pred_ns, gap_pred_ns, unknown_ns);
 }
 
 void fikit_params_from_domain(const struct fikit_domain *d, struct fikit_params *p)

@@ -140,7 +140,7 @@ void fikit_stats_write(const char *tmpl)
             (unsigned long long)t.syncs, (unsigned long long)t.held_launches, (double)t.held_ns / 1000.0,
             (unsigned long long)t.released_gap, (unsigned long long)t.released_idle,
             (unsigned long long)t.released_guard, (unsigned long long)t.released_corun, (double)t.gpu_ns / 1000.0,
-            first ? first->slot_index : -1, fikit_effective_prio(first), fikit_cfg.passthrough ? "true" : "false",
+            first ? first->slot_index : -1, fikit_effective_prio(first), fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? "true" : "false",
             t.profile_kernels);
     fputs(", \"domains\": [", f);
     for (int i = 0; i < n; i++) {
@@ -169,7 +169,7 @@ void fikit_stats_write(const char *tmpl)
                 (unsigned long long)c.ignored, (unsigned long long)c.unmatched, (unsigned long long)c.incomplete,
                 (unsigned long long)c.dropped);
     else
-        fprintf(f, ", \"timing\": \"%s\", \"cupti\": null", fikit_cfg.passthrough ? "none" : "events");
+        fprintf(f, ", \"timing\": \"%s\", \"cupti\": null", fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? "none" : "events");
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first_k = true;
