@@ -8,6 +8,7 @@ figures can be checked against known answers, in the exact (FIKIT_PROFILE=1) and
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -216,6 +217,26 @@ def test_a_functions_first_launch_is_never_gated(run_client: RunClient) -> None:
     assert not [ln for ln in run.fikit_lines() if "gate" in ln], run.describe()
     # the id's first 8 launches are all measured: the 5 that are no copy's first, behind the gate
     assert truth["wait_value"] >= 5, run.describe()
+    assert run.stats[run.pid]["launches"]["cuLaunchKernel"] == 24
+
+
+def test_a_launch_blocked_behind_a_gate_is_let_go_and_described(run_client: RunClient) -> None:
+    """A gated launch that blocks in the driver (here the 5th, a warm launch sampled on an idle
+    stream) waits for its own gate: the watchdog opens it after 2 ms and turns gating off.  Its
+    one line says what the thread was doing, so that a GPU run's logs tell a launch blocked in
+    the driver (asleep there, or spinning) from a thread the host merely preempted."""
+    args = ["--kernels", "conv", "-n", "24", "--sync", "stream"]
+    run = run_client(args, env={"FAKECUDA_DURATIONS": "conv=50", "FAKECUDA_BLOCK_LAUNCH": "5"})
+    assert run.rc == 0, run.describe()
+    assert run.truth[run.pid]["lazy_waits"] == 1, run.describe()
+    (line,) = [ln for ln in run.fikit_lines() if "gate" in ln]
+    m = re.search(r"gating turned off \(shut ([\d.]+) ms; thread (\d+) (\S) in (\S+), ([-\d.]+) ms of CPU "
+                  r"since; kernel (\S+), launch (\d+)\)", line)
+    assert m, line
+    assert float(m.group(1)) >= 2.0, line
+    assert m.group(3) in "SD", line  # asleep in the (fake) driver, not merely preempted
+    assert 0 <= float(m.group(5)) < float(m.group(1)), line
+    assert (m.group(6), m.group(7)) == ("conv", "5"), line
     assert run.stats[run.pid]["launches"]["cuLaunchKernel"] == 24
 
 

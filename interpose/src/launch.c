@@ -90,6 +90,15 @@ static _Atomic uint32_t *_Atomic gate_host;
 static _Atomic uint32_t gate_seq;
 static _Atomic uint32_t gate_armed;     /* newest closed gate, 0 none: the watchdog's futex word */
 static _Atomic uint64_t gate_deadline;  /* when the watchdog opens it */
+/* Who closed the newest gate, on what, and when (its thread's CPU time then): what the
+ * watchdog says when it opens a gate, to tell a launch blocked in the driver (asleep there, or
+ * spinning) from a thread the host merely preempted (runnable, its CPU time still). */
+static struct {
+    _Atomic int tid;
+    _Atomic uint64_t cpu_ns;
+    _Atomic uint64_t count; /* the kernel's launches so far */
+    struct fikit_kstat *_Atomic k;
+} gate_who;
 static pthread_once_t watchdog_once = PTHREAD_ONCE_INIT;
 static bool watchdog_ok;
 static pthread_mutex_t gate_alloc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -206,6 +215,50 @@ static void gate_open_at(_Atomic uint32_t *word, uint32_t seq)
 
 static void futex_sleep(_Atomic uint32_t *word, uint32_t val, uint64_t ns);
 
+#define GATE_WAIT_NS 2000000ull /* a gate still closed this long after it closed is opened */
+
+static uint64_t thread_cpu_ns(int tid)
+{
+    /* A thread's CPU clock, as clock_getcpuclockid's encoding names it (see clock_getcpuclockid(3)). */
+    clockid_t cid = (clockid_t)((~(unsigned)tid << 3) | 6u);
+    struct timespec ts;
+    if (clock_gettime(cid, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The one line a process logs when the watchdog opens a gate: how long it was shut, the state
+ * of the thread that shut it and where it sleeps, its CPU time since, and the kernel launched. */
+static void gate_stall_report(uint64_t shut_ns)
+{
+    int tid = atomic_load(&gate_who.tid);
+    char path[64], stat[512] = "", wchan[64] = "";
+    char state = '?';
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        stat[n] = 0;
+        fclose(f);
+        const char *close = strrchr(stat, ')'); /* the name may hold spaces: the state follows ") " */
+        if (close && close[1] && close[2])
+            state = close[2];
+    }
+    snprintf(path, sizeof path, "/proc/self/task/%d/wchan", tid);
+    if ((f = fopen(path, "r"))) {
+        size_t n = fread(wchan, 1, sizeof wchan - 1, f);
+        wchan[n] = 0;
+        fclose(f);
+    }
+    uint64_t cpu0 = atomic_load(&gate_who.cpu_ns), cpu = thread_cpu_ns(tid);
+    struct fikit_kstat *k = atomic_load(&gate_who.k);
+    fikit_log("a launch blocked behind a measurement gate; gating turned off (shut %.1f ms; thread %d %c in %s, "
+              "%.2f ms of CPU since; kernel %.60s, launch %llu)",
+              (double)shut_ns / 1e6, tid, state, wchan[0] ? wchan : "?",
+              cpu && cpu0 && cpu >= cpu0 ? (double)(cpu - cpu0) / 1e6 : -1.0, k ? k->name : "?",
+              (unsigned long long)atomic_load(&gate_who.count) + 1);
+}
+
 static void *gate_watchdog(void *arg)
 {
     _Atomic uint32_t *word = arg;
@@ -224,7 +277,8 @@ static void *gate_watchdog(void *arg)
             gate_open_at(word, armed);
             atomic_store(&gate_host, NULL); /* no more gates in this process */
             static _Atomic int warned;
-            fikit_log_once(&warned, "a launch blocked behind a measurement gate; gating turned off");
+            if (!atomic_exchange(&warned, 1))
+                gate_stall_report(now - (due - GATE_WAIT_NS));
         }
         uint32_t expect = armed;
         atomic_compare_exchange_strong(&gate_armed, &expect, 0);
@@ -286,7 +340,7 @@ void fikit_harvest(bool wait_all)
 
 __attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_dev *d, CUcontext ctx,
                                                                    struct fikit_kstat *k, CUstream stream,
-                                                                   bool gate)
+                                                                   bool gate, uint64_t count)
 {
     struct pool *p = pool_of(d);
     if (pthread_mutex_lock(&p->lock) != 0)
@@ -302,8 +356,13 @@ __attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_
             uint32_t seq = atomic_fetch_add(&gate_seq, 1) + 1;
             if (!seq)
                 seq = atomic_fetch_add(&gate_seq, 1) + 1;
-            atomic_store(&gate_deadline, fikit_clock_ns() + 2000000ull);
+            atomic_store(&gate_deadline, fikit_clock_ns() + GATE_WAIT_NS);
             if (fikit_drv.cuStreamWaitValue32(stream, p->gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
+                int tid = (int)syscall(SYS_gettid);
+                atomic_store(&gate_who.tid, tid);
+                atomic_store(&gate_who.cpu_ns, thread_cpu_ns(tid));
+                atomic_store(&gate_who.count, count);
+                atomic_store(&gate_who.k, k);
                 s->gate_seq = seq;
                 atomic_store(&gate_armed, seq);
                 syscall(SYS_futex, (uint32_t *)&gate_armed, FUTEX_WAKE, 1, NULL, NULL, 0);
@@ -610,7 +669,7 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
      * nothing of how long it runs on the whole of it. */
     if (FIKIT_UNLIKELY(k && sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed), profile)) &&
         L->run == stream && !by_cupti && !capturing(stream))
-        L->sample = sample_begin(d, ctx, k, stream, count > 0 && !first && !g); /* see "gated" above */
+        L->sample = sample_begin(d, ctx, k, stream, count > 0 && !first && !g, count); /* see "gated" above */
 }
 
 /* A launch that ran on the co-running stream, or was timed. */

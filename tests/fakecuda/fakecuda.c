@@ -43,6 +43,9 @@
  *                       module loading may, for its stream's latest wait on
  *                       a memory word to be met (up to 1 s), and counts it
  *                       in "lazy_waits" (default 0)
+ *   FAKECUDA_BLOCK_LAUNCH  N: the process's N-th launch waits so too, whatever
+ *                       its function, as a driver call that synchronises
+ *                       would (default 0: none)
  *   FAKECUDA_GRAPH_KERNEL  name of the one kernel inside every graph (shape:
  *                       grid 1, block 32, no shared memory), reported to the
  *                       fake CUPTI for each replay (default: none reported)
@@ -303,6 +306,8 @@ static int g_sms = 132; /* FAKECUDA_SMS */
 static _Atomic unsigned long long g_green_launches;
 static uint64_t g_latency_ns; /* FAKECUDA_LAUNCH_LATENCY_US */
 static int g_lazy_load;       /* FAKECUDA_LAZY_LOAD */
+static unsigned long long g_block_launch; /* FAKECUDA_BLOCK_LAUNCH */
+static _Atomic unsigned long long g_launches_all;
 
 /* Returns the end; *start_out gets the start. */
 static uint64_t schedule(struct CUstream_st *s, uint64_t dur_ns, uint64_t *start_out)
@@ -682,6 +687,8 @@ __attribute__((constructor)) static void fake_setup(void)
         g_latency_ns = (uint64_t)(strtod(s, NULL) * 1000.0 + 0.5);
     s = getenv("FAKECUDA_LAZY_LOAD");
     g_lazy_load = s && strcmp(s, "1") == 0;
+    s = getenv("FAKECUDA_BLOCK_LAUNCH");
+    g_block_launch = s ? strtoull(s, NULL, 10) : 0;
     s = getenv("FAKECUDA_GRAPH_KERNEL");
     if (s && *s)
         g_graph_kernel = s;
@@ -967,6 +974,8 @@ static CUresult launch(enum launch_api api, CUfunction hf, const unsigned int gr
     if (params && extra)
         return CUDA_ERROR_INVALID_VALUE;
     if (g_lazy_load && atomic_load(&fn->launches) == 0)
+        lazy_load(s);
+    if (g_block_launch && atomic_fetch_add(&g_launches_all, 1) + 1 == g_block_launch)
         lazy_load(s);
 
     uint64_t dur = fn->dur_ns;
