@@ -394,6 +394,17 @@ static inline bool fikit_cfg_has(uint32_t flag)
     return (atomic_load_explicit(&fikit_cfg.flags, memory_order_relaxed) & flag) != 0;
 }
 void fikit_harvest(bool wait_all);
+/* The measurement gates' watchdog, for FIKIT_STATS: how often it found a shut gate's thread
+ * merely waiting for a CPU (and waited on), and whether it turned gating off. */
+struct fikit_gate_counts {
+    uint64_t preempted_waits;
+    bool turned_off;
+};
+void fikit_gate_counts(struct fikit_gate_counts *out);
+/* The watchdog's rule for a gate shut shut_ns ago, whose thread is in scheduler state `state`
+ * ('R' runnable, 'S'/'D' asleep) and ran cpu_ns since: 1 when that thread merely waits for a
+ * CPU, so its launch is not blocked (exported for the tests). */
+FIKIT_API int fikit_gate_preempted(char state, uint64_t cpu_ns, uint64_t shut_ns);
 /* Benchmarks of the library's own cost: with `on` 0, launches are counted but neither
  * identified, decided nor measured, as in pass-through, until it is called with 1 again, so
  * one process can alternate both states (bench/overhead_probe.py --toggle-ms).  Returns the

@@ -90,15 +90,18 @@ static _Atomic uint32_t *_Atomic gate_host;
 static _Atomic uint32_t gate_seq;
 static _Atomic uint32_t gate_armed;     /* newest closed gate, 0 none: the watchdog's futex word */
 static _Atomic uint64_t gate_deadline;  /* when the watchdog opens it */
-/* Who closed the newest gate, on what, and when (its thread's CPU time then): what the
- * watchdog says when it opens a gate, to tell a launch blocked in the driver (asleep there, or
- * spinning) from a thread the host merely preempted (runnable, its CPU time still). */
+/* Who closed the newest gate, on what, and when (and its thread's CPU time then): the watchdog
+ * tells by them a launch blocked in the driver (asleep there, or spinning) from a thread the
+ * host merely preempted (runnable, its CPU time still), and says which when it gives up. */
 static struct {
     _Atomic int tid;
+    _Atomic uint64_t armed_ns;
     _Atomic uint64_t cpu_ns;
     _Atomic uint64_t count; /* the kernel's launches so far */
     struct fikit_kstat *_Atomic k;
 } gate_who;
+static _Atomic uint64_t gate_waited;   /* looks at a shut gate that found its thread preempted */
+static _Atomic bool gate_turned_off;   /* the watchdog gave up on one: no more gates */
 static pthread_once_t watchdog_once = PTHREAD_ONCE_INIT;
 static bool watchdog_ok;
 static pthread_mutex_t gate_alloc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -215,7 +218,8 @@ static void gate_open_at(_Atomic uint32_t *word, uint32_t seq)
 
 static void futex_sleep(_Atomic uint32_t *word, uint32_t val, uint64_t ns);
 
-#define GATE_WAIT_NS 2000000ull /* a gate still closed this long after it closed is opened */
+#define GATE_WAIT_NS 2000000ull /* a gate still closed this long after it closed is looked at */
+#define GATE_MAX_NS 20000000ull /* and one closed this long is opened, whatever its thread does */
 
 static uint64_t thread_cpu_ns(int tid)
 {
@@ -227,13 +231,12 @@ static uint64_t thread_cpu_ns(int tid)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The one line a process logs when the watchdog opens a gate: how long it was shut, the state
- * of the thread that shut it and where it sleeps, its CPU time since, and the kernel launched. */
-static void gate_stall_report(uint64_t shut_ns)
+/* A thread's scheduler state ('R' runnable, 'S'/'D' asleep, '?' unknown) and where it sleeps. */
+static char thread_state(int tid, char *wchan, size_t n_wchan)
 {
-    int tid = atomic_load(&gate_who.tid);
-    char path[64], stat[512] = "", wchan[64] = "";
+    char path[64], stat[512] = "";
     char state = '?';
+    wchan[0] = 0;
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
     FILE *f = fopen(path, "r");
     if (f) {
@@ -246,16 +249,54 @@ static void gate_stall_report(uint64_t shut_ns)
     }
     snprintf(path, sizeof path, "/proc/self/task/%d/wchan", tid);
     if ((f = fopen(path, "r"))) {
-        size_t n = fread(wchan, 1, sizeof wchan - 1, f);
+        size_t n = fread(wchan, 1, n_wchan - 1, f);
         wchan[n] = 0;
         fclose(f);
     }
-    uint64_t cpu0 = atomic_load(&gate_who.cpu_ns), cpu = thread_cpu_ns(tid);
+    return state;
+}
+
+/* A gate shut shut_ns ago: whether the thread that shut it is merely waiting for a CPU (runnable,
+ * and it ran for less than half that time), as a host's other work made the HP processes of
+ * two-GPU runs 17-18 wait 4-6 ms early in their lives.  Its launch is not blocked then, and
+ * opens the gate itself once it runs again; a thread asleep in the driver, or spinning there,
+ * is blocked. */
+FIKIT_API int fikit_gate_preempted(char state, uint64_t cpu_ns, uint64_t shut_ns)
+{
+    return state == 'R' && cpu_ns * 2 < shut_ns;
+}
+
+/* What the watchdog sees of the thread that shut the gate, shut_ns after it did. */
+struct gate_look {
+    uint64_t shut_ns;
+    int tid;
+    char state;
+    char wchan[64];
+    int64_t cpu_ns; /* its CPU time since, -1 unknown */
+};
+
+static struct gate_look gate_look_now(uint64_t shut_ns)
+{
+    struct gate_look l = {.shut_ns = shut_ns, .tid = atomic_load(&gate_who.tid), .state = '?', .cpu_ns = -1};
+    if (l.tid <= 0)
+        return l;
+    l.state = thread_state(l.tid, l.wchan, sizeof l.wchan);
+    uint64_t cpu0 = atomic_load(&gate_who.cpu_ns), cpu = thread_cpu_ns(l.tid);
+    if (cpu && cpu0 && cpu >= cpu0)
+        l.cpu_ns = (int64_t)(cpu - cpu0);
+    return l;
+}
+
+/* The one line a process logs when the watchdog gives up on a gate: how long it was shut, the
+ * state of the thread that shut it and where it sleeps, its CPU time since (as the watchdog saw
+ * them when it decided), and the kernel launched. */
+static void gate_stall_report(const struct gate_look *l)
+{
     struct fikit_kstat *k = atomic_load(&gate_who.k);
     fikit_log("a launch blocked behind a measurement gate; gating turned off (shut %.1f ms; thread %d %c in %s, "
               "%.2f ms of CPU since; kernel %.60s, launch %llu)",
-              (double)shut_ns / 1e6, tid, state, wchan[0] ? wchan : "?",
-              cpu && cpu0 && cpu >= cpu0 ? (double)(cpu - cpu0) / 1e6 : -1.0, k ? k->name : "?",
+              (double)l->shut_ns / 1e6, l->tid, l->state, l->wchan[0] ? l->wchan : "?",
+              l->cpu_ns >= 0 ? (double)l->cpu_ns / 1e6 : -1.0, k ? k->name : "?",
               (unsigned long long)atomic_load(&gate_who.count) + 1);
 }
 
@@ -274,16 +315,29 @@ static void *gate_watchdog(void *arg)
             continue;
         }
         if (atomic_load(&gate_armed) == armed && (int32_t)(armed - atomic_load(word)) > 0) {
+            struct gate_look look = gate_look_now(now - atomic_load(&gate_who.armed_ns));
+            if (look.shut_ns < GATE_MAX_NS && look.cpu_ns >= 0 &&
+                fikit_gate_preempted(look.state, (uint64_t)look.cpu_ns, look.shut_ns)) {
+                atomic_fetch_add(&gate_waited, 1);
+                uint64_t again = now + GATE_WAIT_NS;
+                atomic_compare_exchange_strong(&gate_deadline, &due, again); /* unless a new gate moved it */
+                continue;
+            }
             gate_open_at(word, armed);
             atomic_store(&gate_host, NULL); /* no more gates in this process */
-            static _Atomic int warned;
-            if (!atomic_exchange(&warned, 1))
-                gate_stall_report(now - (due - GATE_WAIT_NS));
+            if (!atomic_exchange(&gate_turned_off, true))
+                gate_stall_report(&look);
         }
         uint32_t expect = armed;
         atomic_compare_exchange_strong(&gate_armed, &expect, 0);
     }
     return NULL;
+}
+
+void fikit_gate_counts(struct fikit_gate_counts *out)
+{
+    out->preempted_waits = atomic_load(&gate_waited);
+    out->turned_off = atomic_load(&gate_turned_off);
 }
 
 static void start_watchdog(void)
@@ -356,10 +410,12 @@ __attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_
             uint32_t seq = atomic_fetch_add(&gate_seq, 1) + 1;
             if (!seq)
                 seq = atomic_fetch_add(&gate_seq, 1) + 1;
-            atomic_store(&gate_deadline, fikit_clock_ns() + GATE_WAIT_NS);
+            uint64_t armed_ns = fikit_clock_ns();
+            atomic_store(&gate_deadline, armed_ns + GATE_WAIT_NS);
             if (fikit_drv.cuStreamWaitValue32(stream, p->gate_dev, seq, CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS) {
                 int tid = (int)syscall(SYS_gettid);
                 atomic_store(&gate_who.tid, tid);
+                atomic_store(&gate_who.armed_ns, armed_ns);
                 atomic_store(&gate_who.cpu_ns, thread_cpu_ns(tid));
                 atomic_store(&gate_who.count, count);
                 atomic_store(&gate_who.k, k);
@@ -785,6 +841,11 @@ static void child_after_fork(void)
     fikit_cupti_after_fork();
     atomic_store(&gate_host, NULL);
     atomic_store(&gate_armed, 0);
+    atomic_store(&gate_waited, 0);
+    atomic_store(&gate_turned_off, false);
+    /* The parent's watchdog thread is not the child's: the child's first gate starts its own. */
+    watchdog_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+    watchdog_ok = false;
     fikit_corun_after_fork();
     fikit_client_after_fork();
 }

@@ -170,6 +170,10 @@ void fikit_stats_write(const char *tmpl)
                 (unsigned long long)c.dropped);
     else
         fprintf(f, ", \"timing\": \"%s\", \"cupti\": null", fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? "none" : "events");
+    struct fikit_gate_counts g;
+    fikit_gate_counts(&g);
+    fprintf(f, ", \"gates\": {\"preempted_waits\": %llu, \"turned_off\": %s}", (unsigned long long)g.preempted_waits,
+            g.turned_off ? "true" : "false");
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first_k = true;
