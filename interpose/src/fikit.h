@@ -192,8 +192,8 @@ FIKIT_API int fikit_policy_decide(const struct fikit_params *p, const struct fik
                                   uint64_t *retry_at);
 /* After a launch: advance the launching client's own predictions (inline on the launch path;
  * exported as fikit_policy_note_launch for the simulator and tests). */
-static FIKIT_INLINE void fikit_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns, uint64_t gap_pred_ns,
-                                     uint64_t unknown_ns)
+static FIKIT_INLINE void fikit_note_launch(struct fikit_slot *s, uint64_t now, uint64_t dur_pred_ns,
+                                           uint64_t gap_pred_ns, uint64_t unknown_ns)
 {
     uint64_t d = dur_pred_ns ? dur_pred_ns : unknown_ns;
     uint64_t busy = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);

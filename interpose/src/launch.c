@@ -72,10 +72,12 @@ static FIKIT_INLINE bool sample_due(uint64_t count, uint64_t dur_n, bool profile
  * A launch can also block inside the driver for the device (the first launch
  * of a function loads its module lazily, and loading may synchronise): the
  * first launch of a kernel id, and of each function with that id (libraries
- * carry copies of one kernel), is never gated, and a watchdog thread opens any
- * gate still closed after 2 ms and turns gating off for the process, so a
- * blocked launch costs one 2 ms stall, never a hang.  FIKIT_GATE=0 turns
- * gating off.
+ * carry copies of one kernel), is never gated, and a watchdog thread looks at
+ * any gate still closed after 2 ms.  If the thread that closed it is merely
+ * waiting for a CPU (runnable, and it ran for less than half the time), its
+ * launch is not blocked and the watchdog waits on, up to 20 ms; otherwise it
+ * opens the gate and turns gating off for the process, so a blocked launch
+ * costs one stall of 2-20 ms, never a hang.  FIKIT_GATE=0 turns gating off.
  */
 #define POOL 256
 struct sample {
@@ -499,7 +501,8 @@ static void domain_params(struct fikit_dev *d, struct fikit_params *p, bool can_
 
 /* Returns true when the launch had a more urgent client (in its device's domain) to
  * defer to; sets *run_on when the launch is to run on the co-running stream instead. */
-__attribute__((noinline)) static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream, bool can_corun, CUstream *run_on)
+__attribute__((noinline)) static bool decide(struct fikit_dev *d, struct fikit_kstat *k, CUstream stream,
+                                             bool can_corun, CUstream *run_on)
 {
     struct fikit_slot *me = d->me;
     struct fikit_peer peers[FIKIT_MAX_SLOTS];
@@ -675,10 +678,9 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct pool *p, struct fikit_slot *m
  * its own to evict the library's, so each line of code a launch runs is a miss, and a call
  * out of line costs lines of its own.  flags: fikit_cfg.flags as the wrapper read it.
  */
-FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int path,
-                                                                   CUfunction f, CUgraphExec g,
-                                                                   const uint32_t grid[3], const uint32_t block[3],
-                                                                   uint32_t smem, CUstream stream)
+FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int path, CUfunction f, CUgraphExec g,
+                                          const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
+                                          CUstream stream)
 {
     L->k = NULL;
     L->sample = NULL;

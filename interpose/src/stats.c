@@ -140,8 +140,8 @@ void fikit_stats_write(const char *tmpl)
             (unsigned long long)t.syncs, (unsigned long long)t.held_launches, (double)t.held_ns / 1000.0,
             (unsigned long long)t.released_gap, (unsigned long long)t.released_idle,
             (unsigned long long)t.released_guard, (unsigned long long)t.released_corun, (double)t.gpu_ns / 1000.0,
-            first ? first->slot_index : -1, fikit_effective_prio(first), fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? "true" : "false",
-            t.profile_kernels);
+            first ? first->slot_index : -1, fikit_effective_prio(first),
+            fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? "true" : "false", t.profile_kernels);
     fputs(", \"domains\": [", f);
     for (int i = 0; i < n; i++) {
         const struct fikit_dev *d = fikit_dev_at(i);
