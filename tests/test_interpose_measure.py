@@ -244,6 +244,21 @@ def test_a_launch_blocked_behind_a_gate_is_let_go_and_described(run_client: RunC
     assert run.stats[run.pid]["launches"]["cuLaunchKernel"] == 24
 
 
+def test_a_forked_child_watches_its_own_gates(run_client: RunClient) -> None:
+    """A child forked after its parent gated a sample starts a watchdog of its own: the parent's
+    thread is not the child's, and a gate armed with no one watching would leave a blocked
+    launch shut for as long as it blocks (here the fake driver's 1 s limit)."""
+    args = ["--fork", "--prefork", "10", "--kernels", "conv", "-n", "24", "--sync", "stream"]
+    run = run_client(args, env={"FAKECUDA_DURATIONS": "conv=50", "FAKECUDA_BLOCK_LAUNCH": "5"})
+    assert run.rc == 0, run.describe()
+    (child,) = [r["pid"] for r in run.reports if r["child"] == -1]
+    lines = [ln for ln in run.fikit_lines() if ln.startswith(f"fikit[{child}]") and "gate" in ln]
+    assert len(lines) == 1, run.describe()
+    m = re.search(r"\(shut ([\d.]+) ms;", lines[0])
+    assert m and 2.0 <= float(m.group(1)) < 100.0, lines[0]
+    assert run.stats[child]["gates"]["turned_off"] is True, run.describe()
+
+
 def test_the_gate_watchdog_waits_for_a_preempted_thread(libfikit: Path) -> None:
     """A launching thread the host preempts while its gate is shut is not blocked: it opens the
     gate itself once it runs again.  The watchdog's rule (fikit_gate_preempted) waits for a thread

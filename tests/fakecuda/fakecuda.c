@@ -43,7 +43,8 @@
  *                       module loading may, for its stream's latest wait on
  *                       a memory word to be met (up to 1 s), and counts it
  *                       in "lazy_waits" (default 0)
- *   FAKECUDA_BLOCK_LAUNCH  N: the process's N-th launch waits so too, whatever
+ *   FAKECUDA_BLOCK_LAUNCH  N: the process's N-th launch (a forked child's
+ *                       counted from its fork) waits so too, whatever
  *                       its function, as a driver call that synchronises
  *                       would (default 0: none)
  *   FAKECUDA_GRAPH_KERNEL  name of the one kernel inside every graph (shape:
@@ -482,6 +483,7 @@ static void reset_counts(void)
     g_runs_head = g_runs_tail = 0;
     g_runs_dropped = 0;
     atomic_store(&g_runs_taken, 0);
+    atomic_store(&g_launches_all, 0);
 }
 
 static void atfork_prepare(void)
