@@ -82,7 +82,7 @@ struct fikit_memo {
 extern struct fikit_memo fikit_memo[FIKIT_MEMO];
 
 static FIKIT_INLINE bool fikit_memo_is(const struct fikit_memo *m, int dev, CUfunction f, const uint32_t grid[3],
-                                 const uint32_t block[3], uint32_t smem)
+                                       const uint32_t block[3], uint32_t smem)
 {
     return m->f == f && m->dev == (uint32_t)dev && m->smem == smem && m->grid[0] == grid[0] &&
            m->grid[1] == grid[1] && m->grid[2] == grid[2] && m->block[0] == block[0] && m->block[1] == block[1] &&
@@ -120,8 +120,8 @@ struct fikit_kstat *fikit_kernel_entry_missed(struct fikit_slot *s, int dev, CUf
  * be the function's first launch, though its entry (an id: a name and a shape) is not new.
  * The cursor and links are hints, read and written without locks: each guess is checked. */
 static FIKIT_INLINE struct fikit_kstat *fikit_kernel_entry(struct fikit_slot *s, int dev, CUfunction f,
-                                                     const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
-                                                     struct fikit_memo_cursor *c, bool *first)
+                                                           const uint32_t grid[3], const uint32_t block[3],
+                                                           uint32_t smem, struct fikit_memo_cursor *c, bool *first)
 {
     uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
     if (FIKIT_LIKELY(g - 1u < FIKIT_MEMO)) {

@@ -122,16 +122,15 @@ static const char *func_name(CUfunction f, uint64_t *name_hash)
  * as a launch returned, it made a launch 6 ns dearer on an H100, not cheaper
  * (bench/results/2026-11-26-h100-price4b).  An entry's key never changes once it is
  * published; only its kernel-table pointer is replaced, when the device's
- * slot moved to another mapping.  Pairs beyond MEMO take the slow way.  A right guess is
+ * slot moved to another mapping.  Pairs beyond FIKIT_MEMO take the slow way.  A right guess is
  * checked inline in the launch (fikit.h); everything else is here.
  */
-#define MEMO FIKIT_MEMO
 #define MEMO_BUCKETS 4096
 #define MEMO_BITS 12
-_Static_assert(MEMO_BUCKETS == 1 << MEMO_BITS && MEMO_BUCKETS > MEMO && MEMO < 0xffff,
+_Static_assert(MEMO_BUCKETS == 1 << MEMO_BITS && MEMO_BUCKETS > FIKIT_MEMO && FIKIT_MEMO < 0xffff,
                "the index has room to spare and a bucket holds an entry's position + 1");
 _Static_assert(sizeof(struct fikit_memo) == 64, "a memo entry is one cache line");
-struct fikit_memo fikit_memo[MEMO];
+struct fikit_memo fikit_memo[FIKIT_MEMO];
 static _Atomic uint32_t memo_used;
 static _Atomic uint16_t memo_index[MEMO_BUCKETS]; /* entry + 1; 0 is empty */
 
@@ -166,7 +165,7 @@ __attribute__((noinline, cold)) static struct fikit_kstat *remember(struct fikit
     struct fikit_kstat *k = identify(s, f, grid, block, smem, &id);
     if (!k)
         return NULL;
-    uint32_t e = fikit_take_next(&memo_used, MEMO);
+    uint32_t e = fikit_take_next(&memo_used, FIKIT_MEMO);
     if (e == UINT32_MAX)
         return k; /* the memo is full */
     struct fikit_memo *m = &fikit_memo[e];
@@ -207,8 +206,8 @@ __attribute__((noinline, cold)) static struct fikit_kstat *refresh(struct fikit_
 /* The guess was wrong: the memo's entry of the pair through its index (or a new one, NULL when
  * the memo is full), and the kernel-table entry in *kp. */
 __attribute__((noinline)) static struct fikit_memo *look_up(struct fikit_slot *s, int dev, CUfunction f,
-                                                      const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
-                                                      struct fikit_kstat **kp)
+                                                            const uint32_t grid[3], const uint32_t block[3],
+                                                            uint32_t smem, struct fikit_kstat **kp)
 {
     uint64_t b = memo_bucket(dev, f, grid, block, smem);
     for (int probe = 0; probe < MEMO_BUCKETS; probe++, b = (b + 1) & (MEMO_BUCKETS - 1)) {
@@ -231,7 +230,7 @@ struct fikit_kstat *fikit_kernel_entry_missed(struct fikit_slot *s, int dev, CUf
                                               bool *first)
 {
     uint32_t g = atomic_load_explicit(&c->guess, memory_order_acquire);
-    struct fikit_memo *m = g - 1u < MEMO ? &fikit_memo[g - 1] : NULL;
+    struct fikit_memo *m = g - 1u < FIKIT_MEMO ? &fikit_memo[g - 1] : NULL;
     struct fikit_kstat *k = NULL;
     if (!m || !fikit_memo_is(m, dev, f, grid, block, smem)) {
         m = look_up(s, dev, f, grid, block, smem, &k);
@@ -243,7 +242,7 @@ struct fikit_kstat *fikit_kernel_entry_missed(struct fikit_slot *s, int dev, CUf
             return k; /* the memo is full */
         }
         uint32_t prev = atomic_load_explicit(&c->prev, memory_order_relaxed);
-        if (prev && prev <= MEMO)
+        if (prev && prev <= FIKIT_MEMO)
             atomic_store_explicit(&fikit_memo[prev - 1].next, (uint32_t)(m - fikit_memo) + 1, memory_order_release);
     }
     if (FIKIT_LIKELY(!k)) { /* (k is set only when the pair was just remembered) */
