@@ -109,6 +109,28 @@ def test_without_preload_same_results(run_client: RunClient, mode: str) -> None:
     assert plain.report["launches"] == under.report["launches"]
 
 
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_process_of_one_device_asks_no_context_at_each_launch(run_client: RunClient, devices: int) -> None:
+    """A launch belongs to the domain of its context's GPU, and asking the driver for the current
+    context costs every launch a call into the driver (its code and a thread-local lookup, cold in
+    a real program).  A process that sees one device (CUDA_VISIBLE_DEVICES naming one GPU, as
+    fikitd starts its jobs) launches on that device whatever its context: it asks only when it
+    times a kernel, whose events belong to a context.  With two devices every launch asks."""
+    n = 400
+    args = ["--api", "all", "-n", str(n), "--kernels", KERNELS, "--check"]
+    env = {"FAKECUDA_DEVICES": str(devices)}
+    under = run_client(args, env=env)
+    plain = run_client(args, env=env, preload=False)
+    assert_counts_match(under)
+    asked = under.truth[under.pid]["ctx_queries"] - plain.truth[plain.pid]["ctx_queries"]
+    launches = sum(under.stats[under.pid]["launches"].values())
+    assert launches >= n, under.stats[under.pid]["launches"]
+    if devices == 1:  # the timed launches only: each kernel's first 8, then about 1 in 16
+        assert 0 < asked < launches // 4, f"{asked} context queries for {launches} launches"
+    else:
+        assert asked >= launches, f"{asked} context queries for {launches} launches"
+
+
 # -------------------------------------------------------------------------------------------------
 # Kernel identity: the key under which measurements are stored and shared with the daemon.
 

@@ -152,6 +152,7 @@ typedef CUresult (*fikit_pfn_cuEventElapsedTime_v2)(float *, CUevent, CUevent);
 typedef CUresult (*fikit_pfn_cuCtxGetCurrent)(CUcontext *);
 typedef CUresult (*fikit_pfn_cuCtxSetCurrent)(CUcontext);
 typedef CUresult (*fikit_pfn_cuCtxGetDevice)(CUdevice *);
+typedef CUresult (*fikit_pfn_cuDeviceGetCount)(int *);
 typedef CUresult (*fikit_pfn_cuStreamGetCtx)(CUstream, CUcontext *);
 typedef CUresult (*fikit_pfn_cuDeviceGetUuid_v2)(CUuuid *, CUdevice);
 typedef CUresult (*fikit_pfn_cuStreamIsCapturing)(CUstream, CUstreamCaptureStatus *);

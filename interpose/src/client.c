@@ -17,9 +17,10 @@
  *
  * Everything here runs at a device's first launch, after fork, or when a
  * domain's generation moves; the per-launch path only reads what it prepared
- * (fikit_dev_for_launch: one driver call for the current context and a scan
- * of a short table).  Anything that goes wrong leaves that device with a
- * private slot: measured, never held.
+ * (fikit_dev_for_launch: in a process that sees one device, that device; else
+ * one driver call for the current context and a scan of a short table).
+ * Anything that goes wrong leaves that device with a private slot: measured,
+ * never held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,7 +56,7 @@ static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Context -> device (fikit.h), filled under attach_lock and published by n. */
 struct fikit_ctx_cache fikit_ctxs;
-_Static_assert(offsetof(struct fikit_ctx_cache, e) + 3 * sizeof fikit_ctxs.e[0] <= 64,
+_Static_assert(offsetof(struct fikit_ctx_cache, e) + 2 * sizeof fikit_ctxs.e[0] <= 64,
                "a launch reads one line of fikit_ctxs");
 
 /* Peer slots are mapped one page each: the timing fields are all we read. */
@@ -643,6 +644,12 @@ __attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ct
             fikit_ctxs.e[c].dev = d;
             atomic_store_explicit(&fikit_ctxs.n, c + 1, memory_order_release);
         }
+        /* The driver numbers the devices a process may use once, at cuInit: with one, every
+         * context is on it.  Asked only once a context is current (the driver is initialised). */
+        int count = 0;
+        if (d && ctx && fikit_drv.cuDeviceGetCount && fikit_drv.cuDeviceGetCount(&count) == CUDA_SUCCESS &&
+            count == 1)
+            atomic_store_explicit(&fikit_ctxs.only, d, memory_order_release);
     }
     pthread_mutex_unlock(&attach_lock);
     return d;
@@ -661,6 +668,9 @@ struct fikit_dev *fikit_dev_passthrough(void)
 
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
 {
+    struct fikit_dev *only = atomic_load_explicit(&fikit_ctxs.only, memory_order_acquire);
+    if (only)
+        return only;
     if (atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) == 0)
         return fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? fikit_dev_passthrough() : NULL;
     if (!ctx && (!fikit_ctxs.get_current || fikit_ctxs.get_current(&ctx) != CUDA_SUCCESS))
@@ -716,6 +726,7 @@ void fikit_client_start(void)
     }
     env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
     fikit_ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
+    atomic_store(&fikit_ctxs.only, NULL);
     atomic_store(&fikit_ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
@@ -741,6 +752,7 @@ void fikit_client_after_fork(void)
     /* (the watcher threads do not survive the fork) */
     memset(devs, 0, sizeof devs);
     memset(&spill, 0, sizeof spill);
+    atomic_store(&fikit_ctxs.only, NULL);
     atomic_store(&fikit_ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();

@@ -250,10 +250,13 @@ extern int fikit_req_prio; /* FIKIT_PRIO: the level this process asks for */
 void fikit_client_start(void);
 void fikit_client_after_fork(void);
 void fikit_client_stop(void);
-/* Context -> device, as launches find their device: the driver's query, the count and the
- * first three entries are one cache line (checked in client.c). */
+/* Context -> device, as launches find their device: the one device, the driver's query, the
+ * count and the first two entries are one cache line (checked in client.c).  A process that sees
+ * one device (the common case: CUDA_VISIBLE_DEVICES names one GPU) launches on it whatever its
+ * context, so `only` names it once attached and its launches ask the driver nothing. */
 #define FIKIT_CTX_CACHE 64
 struct fikit_ctx_cache {
+    _Atomic(struct fikit_dev *) only;      /* the device, when the driver counts one; else NULL */
     fikit_pfn_cuCtxGetCurrent get_current; /* fikit_drv's, copied here at start */
     _Atomic int n;
     struct {
@@ -267,9 +270,15 @@ struct fikit_dev *fikit_dev_for_ctx(CUcontext ctx);
 /* The device of every launch in pass-through mode (one private slot), without a driver call. */
 struct fikit_dev *fikit_dev_passthrough(void);
 /* The device of a launch (the current context's): *ctx gets the current context (NULL if
- * unknown).  A process's first context is checked inline, the rest out of line. */
+ * unknown, or not asked for: a process of one device).  A process's first context is checked
+ * inline, the rest out of line. */
 static FIKIT_INLINE struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
 {
+    struct fikit_dev *only = atomic_load_explicit(&fikit_ctxs.only, memory_order_acquire);
+    if (FIKIT_LIKELY(only)) {
+        *ctx = NULL;
+        return only;
+    }
     if (FIKIT_UNLIKELY(!fikit_ctxs.get_current) || fikit_ctxs.get_current(ctx) != CUDA_SUCCESS)
         *ctx = NULL;
     if (FIKIT_LIKELY(atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) > 0 && fikit_ctxs.e[0].ctx == *ctx))
@@ -335,6 +344,7 @@ struct fikit_driver {
     fikit_pfn_cuStreamWaitValue32_v2 cuStreamWaitValue32;
     fikit_pfn_cuStreamWaitEvent cuStreamWaitEvent;
     fikit_pfn_cuCtxGetDevice cuCtxGetDevice;
+    fikit_pfn_cuDeviceGetCount cuDeviceGetCount;
     fikit_pfn_cuDeviceGetUuid_v2 cuDeviceGetUuid;
     fikit_pfn_cuDeviceGetDevResource cuDeviceGetDevResource;
     fikit_pfn_cuDevSmResourceSplitByCount cuDevSmResourceSplitByCount;

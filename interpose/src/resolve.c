@@ -110,6 +110,7 @@ void fikit_resolve_init(void)
     fikit_drv.cuStreamWaitValue32 = (fikit_pfn_cuStreamWaitValue32_v2)fikit_real_sym("cuStreamWaitValue32_v2");
     fikit_drv.cuStreamWaitEvent = (fikit_pfn_cuStreamWaitEvent)fikit_real_sym("cuStreamWaitEvent");
     fikit_drv.cuCtxGetDevice = (fikit_pfn_cuCtxGetDevice)fikit_real_sym("cuCtxGetDevice");
+    fikit_drv.cuDeviceGetCount = (fikit_pfn_cuDeviceGetCount)fikit_real_sym("cuDeviceGetCount");
     /* cuda.h maps cuDeviceGetUuid to _v2 (CUDA 11.4); the older symbol has the same signature. */
     fikit_drv.cuDeviceGetUuid = (fikit_pfn_cuDeviceGetUuid_v2)fikit_real_sym("cuDeviceGetUuid_v2");
     if (!fikit_drv.cuDeviceGetUuid)

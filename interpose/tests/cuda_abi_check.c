@@ -71,6 +71,7 @@
     X(cuCtxGetCurrent)         \
     X(cuCtxSetCurrent)         \
     X(cuCtxGetDevice)          \
+    X(cuDeviceGetCount)        \
     X(cuStreamGetCtx)          \
     X(cuDeviceGetUuid_v2)      \
     X(cuStreamIsCapturing)     \

@@ -30,7 +30,8 @@
  *                       first parameter, an unsigned int, in microseconds)
  *   FAKECUDA_TIMELINE   file holding the device timelines, shared by every
  *                       process that names it
- *   FAKECUDA_COUNTS     write launch counts as JSON here at exit (%p = pid)
+ *   FAKECUDA_COUNTS     write launch counts as JSON here at exit (%p = pid),
+ *                       with the calls of cuCtxGetCurrent ("ctx_queries")
  *   FAKECUDA_FAIL       comma-separated entry points that fail with
  *                       CUDA_ERROR_NOT_SUPPORTED (introspection calls only)
  *   FAKECUDA_STRICT_NAMES  1: cuGetProcAddress answers base names only
@@ -232,6 +233,7 @@ static const char *g_graph_kernel; /* FAKECUDA_GRAPH_KERNEL */
 static struct CUfunc_st *g_funcs;   /* every function object, for the counts */
 static struct CUkern_st *g_kernels; /* every kernel object */
 static _Atomic uint64_t g_api_count[API_COUNT];
+static _Atomic uint64_t g_ctx_queries; /* cuCtxGetCurrent calls: what a launch asks the driver */
 static struct config_entry g_configs[CONFIG_TABLE];
 
 static _Thread_local struct CUctx_st *t_ctx_stack[CTX_STACK];
@@ -476,6 +478,7 @@ static void reset_counts(void)
 {
     for (int i = 0; i < API_COUNT; i++)
         atomic_store(&g_api_count[i], 0);
+    atomic_store(&g_ctx_queries, 0);
     for (struct CUfunc_st *f = g_funcs; f; f = f->next)
         atomic_store(&f->launches, 0);
     memset(g_configs, 0, sizeof g_configs);
@@ -748,10 +751,11 @@ __attribute__((destructor)) static void fake_write_counts(void)
         return;
     pthread_mutex_lock(&g_lock);
     fprintf(f, "{\"pid\": %ld, \"wait_value\": %llu, \"lazy_waits\": %llu, \"green_launches\": %llu, "
-            "\"cupti_records\": %llu",
+            "\"cupti_records\": %llu, \"ctx_queries\": %llu",
             (long)getpid(), (unsigned long long)atomic_load(&wait_value_calls),
             (unsigned long long)atomic_load(&lazy_waits),
-            (unsigned long long)atomic_load(&g_green_launches), (unsigned long long)atomic_load(&g_runs_taken));
+            (unsigned long long)atomic_load(&g_green_launches), (unsigned long long)atomic_load(&g_runs_taken),
+            (unsigned long long)atomic_load(&g_ctx_queries));
     for (int i = 0; i < API_COUNT; i++)
         fprintf(f, ", \"%s\": %llu", api_names[i], (unsigned long long)atomic_load(&g_api_count[i]));
     /* Per name: several function objects (modules, libraries) may share one. */
@@ -1198,6 +1202,7 @@ EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d)
 
 EXPORT CUresult cuCtxGetCurrent(CUcontext *c)
 {
+    atomic_fetch_add_explicit(&g_ctx_queries, 1, memory_order_relaxed);
     FAIL_IF(F_CTX_GET_CURRENT);
     CUresult rc = need_init();
     if (rc != CUDA_SUCCESS)
