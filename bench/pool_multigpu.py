@@ -77,6 +77,18 @@ def interval(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> tu
     return meds[int(0.025 * RESAMPLES)], meds[int(0.975 * RESAMPLES) - 1]
 
 
+def per_run(loaded: list[dict[tuple[int, str], dict[str, Any]]], hp: str, num: str, den: str,
+            q: int = 0) -> list[float | None]:
+    """Each run's own median of ratio q, in the order given (None: no repetition with both): the
+    pooled interval speaks of generations, and runs on different machines can differ by more than
+    it suggests (runs 19-21 of one build spread 1.008-1.021 in-process, session 13)."""
+    out: list[float | None] = []
+    for by in loaded:
+        xs = [x[q] for g in generations(by, hp, num, den) for x in g]
+        out.append(round(statistics.median(xs), 4) if xs else None)
+    return out
+
+
 def pool(runs: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": [r.name for r in runs], "gpus": {}}
     loaded = [load(run) for run in runs]
@@ -95,6 +107,7 @@ def pool(runs: list[Path]) -> dict[str, Any]:
                 "target": target,
                 # met: the whole interval under the target; missed: the whole interval over it
                 "verdict": "met" if hi <= target else "missed" if lo > target else "undecided",
+                "per_run": per_run(loaded, hp, "fikit", "solo_hp", q),
             }
         entry["generation_p50_medians"] = [round(statistics.median(x[0] for x in g), 3) for g in gens]
         entry["floor_p50"] = {}
@@ -103,9 +116,14 @@ def pool(runs: list[Path]) -> dict[str, Any]:
             if fg:
                 lo, hi = interval(fg, 0)
                 med = statistics.median(x[0] for g in fg for x in g)
-                entry["floor_p50"][name] = {"median": round(med, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+                entry["floor_p50"][name] = {"median": round(med, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                                            "per_run": per_run(loaded, hp, num, den)}
         out["gpus"][label] = entry
     return out
+
+
+def runs_text(values: list[float | None]) -> str:
+    return " ".join("-" if v is None else f"{v:.3f}" for v in values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             lo, hi = s["ci95"]
             print(f"  HP {name} x solo {s['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}: "
                   f"{s['verdict']} (target <= {s['target']})")
+            if len(s["per_run"]) > 1:
+                print(f"    per run: {runs_text(s['per_run'])}")
         for name, f in e["floor_p50"].items():
             lo, hi = f["ci95"]
             print(f"  floor, p50: {name} {f['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}")
+            if len(f["per_run"]) > 1:
+                print(f"    per run: {runs_text(f['per_run'])}")
     return 0
 
 

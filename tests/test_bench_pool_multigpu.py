@@ -54,6 +54,22 @@ def test_pooled_over_runs_with_a_verdict_per_target(tmp_path: Path) -> None:
     assert g1["p50"]["verdict"] == "missed"
     assert g1["p99"]["verdict"] == "missed"  # the p99 ratio is the same 1.10 here, over 1.05
     assert g0["generation_p50_medians"] == [1.005, 0.995, 1.0, 1.01, 0.995]
+    assert g1["p50"]["per_run"] == [pytest.approx(1.10), pytest.approx(1.10)]
+
+
+def test_each_runs_own_median_is_shown_beside_the_pooled_one(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs on two machines may differ by more than the interval over generations says (session
+    13: one build 1.008-1.021 in-process from run to run), so each run's median is there to see."""
+    a = write_run(tmp_path / "a", [[(1.00, 1.0)], [(1.02, 1.0)], [(1.01, 1.0)]])
+    b = write_run(tmp_path / "b", [[(1.04, 1.0)], [(1.06, 1.0)]])
+    g0 = pool_multigpu.pool([a, b])["gpus"]["GPU 0"]
+    assert g0["p50"]["per_run"] == [pytest.approx(1.01), pytest.approx(1.05)]
+    assert g0["p99"]["per_run"] == [pytest.approx(1.01), pytest.approx(1.05)]
+    assert pool_multigpu.main([str(a), str(b)]) == 0
+    assert "    per run: 1.010 1.050\n" in capsys.readouterr().out
+    assert pool_multigpu.main([str(a)]) == 0  # one run: nothing to set beside it
+    assert "per run" not in capsys.readouterr().out
 
 
 def test_generations_far_apart_leave_the_target_undecided(tmp_path: Path) -> None:
