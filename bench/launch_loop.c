@@ -3,7 +3,7 @@
  * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
  * with and without libfikit.so preloaded.
  *
- *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA [CODE_KB]]]]]
+ *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA [CODE_KB [PAGES]]]]]]
  *
  * The driver is opened with dlopen and its entry points found with dlsym, so a
  * preloaded library sees the same resolution path a runtime uses.  Launches go
@@ -25,6 +25,12 @@
  * own code evicts that too.  CODE_KB (default 0, x86-64 only) runs a block of
  * code that large before each launch, one jump a cache line, left out of the
  * time as the writes are: with it, a run prices the library's code misses.
+ * PAGES (default 0) writes one byte in each of that many 4 KB pages (small
+ * pages, never huge ones) before each launch, untimed too: as many lines as
+ * TOUCH_KB = PAGES / 16 writes, spread over PAGES pages instead of PAGES / 64,
+ * so that the two read apart what the library's misses in the TLB cost from
+ * what its misses in the caches do (a real program's data spans more pages
+ * than the TLB holds).
  *
  * EXTRA (default 0) adds to every launch, in the loop itself and without any
  * library, one of the things a preloaded library does around a launch, so
@@ -52,6 +58,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -88,6 +97,25 @@ static double now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
+
+/* The loop times itself by the TSC where there is one, scaled against the kernel's clock once:
+ * a clock_gettime before each launch would keep the vDSO's pages (and glibc's way to them) in
+ * the TLB for the library's own clock read, which a real program's launches do not find there. */
+#if defined(__x86_64__)
+static double ns_per_tick;
+static void calibrate_ticks(void)
+{
+    double n0 = now_ns();
+    unsigned long long t0 = __rdtsc();
+    while (now_ns() - n0 < 20e6) /* 20 ms */
+        ;
+    ns_per_tick = (now_ns() - n0) / (double)(__rdtsc() - t0);
+}
+static double loop_ns(void) { return (double)__rdtsc() * ns_per_tick; }
+#else
+static void calibrate_ticks(void) {}
+static double loop_ns(void) { return now_ns(); }
+#endif
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -138,9 +166,21 @@ int main(int argc, char **argv)
     long touch = (argc > 4 ? atol(argv[4]) : 0) * 1024;
     long extra = argc > 5 ? atol(argv[5]) : 0;
     long code_bytes = (argc > 6 ? atol(argv[6]) : 0) * 1024;
-    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 255 || code_bytes < 0) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255 [CODE_KB]]]]]\"}\n");
+    long pages = argc > 7 ? atol(argv[7]) : 0;
+    if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 255 || code_bytes < 0 ||
+        pages < 0) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255 [CODE_KB [PAGES]]]]]]\"}\n");
         return 2;
+    }
+    volatile unsigned char *spread = NULL;
+    if (pages) {
+        void *m = mmap(NULL, (size_t)pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return fail("mmap (PAGES)", -1);
+#ifdef MADV_NOHUGEPAGE
+        madvise(m, (size_t)pages * 4096, MADV_NOHUGEPAGE); /* one TLB entry a page, as meant */
+#endif
+        spread = m;
     }
     pCode code = code_bytes ? make_code(code_bytes) : NULL;
     if (code_bytes && !code)
@@ -213,6 +253,7 @@ int main(int argc, char **argv)
         return fail("malloc", -1);
     double total = 0;
     long done = 0;
+    calibrate_ticks();
     double wall0 = now_ns();
     for (long c = 0; c < chunks; c++) {
         long k = (n - done) < chunk ? (n - done) : chunk;
@@ -221,16 +262,19 @@ int main(int argc, char **argv)
             set_measuring(c % 2 == 1);
         if (set_bypass)
             set_bypass(c % 2 == 0);
-        double t0 = now_ns(), untimed = 0;
+        double t0 = loop_ns(), untimed = 0;
         for (long i = 0; i < k; i++) {
             stamp++;
-            if (touch || code) {
-                double w0 = now_ns();
+            if (touch || code || pages) {
+                double w0 = loop_ns();
                 for (long b = 0; b < touch; b += 64)
                     buf[b] = stamp;
+                /* a different line of each page from page to page: the lines spread over the cache sets */
+                for (long pg = 0; pg < pages; pg++)
+                    spread[pg * 4096 + (pg % 64) * 64] = stamp;
                 if (code)
                     code();
-                untimed += now_ns() - w0;
+                untimed += loop_ns() - w0;
             }
             unsigned gx = 1 + (unsigned)((done + i) % shapes);
             if (x & 1)
@@ -246,7 +290,7 @@ int main(int argc, char **argv)
             if (x & 2)
                 atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
         }
-        double t1 = now_ns() - untimed;
+        double t1 = loop_ns() - untimed;
         per[c] = (t1 - t0) / (double)k;
         total += t1 - t0;
         done += k;
@@ -268,9 +312,9 @@ int main(int argc, char **argv)
     }
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
     printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"code_kb\": %ld, "
-           "\"extra\": %ld, \"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
+           "\"pages\": %ld, \"extra\": %ld, \"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
            "\"mean_us\": %.4f, \"wall_s\": %.3f}\n",
-           done, chunk, shapes, touch / 1024, code_bytes / 1024, extra, diff_ns, per[chunks / 2] / 1000.0,
+           done, chunk, shapes, touch / 1024, code_bytes / 1024, pages, extra, diff_ns, per[chunks / 2] / 1000.0,
            per[chunks / 10] / 1000.0, per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
     free((void *)buf);

@@ -140,23 +140,26 @@ def test_launch_loop_prices_inside_one_process(fake_build: FakeBuild, libfikit: 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="CODE_KB runs x86-64 code")
 def test_launch_loop_leaves_cache_evictions_out_of_the_time(fake_build: FakeBuild, tmp_path: Path) -> None:
-    """TOUCH_KB writes a buffer and CODE_KB runs a block of code before each launch, so that the
-    library meets its state and its code out of the cache, as in a real program; neither is timed
-    (each takes far longer than a launch), and the launches are all made and counted."""
+    """TOUCH_KB writes a buffer, CODE_KB runs a block of code and PAGES writes a line in each of
+    that many pages before each launch, so that the library meets its state and its code out of
+    the caches and the TLB, as in a real program; none is timed (each takes far longer than a
+    launch), and the launches are all made and counted."""
     loop, err = benchlib.build_launch_loop(tmp_path)
     assert loop, err
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
     env.update(LD_LIBRARY_PATH=str(fake_build.fake_dir), FAKECUDA_DURATIONS="*=0")
-    for touch, code in (("256", "0"), ("0", "256"), ("256", "256")):
-        p = subprocess.run([loop, "1024", "256", "4", touch, "0", code], env=env, capture_output=True,
+    for touch, code, pages in (("256", "0", "0"), ("0", "256", "0"), ("256", "256", "0"), ("0", "0", "4096")):
+        p = subprocess.run([loop, "1024", "256", "4", touch, "0", code, pages], env=env, capture_output=True,
                            text=True, timeout=60, check=False)
         assert p.returncode == 0, p.stdout + p.stderr
         r = json.loads(p.stdout.splitlines()[-1])
-        assert (r["touch_kb"], r["code_kb"], r["launches"]) == (int(touch), int(code), 1024), r
+        assert (r["touch_kb"], r["code_kb"], r["pages"], r["launches"]) == (int(touch), int(code), int(pages),
+                                                                             1024), r
         # 256 KB written or run before each launch fill most of the run's time, which the
         # launches' own (the time reported) leaves out
         timed_s = r["mean_us"] * 1024 / 1e6
         assert timed_s < r["wall_s"] / 2, (r, timed_s)
-    p = subprocess.run([loop, "1024", "256", "4", "0", "0", "-1"], env=env, capture_output=True, text=True,
-                       timeout=60, check=False)
-    assert p.returncode == 2 and "usage" in p.stdout
+    for bad in (["-1"], ["0", "-1"]):  # CODE_KB, PAGES
+        p = subprocess.run([loop, "1024", "256", "4", "0", "0", *bad], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert p.returncode == 2 and "usage" in p.stdout

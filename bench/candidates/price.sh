@@ -8,8 +8,10 @@
 #    (measuring) and 128 (the whole library but the call through it) for every build, with the
 #    caches warm; then, next to the real driver, the whole library cold, as a real program's own
 #    work leaves it: unless TOUCH=0, with TOUCH KB (default 2048, a core's L2 on the H100 hosts)
-#    written between two launches (rows "... tTOUCH"), and unless CODE=0, with CODE KB of code run
-#    between them (default 2048; rows "... cCODE");
+#    written between two launches (rows "... tTOUCH"), unless CODE=0, with CODE KB of code run
+#    between them (default 2048; rows "... cCODE"), and unless PAGES=0, with one line written in
+#    each of PAGES pages (default 4096; rows "... pPAGES") beside the same number of lines written
+#    over 64 times fewer pages (rows "... tPAGES/16"): the two apart are what its pages cost in the TLB;
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
 #    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
 #    what each costs a torch HP.
@@ -41,15 +43,17 @@ import pathlib, sys; sys.path.insert(0, '.')
 from fikitd.shm import Domain
 Domain.create(pathlib.Path('/tmp/pricedom-$n/gpu0'), 0, mode='fikit', self_grant=True)"
 done
-TOUCH=${TOUCH:-2048}; CODE=${CODE:-2048}
-run() { # driver build extra [touch_kb [code_kb]: then 20000 launches, each after so many KB written, run]
+TOUCH=${TOUCH:-2048}; CODE=${CODE:-2048}; PAGES=${PAGES:-4096}
+run() { # driver build extra [touch_kb [code_kb [pages]]: then 20000 launches, each after so many KB written, run,
+        # and pages written one line each]
   local -a e=(env FIKIT_DOMAIN=/tmp/pricedom-$2/gpu0 FIKIT_SOCKET=/nonexistent/x FIKIT_PRIO=high
               LD_PRELOAD=$PWD/build/price/$2/interpose/libfikit.so)
   [ "$1" = fake ] && e+=(LD_LIBRARY_PATH=/tmp/fakecuda FAKECUDA_DURATIONS='*=0')
-  local t=${4:-0} c=${5:-0}
-  printf '%s %-6s %3s%s%s ' "$1" "$2" "$3" "$([ $t != 0 ] && echo " t$t")" "$([ $c != 0 ] && echo " c$c")"
-  "${e[@]}" taskset -c ${CPU:-5} /tmp/ll $([ $t != 0 -o $c != 0 ] && echo 20000 || echo 200000) 256 200 $t "$3" $c \
-    2>&1 | tail -1
+  local t=${4:-0} c=${5:-0} pg=${6:-0}
+  printf '%s %-6s %3s%s%s%s ' "$1" "$2" "$3" "$([ $t != 0 ] && echo " t$t")" "$([ $c != 0 ] && echo " c$c")" \
+    "$([ $pg != 0 ] && echo " p$pg")"
+  "${e[@]}" taskset -c ${CPU:-5} /tmp/ll $([ $t != 0 -o $c != 0 -o $pg != 0 ] && echo 20000 || echo 200000) 256 200 \
+    $t "$3" $c $pg 2>&1 | tail -1
 }
 # the probes' time, 100 s a build: the launch loops stop for it after their first round (capping
 # it at half the call, as before, left each probe less than the 90 s it needs: price6 ran none)
@@ -60,6 +64,8 @@ for rep in 1 2 3 4 5 6 7 8; do
   for n in "${names[@]}"; do
     [ "$TOUCH" != 0 ] && run real $n 128 $TOUCH
     [ "$CODE" != 0 ] && run real $n 128 0 $CODE
+    # the same lines as t$((PAGES / 16)), one a page: what a launch's pages cost in the TLB
+    [ "$PAGES" != 0 ] && run real $n 128 $((PAGES / 16)) && run real $n 128 0 0 $PAGES
   done
 done | tee $R/launch_loop.txt
 python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt

@@ -48,16 +48,16 @@ static char env_domain[256]; /* FIKIT_DOMAIN, "" when unset */
 static char env_root[256];   /* FIKIT_DOMAIN_ROOT, else the directory FIKIT_DOMAIN is in, else /run/fikit */
 static bool env_renumbered;  /* CUDA_VISIBLE_DEVICES set: an ordinal is not an NVML index */
 
-/* Attached devices, in the order of their first launch; published by n_devs. */
-static struct fikit_dev devs[FIKIT_MAX_DEVS];
+/* Attached devices, in the order of their first launch (fikit_hot.devs: the first ones' hot
+ * lines share the hot page); published by n_devs. */
+static struct fikit_dev *const devs = fikit_hot.devs;
 static _Atomic int n_devs;
 static struct fikit_dev spill; /* devices beyond FIKIT_MAX_DEVS: one private slot, never held */
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Context -> device (fikit.h), filled under attach_lock and published by n. */
-struct fikit_ctx_cache fikit_ctxs;
-_Static_assert(offsetof(struct fikit_ctx_cache, e) + 2 * sizeof fikit_ctxs.e[0] <= 64,
-               "a launch reads one line of fikit_ctxs");
+/* Context -> device (fikit.h, in the hot page), filled under attach_lock and published by n. */
+_Static_assert(offsetof(struct fikit_ctx_cache, e) + 2 * sizeof fikit_hot.ctxs.e[0] <= 64,
+               "a launch reads one line of the context cache");
 
 /* Peer slots are mapped one page each: the timing fields are all we read. */
 #define PEER_MAP 4096
@@ -613,10 +613,10 @@ static struct fikit_dev *dev_attach(int ordinal)
 
 static struct fikit_dev *cached(CUcontext ctx)
 {
-    int n = atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire);
+    int n = atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire);
     for (int i = 0; i < n; i++)
-        if (fikit_ctxs.e[i].ctx == ctx)
-            return fikit_ctxs.e[i].dev;
+        if (fikit_hot.ctxs.e[i].ctx == ctx)
+            return fikit_hot.ctxs.e[i].dev;
     return NULL;
 }
 
@@ -638,18 +638,18 @@ __attribute__((noinline, cold)) static struct fikit_dev *attach_ctx(CUcontext ct
             d = &spill;
         if (!d)
             d = dev_attach(ordinal);
-        int c = atomic_load(&fikit_ctxs.n);
+        int c = atomic_load(&fikit_hot.ctxs.n);
         if (d && c < FIKIT_CTX_CACHE) { /* a full cache costs a lock per launch of the others, nothing else */
-            fikit_ctxs.e[c].ctx = ctx;
-            fikit_ctxs.e[c].dev = d;
-            atomic_store_explicit(&fikit_ctxs.n, c + 1, memory_order_release);
+            fikit_hot.ctxs.e[c].ctx = ctx;
+            fikit_hot.ctxs.e[c].dev = d;
+            atomic_store_explicit(&fikit_hot.ctxs.n, c + 1, memory_order_release);
         }
         /* The driver numbers the devices a process may use once, at cuInit: with one, every
          * context is on it.  Asked only once a context is current (the driver is initialised). */
         int count = 0;
         if (d && ctx && fikit_drv.cuDeviceGetCount && fikit_drv.cuDeviceGetCount(&count) == CUDA_SUCCESS &&
             count == 1)
-            atomic_store_explicit(&fikit_ctxs.only, d, memory_order_release);
+            atomic_store_explicit(&fikit_hot.ctxs.only, d, memory_order_release);
     }
     pthread_mutex_unlock(&attach_lock);
     return d;
@@ -668,12 +668,12 @@ struct fikit_dev *fikit_dev_passthrough(void)
 
 struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
 {
-    struct fikit_dev *only = atomic_load_explicit(&fikit_ctxs.only, memory_order_acquire);
+    struct fikit_dev *only = atomic_load_explicit(&fikit_hot.ctxs.only, memory_order_acquire);
     if (only)
         return only;
-    if (atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) == 0)
+    if (atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) == 0)
         return fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? fikit_dev_passthrough() : NULL;
-    if (!ctx && (!fikit_ctxs.get_current || fikit_ctxs.get_current(&ctx) != CUDA_SUCCESS))
+    if (!ctx && (!fikit_hot.ctxs.get_current || fikit_hot.ctxs.get_current(&ctx) != CUDA_SUCCESS))
         ctx = NULL;
     return cached(ctx);
 }
@@ -725,9 +725,9 @@ void fikit_client_start(void)
         snprintf(env_root, sizeof env_root, "/run/fikit");
     }
     env_renumbered = getenv("CUDA_VISIBLE_DEVICES") != NULL;
-    fikit_ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
-    atomic_store(&fikit_ctxs.only, NULL);
-    atomic_store(&fikit_ctxs.n, 0);
+    fikit_hot.ctxs.get_current = fikit_drv.cuCtxGetCurrent; /* resolved before this runs (init_once) */
+    atomic_store(&fikit_hot.ctxs.only, NULL);
+    atomic_store(&fikit_hot.ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }
@@ -750,10 +750,10 @@ void fikit_client_after_fork(void)
             close(fd);
     }
     /* (the watcher threads do not survive the fork) */
-    memset(devs, 0, sizeof devs);
+    memset(fikit_hot.devs, 0, sizeof fikit_hot.devs);
     memset(&spill, 0, sizeof spill);
-    atomic_store(&fikit_ctxs.only, NULL);
-    atomic_store(&fikit_ctxs.n, 0);
+    atomic_store(&fikit_hot.ctxs.only, NULL);
+    atomic_store(&fikit_hot.ctxs.n, 0);
     atomic_store(&n_devs, 0);
     passthrough_slot();
 }

@@ -222,14 +222,33 @@ struct fikit_peer_map {
     int32_t pid;
 };
 
+/* What every launch reads and writes of its device's measurement pool (launch.c's): the
+ * previous launch on the device, for the gap after it, with what the gap needs of its kernel's
+ * entry, so that the launch after it need not read that entry. */
+struct fikit_pool_hot {
+    _Atomic uint64_t last_launch_t;
+    struct fikit_kstat *_Atomic last_launch_k;
+    _Atomic uint64_t last_end_pred; /* when that kernel should end, as predicted at its launch */
+    _Atomic uint32_t last_gap_pred; /* its shortest recent gap: a shorter one is always recorded */
+    _Atomic bool last_gap_every;    /* its gaps not settled yet: each one is recorded */
+    _Atomic bool several_streams;   /* see last_stream */
+    _Atomic uint64_t last_sync_end;
+    /* The stream of the latest launch, and whether work may be queued on another one too: a
+     * sync of that stream then says the device has finished all this client queued. */
+    _Atomic(CUstream) last_stream;
+    struct fikit_memo_cursor memo; /* where this device's launches are in the launch memo */
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct fikit_pool_hot) == 64, "a device's measurement pool: one line a launch");
+
 struct fikit_dev {
-    /* Read by every launch: kept in the struct's first cache line. */
+    /* Read by every launch: kept in the struct's first two cache lines. */
     struct fikit_slot *me;    /* our slot: in the domain, or a private anonymous one */
     struct fikit_domain *dom; /* NULL: no domain for this GPU (measured, never held) */
     int index;                /* in the device table; also the measurement pool's and co-run state's */
     _Atomic int n_peer_idx;   /* higher-priority peers (peer_idx below) */
     _Atomic uint64_t peers_gen; /* the domain generation they were read at */
     _Atomic uint64_t gen_seen_ns; /* when a launch last read that generation */
+    struct fikit_pool_hot pool;   /* the second line */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
     _Atomic int sock;         /* registration connection kept open, -1 none */
@@ -264,7 +283,45 @@ struct fikit_ctx_cache {
         struct fikit_dev *dev;
     } e[FIKIT_CTX_CACHE];
 } __attribute__((aligned(64)));
-extern struct fikit_ctx_cache fikit_ctxs;
+
+/* ---- the hot page (defined in launch.c) ---------------------------------- */
+enum fikit_hook_id {
+#define HOOK(name, kind, base) FIKIT_HOOK_##name,
+#include "hooks.def"
+#undef HOOK
+    FIKIT_HOOK_COUNT
+};
+/* What sets a launch off the common path, one bit each in fikit_config.flags: a launch reads the
+ * one word, and with it 0 (initialised, none of the rest) it checks nothing else of these. */
+enum fikit_cfg_flag {
+    FIKIT_CFG_UNREADY = 1,       /* not initialised yet */
+    FIKIT_CFG_MEASURING_OFF = 2, /* fikit_set_measuring(0) */
+    FIKIT_CFG_BYPASS = 4,        /* fikit_set_bypass(1) */
+    FIKIT_CFG_PASSTHROUGH = 8,   /* FIKIT_PASSTHROUGH=1 */
+    FIKIT_CFG_PROFILE = 16,      /* FIKIT_PROFILE=1 */
+};
+struct fikit_config {
+    _Atomic uint32_t flags; /* enum fikit_cfg_flag */
+    uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
+} __attribute__((aligned(64)));
+/*
+ * What every launch reads of the process's own state, in one page: between two launches a real
+ * program's own work evicts the TLB as well as the caches, and each page a launch touches may
+ * cost it a page walk (bench/launch_loop.c PAGES: the whole library 78 ns a launch with 4,096
+ * lines written between launches over 64 pages, 140 ns over 4,096 pages).  Laid out in one
+ * page-aligned object: the config's flags, the launch hooks' real functions (resolve.c), the
+ * context cache (client.c) and the first two devices' hot lines with their pools' (client.c,
+ * launch.c); the rest of the devices follow.
+ */
+struct fikit_hot {
+    struct fikit_config cfg;
+    void *real[FIKIT_HOOK_COUNT] __attribute__((aligned(64))); /* the launch hooks come first: one line */
+    struct fikit_ctx_cache ctxs;
+    struct fikit_dev devs[FIKIT_MAX_DEVS];
+} __attribute__((aligned(4096)));
+_Static_assert(offsetof(struct fikit_hot, devs[1].pool) + sizeof(struct fikit_pool_hot) <= 4096,
+               "the flags, the real functions, the context cache and two devices' hot lines: one page");
+extern struct fikit_hot fikit_hot;
 /* ctx's device, attached on first use; NULL only when no slot could be made. */
 struct fikit_dev *fikit_dev_for_ctx(CUcontext ctx);
 /* The device of every launch in pass-through mode (one private slot), without a driver call. */
@@ -274,15 +331,15 @@ struct fikit_dev *fikit_dev_passthrough(void);
  * inline, the rest out of line. */
 static FIKIT_INLINE struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
 {
-    struct fikit_dev *only = atomic_load_explicit(&fikit_ctxs.only, memory_order_acquire);
+    struct fikit_dev *only = atomic_load_explicit(&fikit_hot.ctxs.only, memory_order_acquire);
     if (FIKIT_LIKELY(only)) {
         *ctx = NULL;
         return only;
     }
-    if (FIKIT_UNLIKELY(!fikit_ctxs.get_current) || fikit_ctxs.get_current(ctx) != CUDA_SUCCESS)
+    if (FIKIT_UNLIKELY(!fikit_hot.ctxs.get_current) || fikit_hot.ctxs.get_current(ctx) != CUDA_SUCCESS)
         *ctx = NULL;
-    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_ctxs.n, memory_order_acquire) > 0 && fikit_ctxs.e[0].ctx == *ctx))
-        return fikit_ctxs.e[0].dev;
+    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) > 0 && fikit_hot.ctxs.e[0].ctx == *ctx))
+        return fikit_hot.ctxs.e[0].dev;
     return fikit_dev_for_ctx(*ctx);
 }
 /* Whether a launch on d at `now` may have a more urgent client to defer to (decide() then
@@ -314,13 +371,6 @@ void fikit_program_name(char *out, size_t n);        /* the profile key */
 void fikit_stats_write(const char *path_template);
 
 /* ---- resolve.c --------------------------------------------------------- */
-enum fikit_hook_id {
-#define HOOK(name, kind, base) FIKIT_HOOK_##name,
-#include "hooks.def"
-#undef HOOK
-    FIKIT_HOOK_COUNT
-};
-extern void *fikit_real[FIKIT_HOOK_COUNT];
 extern void *const fikit_wrappers[FIKIT_HOOK_COUNT];
 void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t flags);
 void *fikit_real_sym(const char *name); /* a driver symbol, unwrapped */
@@ -383,25 +433,9 @@ void fikit_cupti_after_fork(void);
 
 /* ---- launch.c ---------------------------------------------------------- */
 void fikit_init(void); /* pthread_once; safe from any hook */
-/* What sets a launch off the common path, one bit each in fikit_config.flags: a launch reads the
- * one word, and with it 0 (initialised, none of the rest) it checks nothing else of these. */
-enum fikit_cfg_flag {
-    FIKIT_CFG_UNREADY = 1,       /* not initialised yet */
-    FIKIT_CFG_MEASURING_OFF = 2, /* fikit_set_measuring(0) */
-    FIKIT_CFG_BYPASS = 4,        /* fikit_set_bypass(1) */
-    FIKIT_CFG_PASSTHROUGH = 8,   /* FIKIT_PASSTHROUGH=1 */
-    FIKIT_CFG_PROFILE = 16,      /* FIKIT_PROFILE=1 */
-};
-struct fikit_config {
-    /* The first cache line: what every launch reads before anything else. */
-    _Atomic uint32_t flags; /* enum fikit_cfg_flag */
-    uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
-    char stats_path[512];
-} __attribute__((aligned(64)));
-extern struct fikit_config fikit_cfg;
 static inline bool fikit_cfg_has(uint32_t flag)
 {
-    return (atomic_load_explicit(&fikit_cfg.flags, memory_order_relaxed) & flag) != 0;
+    return (atomic_load_explicit(&fikit_hot.cfg.flags, memory_order_relaxed) & flag) != 0;
 }
 void fikit_harvest(bool wait_all);
 /* The measurement gates' watchdog, for FIKIT_STATS: how often it found a shut gate's thread

@@ -28,7 +28,8 @@
 
 #include "fikit.h"
 
-struct fikit_config fikit_cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16};
+struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16}}; /* fikit.h */
+static char stats_path[512]; /* FIKIT_STATS */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct fikit_params params_default = {
     .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
@@ -50,7 +51,7 @@ static FIKIT_INLINE bool sample_due(uint64_t count, uint64_t dur_n, bool profile
 {
     if (profile || count < WARM_LAUNCHES)
         return true;
-    uint64_t every = fikit_cfg.sample;
+    uint64_t every = fikit_hot.cfg.sample;
     if (dur_n >= SETTLED_SAMPLES)
         every *= SETTLED_FACTOR;
     if (FIKIT_LIKELY((every & (every - 1)) == 0)) /* the default 16: a mask, not a division */
@@ -118,21 +119,8 @@ static void *gate_alloc; /* the pinned word, once allocated (gating may be turne
  * that context's launches are timed ("one context measured per device").
  */
 struct pool {
-    /* Every launch reads and writes these: the first cache line (checked below). */
-    /* The previous launch on this device, for the gap after it, with what the gap needs of
-     * its kernel's entry, so that the launch after it need not read that entry. */
-    _Atomic uint64_t last_launch_t;
-    struct fikit_kstat *_Atomic last_launch_k;
-    _Atomic uint64_t last_end_pred; /* when that kernel should end, as predicted at its launch */
-    _Atomic uint32_t last_gap_pred; /* its shortest recent gap: a shorter one is always recorded */
-    _Atomic bool last_gap_every;    /* its gaps not settled yet: each one is recorded */
-    _Atomic bool several_streams;   /* see last_stream */
-    _Atomic uint64_t last_sync_end;
-    /* The stream of the latest launch, and whether work may be queued on another one too: a
-     * sync of that stream then says the device has finished all this client queued. */
-    _Atomic(CUstream) last_stream;
-    struct fikit_memo_cursor memo; /* where this device's launches are in the launch memo */
-    /* The rest is for sampled launches and syncs. */
+    /* What every launch reads and writes of it is its device's (fikit_dev.pool, in the hot
+     * page); this is for sampled launches and syncs. */
     pthread_mutex_t lock;
     struct fikit_dev *dev;
     CUcontext ctx;
@@ -145,7 +133,6 @@ struct pool {
     struct sample s[POOL];
 } __attribute__((aligned(64)));
 static struct pool pools[FIKIT_MAX_DEVS + 1]; /* + the spill device's */
-_Static_assert(offsetof(struct pool, lock) <= 64, "what every launch touches of its pool is one cache line");
 
 static FIKIT_INLINE struct pool *pool_of(struct fikit_dev *d) { return &pools[d->index]; }
 
@@ -368,7 +355,7 @@ static void harvest(struct pool *p, bool wait_all)
 {
     if (!p->ctx || pthread_mutex_trylock(&p->lock) != 0)
         return;
-    fikit_pfn_cuEventSynchronize esync = (fikit_pfn_cuEventSynchronize)fikit_real[FIKIT_HOOK_cuEventSynchronize];
+    fikit_pfn_cuEventSynchronize esync = (fikit_pfn_cuEventSynchronize)fikit_hot.real[FIKIT_HOOK_cuEventSynchronize];
     while (p->tail != p->head) {
         struct sample *s = &p->s[p->tail % POOL];
         CUresult q = fikit_drv.cuEventQuery(s->end);
@@ -642,29 +629,30 @@ static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c1
  * kernel's gap statistics take each gap until its ring of recent gaps is full; then one in
  * 8, and every gap shorter than its shortest recent one, so that its prediction
  * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
- * kernel's entry was kept in the pool at its launch: a launch reads that entry only to record.
+ * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
+ * record.
  * Plain loads and stores, no locked exchange (this is every launch): threads launching on one
  * device at the same instant may pair a gap with the wrong predecessor, an estimate either way.
  */
-FIKIT_HOT static FIKIT_INLINE void note_gap(struct pool *p, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
+FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
 {
-    uint64_t prev_t = atomic_load_explicit(&p->last_launch_t, memory_order_relaxed);
-    struct fikit_kstat *prev_k = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed);
-    uint64_t prev_end = atomic_load_explicit(&p->last_end_pred, memory_order_relaxed);
-    uint32_t prev_gap_pred = atomic_load_explicit(&p->last_gap_pred, memory_order_relaxed);
-    bool prev_every = atomic_load_explicit(&p->last_gap_every, memory_order_relaxed);
-    atomic_store_explicit(&p->last_launch_t, t, memory_order_relaxed);
-    atomic_store_explicit(&p->last_launch_k, k, memory_order_relaxed);
+    uint64_t prev_t = atomic_load_explicit(&h->last_launch_t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed);
+    uint64_t prev_end = atomic_load_explicit(&h->last_end_pred, memory_order_relaxed);
+    uint32_t prev_gap_pred = atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed);
+    bool prev_every = atomic_load_explicit(&h->last_gap_every, memory_order_relaxed);
+    atomic_store_explicit(&h->last_launch_t, t, memory_order_relaxed);
+    atomic_store_explicit(&h->last_launch_k, k, memory_order_relaxed);
     if (k) { /* its entry's first line: read already for its count */
-        atomic_store_explicit(&p->last_end_pred, t + fikit_kstat_dur_pred(k), memory_order_relaxed);
-        atomic_store_explicit(&p->last_gap_pred, (uint32_t)fikit_kstat_gap_pred(k), memory_order_relaxed);
-        atomic_store_explicit(&p->last_gap_every, atomic_load_explicit(&k->gap_n, memory_order_relaxed) < FIKIT_RING,
+        atomic_store_explicit(&h->last_end_pred, t + fikit_kstat_dur_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&h->last_gap_pred, (uint32_t)fikit_kstat_gap_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&h->last_gap_every, atomic_load_explicit(&k->gap_n, memory_order_relaxed) < FIKIT_RING,
                               memory_order_relaxed);
     }
     if (!prev_t || !prev_k || t <= prev_t)
         return;
     /* The host waited after that launch: the GPU was done when the wait returned. */
-    uint64_t synced = atomic_load_explicit(&p->last_sync_end, memory_order_relaxed);
+    uint64_t synced = atomic_load_explicit(&h->last_sync_end, memory_order_relaxed);
     uint64_t end = synced > prev_t ? synced : prev_end;
     uint64_t gap = t > end ? t - end : 0;
     if (prev_every || gap < prev_gap_pred || gap_sampled(t))
@@ -678,7 +666,7 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct pool *p, struct fikit_slot *m
  * the common path (a flag set, a context not the first, a guess missed, a client above, a
  * sample due) is a call out of line: between two launches a real program runs enough code of
  * its own to evict the library's, so each line of code a launch runs is a miss, and a call
- * out of line costs lines of its own.  flags: fikit_cfg.flags as the wrapper read it.
+ * out of line costs lines of its own.  flags: fikit_hot.cfg.flags as the wrapper read it.
  */
 FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int path, CUfunction f, CUgraphExec g,
                                           const uint32_t grid[3], const uint32_t block[3], uint32_t smem,
@@ -710,10 +698,10 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     bool profile = flags & FIKIT_CFG_PROFILE;
     bool by_cupti = FIKIT_UNLIKELY(profile) && fikit_cupti_timing() && !g;
 
-    struct pool *p = pool_of(d);
+    struct fikit_pool_hot *h = &d->pool;
     bool first = false; /* this function's first launch, maybe: never gated (see "gated" above) */
     struct fikit_kstat *k =
-        g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &p->memo, &first);
+        g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &h->memo, &first);
     L->k = k;
     uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
 
@@ -723,7 +711,7 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
         t = fikit_clock_ns(); /* it may have waited */
     }
     L->t = t;
-    note_gap(p, me, k, t);
+    note_gap(h, me, k, t);
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
@@ -741,7 +729,7 @@ __attribute__((noinline, cold)) static void after_rare(struct launch *L, struct 
         sample_end(p, L->sample, L->stream, r);
         if (fikit_cfg_has(FIKIT_CFG_PROFILE)) {
             harvest(p, true);
-            atomic_store_explicit(&p->last_sync_end, fikit_clock_ns(), memory_order_relaxed);
+            atomic_store_explicit(&L->dev->pool.last_sync_end, fikit_clock_ns(), memory_order_relaxed);
         } else {
             harvest(p, false);
         }
@@ -760,10 +748,11 @@ FIKIT_HOT static FIKIT_INLINE void after(struct launch *L, CUresult r)
     if (FIKIT_UNLIKELY(r != CUDA_SUCCESS || !L->k))
         return;
     /* The stream rarely changes: a plain load on the common path, the exchange only on a change. */
-    if (atomic_load_explicit(&p->last_stream, memory_order_relaxed) != L->stream &&
-        atomic_exchange_explicit(&p->last_stream, L->stream, memory_order_relaxed) != L->stream &&
+    struct fikit_pool_hot *h = &d->pool;
+    if (atomic_load_explicit(&h->last_stream, memory_order_relaxed) != L->stream &&
+        atomic_exchange_explicit(&h->last_stream, L->stream, memory_order_relaxed) != L->stream &&
         atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
-        atomic_store_explicit(&p->several_streams, true, memory_order_relaxed);
+        atomic_store_explicit(&h->several_streams, true, memory_order_relaxed);
     uint64_t dur = fikit_kstat_dur_pred(L->k), unknown_ns = 0;
     if (FIKIT_UNLIKELY(!dur)) /* the domain's line is read only for a kernel never measured */
         unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
@@ -799,35 +788,35 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
     if (!d)
         return;
     struct fikit_slot *me = d->me;
-    struct pool *p = pool_of(d);
+    struct fikit_pool_hot *h = &d->pool;
     atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
     uint64_t now = fikit_clock_ns();
-    atomic_store_explicit(&p->last_sync_end, now, memory_order_relaxed);
+    atomic_store_explicit(&h->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
     bool drained = kind == SYNC_CONTEXT ||
-                   (kind == SYNC_STREAM && stream == atomic_load_explicit(&p->last_stream, memory_order_relaxed) &&
-                    !atomic_load_explicit(&p->several_streams, memory_order_relaxed));
+                   (kind == SYNC_STREAM && stream == atomic_load_explicit(&h->last_stream, memory_order_relaxed) &&
+                    !atomic_load_explicit(&h->several_streams, memory_order_relaxed));
     if (drained) {
-        atomic_store_explicit(&p->several_streams, false, memory_order_relaxed);
+        atomic_store_explicit(&h->several_streams, false, memory_order_relaxed);
         if (atomic_load(&me->busy_until_ns) > now)
             atomic_store(&me->busy_until_ns, now);
-        uint64_t gap = atomic_load_explicit(&p->last_launch_k, memory_order_relaxed)
-                           ? atomic_load_explicit(&p->last_gap_pred, memory_order_relaxed)
+        uint64_t gap = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed)
+                           ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
                            : 0;
         atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
     }
     if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
-        harvest(p, false);
+        harvest(pool_of(d), false);
 }
 
 /* ---- initialisation, fork, exit ------------------------------------------ */
 static void write_stats(void)
 {
     static _Atomic int written;
-    if (!fikit_cfg.stats_path[0] || atomic_exchange(&written, 1))
+    if (!stats_path[0] || atomic_exchange(&written, 1))
         return;
     fikit_harvest(true);
-    fikit_stats_write(fikit_cfg.stats_path);
+    fikit_stats_write(stats_path);
 }
 
 static void at_exit(void)
@@ -859,53 +848,53 @@ static void init_once(void)
     const char *v;
     fikit_debug = (v = getenv("FIKIT_LOG")) && strcmp(v, "debug") == 0;
     if ((v = getenv("FIKIT_PASSTHROUGH")) && strcmp(v, "1") == 0)
-        atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_PASSTHROUGH);
+        atomic_fetch_or(&fikit_hot.cfg.flags, FIKIT_CFG_PASSTHROUGH);
     if ((v = getenv("FIKIT_PROFILE")) && strcmp(v, "1") == 0)
-        atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_PROFILE);
+        atomic_fetch_or(&fikit_hot.cfg.flags, FIKIT_CFG_PROFILE);
     if ((v = getenv("FIKIT_SAMPLE"))) {
         long s = strtol(v, NULL, 10);
-        fikit_cfg.sample = s >= 1 && s <= 1000000 ? (uint32_t)s : 16;
+        fikit_hot.cfg.sample = s >= 1 && s <= 1000000 ? (uint32_t)s : 16;
     }
     if ((v = getenv("FIKIT_STATS")))
-        snprintf(fikit_cfg.stats_path, sizeof fikit_cfg.stats_path, "%s", v);
+        snprintf(stats_path, sizeof stats_path, "%s", v);
     fikit_resolve_init();
     pools_reset();
     fikit_client_start();
     pthread_atfork(NULL, NULL, child_after_fork);
     atexit(at_exit);
-    atomic_fetch_and_explicit(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_UNREADY, memory_order_release);
+    atomic_fetch_and_explicit(&fikit_hot.cfg.flags, ~(uint32_t)FIKIT_CFG_UNREADY, memory_order_release);
 }
 
 FIKIT_API int fikit_set_measuring(int on)
 {
-    uint32_t was = on ? atomic_fetch_and(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_MEASURING_OFF)
-                      : atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_MEASURING_OFF);
+    uint32_t was = on ? atomic_fetch_and(&fikit_hot.cfg.flags, ~(uint32_t)FIKIT_CFG_MEASURING_OFF)
+                      : atomic_fetch_or(&fikit_hot.cfg.flags, FIKIT_CFG_MEASURING_OFF);
     return !(was & FIKIT_CFG_MEASURING_OFF);
 }
 
 FIKIT_API int fikit_set_bypass(int on)
 {
-    uint32_t was = on ? atomic_fetch_or(&fikit_cfg.flags, FIKIT_CFG_BYPASS)
-                      : atomic_fetch_and(&fikit_cfg.flags, ~(uint32_t)FIKIT_CFG_BYPASS);
+    uint32_t was = on ? atomic_fetch_or(&fikit_hot.cfg.flags, FIKIT_CFG_BYPASS)
+                      : atomic_fetch_and(&fikit_hot.cfg.flags, ~(uint32_t)FIKIT_CFG_BYPASS);
     return (was & FIKIT_CFG_BYPASS) != 0;
 }
 
 /* What a launch wrapper reads first: the flags, once initialised. */
 static FIKIT_INLINE uint32_t launch_flags(void)
 {
-    uint32_t flags = atomic_load_explicit(&fikit_cfg.flags, memory_order_acquire);
+    uint32_t flags = atomic_load_explicit(&fikit_hot.cfg.flags, memory_order_acquire);
     if (FIKIT_LIKELY(!(flags & FIKIT_CFG_UNREADY)))
         return flags;
     pthread_once(&once, init_once);
-    return atomic_load_explicit(&fikit_cfg.flags, memory_order_acquire);
+    return atomic_load_explicit(&fikit_hot.cfg.flags, memory_order_acquire);
 }
 
 void fikit_init(void) { (void)launch_flags(); }
 
 /* ---- the exported wrappers ------------------------------------------------ */
 #define WRAPPER FIKIT_API FIKIT_HOT /* exported, and on the launch path */
-#define REAL(name) ((fikit_pfn_##name)fikit_real[FIKIT_HOOK_##name])
-#define REAL_AS(hook, type) ((fikit_pfn_##type)fikit_real[FIKIT_HOOK_##hook])
+#define REAL(name) ((fikit_pfn_##name)fikit_hot.real[FIKIT_HOOK_##name])
+#define REAL_AS(hook, type) ((fikit_pfn_##type)fikit_hot.real[FIKIT_HOOK_##hook])
 
 #define WRAP_LAUNCH_KERNEL(name)                                                                           \
     WRAPPER CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,   \

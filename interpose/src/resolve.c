@@ -16,8 +16,8 @@
 
 #include "fikit.h"
 
-/* Aligned: the launch hooks come first in hooks.def, so a launch reads one line of it. */
-void *fikit_real[FIKIT_HOOK_COUNT] __attribute__((aligned(64)));
+/* The real functions live in the hot page (fikit_hot.real): the launch hooks come first in
+ * hooks.def, so a launch reads one line of them. */
 _Static_assert(FIKIT_HOOK_cuGraphLaunch_ptsz < 8, "the launch hooks' real functions fit one cache line");
 struct fikit_driver fikit_drv;
 
@@ -66,7 +66,7 @@ static void set_real(int i, void *p)
     if (!p || p == wrappers[i])
         return;
     void *expect = NULL;
-    __atomic_compare_exchange_n(&fikit_real[i], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    __atomic_compare_exchange_n(&fikit_hot.real[i], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 void *fikit_real_sym(const char *name)
@@ -156,7 +156,7 @@ void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t f
     if (nc == 0)
         return p;
     for (int c = 0; c < nc; c++)
-        if (__atomic_load_n(&fikit_real[cand[c]], __ATOMIC_ACQUIRE) == p)
+        if (__atomic_load_n(&fikit_hot.real[cand[c]], __ATOMIC_ACQUIRE) == p)
             return wrappers[cand[c]];
     /* A pointer we know by no name is another version of the entry point,
      * maybe with another signature (CUDA 13's cuCtxSynchronize gives
@@ -164,7 +164,7 @@ void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t f
      * exports none of the names do we tell the variant by what was asked. */
     bool any_known = false;
     for (int c = 0; c < nc; c++)
-        any_known |= __atomic_load_n(&fikit_real[cand[c]], __ATOMIC_ACQUIRE) != NULL;
+        any_known |= __atomic_load_n(&fikit_hot.real[cand[c]], __ATOMIC_ACQUIRE) != NULL;
     if (any_known) {
         if (strncmp(symbol, "cuLaunch", 8) == 0 || strncmp(symbol, "cuGraphLaunch", 13) == 0)
             fikit_log_once(&warned, "cuGetProcAddress(%s) gave an entry point fikit does not know; "
@@ -182,7 +182,7 @@ void *fikit_wrap_procaddr(const char *symbol, void *p, int version, cuuint64_t f
             pick = cand[c];
     }
     void *expect = NULL;
-    if (__atomic_compare_exchange_n(&fikit_real[pick], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
+    if (__atomic_compare_exchange_n(&fikit_hot.real[pick], &expect, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
         expect == p)
         return wrappers[pick];
     return p;
