@@ -189,7 +189,8 @@ void fikit_corun_end(int di, CUstream app, CUstream green)
             r = fikit_drv.cuStreamWaitEvent(app, e, 0);
         if (r != CUDA_SUCCESS) {
             /* The order can no longer be kept: wait here rather than break it. */
-            fikit_pfn_cuStreamSynchronize sync = (fikit_pfn_cuStreamSynchronize)fikit_hot.real[FIKIT_HOOK_cuStreamSynchronize];
+            fikit_pfn_cuStreamSynchronize sync =
+                (fikit_pfn_cuStreamSynchronize)fikit_hot.real[FIKIT_HOOK_cuStreamSynchronize];
             if (sync)
                 sync(green);
             give_up(co, "ordering the app stream after the green stream", r);

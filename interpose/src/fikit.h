@@ -307,11 +307,12 @@ struct fikit_config {
 /*
  * What every launch reads of the process's own state, in one page: between two launches a real
  * program's own work evicts the TLB as well as the caches, and each page a launch touches may
- * cost it a page walk (bench/launch_loop.c PAGES: the whole library 78 ns a launch with 4,096
- * lines written between launches over 64 pages, 140 ns over 4,096 pages).  Laid out in one
- * page-aligned object: the config's flags, the launch hooks' real functions (resolve.c), the
- * context cache (client.c) and the first two devices' hot lines with their pools' (client.c,
- * launch.c); the rest of the devices follow.
+ * cost it a page walk.  Next to the real driver, with 4,096 lines written between launches, the
+ * whole library cost a launch 227 ns with those lines over 64 pages and 406 ns over 4,096; with
+ * this page, 164 and 258 (bench/launch_loop.c PAGES, bench/results/2026-11-26-h100-price8).
+ * Laid out in one page-aligned object: the config's flags, the launch hooks' real functions
+ * (resolve.c), the context cache (client.c) and the first two devices' hot lines with their
+ * pools' (client.c, launch.c); the rest of the devices follow.
  */
 struct fikit_hot {
     struct fikit_config cfg;
@@ -338,7 +339,8 @@ static FIKIT_INLINE struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
     }
     if (FIKIT_UNLIKELY(!fikit_hot.ctxs.get_current) || fikit_hot.ctxs.get_current(ctx) != CUDA_SUCCESS)
         *ctx = NULL;
-    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) > 0 && fikit_hot.ctxs.e[0].ctx == *ctx))
+    if (FIKIT_LIKELY(atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) > 0 &&
+                     fikit_hot.ctxs.e[0].ctx == *ctx))
         return fikit_hot.ctxs.e[0].dev;
     return fikit_dev_for_ctx(*ctx);
 }

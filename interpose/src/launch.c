@@ -355,7 +355,8 @@ static void harvest(struct pool *p, bool wait_all)
 {
     if (!p->ctx || pthread_mutex_trylock(&p->lock) != 0)
         return;
-    fikit_pfn_cuEventSynchronize esync = (fikit_pfn_cuEventSynchronize)fikit_hot.real[FIKIT_HOOK_cuEventSynchronize];
+    fikit_pfn_cuEventSynchronize esync =
+        (fikit_pfn_cuEventSynchronize)fikit_hot.real[FIKIT_HOOK_cuEventSynchronize];
     while (p->tail != p->head) {
         struct sample *s = &p->s[p->tail % POOL];
         CUresult q = fikit_drv.cuEventQuery(s->end);
@@ -630,9 +631,9 @@ static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c1
  * 8, and every gap shorter than its shortest recent one, so that its prediction
  * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
  * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
- * record.
- * Plain loads and stores, no locked exchange (this is every launch): threads launching on one
- * device at the same instant may pair a gap with the wrong predecessor, an estimate either way.
+ * record.  Plain loads and stores, no locked exchange (this is every launch): threads launching
+ * on one device at the same instant may pair a gap with the wrong predecessor, an estimate
+ * either way.
  */
 FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
 {
