@@ -77,14 +77,14 @@ def interval(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> tu
     return meds[int(0.025 * RESAMPLES)], meds[int(0.975 * RESAMPLES) - 1]
 
 
-def per_run(loaded: list[dict[tuple[int, str], dict[str, Any]]], hp: str, num: str, den: str,
-            q: int = 0) -> list[float | None]:
-    """Each run's own median of ratio q, in the order given (None: no repetition with both): the
-    pooled interval speaks of generations, and runs on different machines can differ by more than
-    it suggests (runs 19-21 of one build spread 1.008-1.021 in-process, session 13)."""
+def per_run(by_run: list[list[list[tuple[float, float]]]], q: int = 0) -> list[float | None]:
+    """Each run's own median of ratio q, from each run's generations in the order given (None: no
+    repetition with both): the pooled interval speaks of generations, and runs on different
+    machines can differ by more than it suggests (runs 19-21 of one build spread 1.008-1.021
+    in-process, session 13)."""
     out: list[float | None] = []
-    for by in loaded:
-        xs = [x[q] for g in generations(by, hp, num, den) for x in g]
+    for gens in by_run:
+        xs = [x[q] for g in gens for x in g]
         out.append(round(statistics.median(xs), 4) if xs else None)
     return out
 
@@ -93,7 +93,8 @@ def pool(runs: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": [r.name for r in runs], "gpus": {}}
     loaded = [load(run) for run in runs]
     for hp, label in HPS:
-        gens = [g for by in loaded for g in generations(by, hp)]
+        by_run = [generations(by, hp) for by in loaded]
+        gens = [g for run_gens in by_run for g in run_gens]
         reps = [x for g in gens for x in g]
         if not reps:
             out["gpus"][label] = {"hp": hp, "repetitions": 0}
@@ -107,17 +108,18 @@ def pool(runs: list[Path]) -> dict[str, Any]:
                 "target": target,
                 # met: the whole interval under the target; missed: the whole interval over it
                 "verdict": "met" if hi <= target else "missed" if lo > target else "undecided",
-                "per_run": per_run(loaded, hp, "fikit", "solo_hp", q),
+                "per_run": per_run(by_run, q),
             }
         entry["generation_p50_medians"] = [round(statistics.median(x[0] for x in g), 3) for g in gens]
         entry["floor_p50"] = {}
         for name, num, den in FLOOR:  # what fikit's HP pays, part by part (p50 only)
-            fg = [g for by in loaded for g in generations(by, hp, num, den)]
+            floor_by_run = [generations(by, hp, num, den) for by in loaded]
+            fg = [g for run_gens in floor_by_run for g in run_gens]
             if fg:
                 lo, hi = interval(fg, 0)
                 med = statistics.median(x[0] for g in fg for x in g)
                 entry["floor_p50"][name] = {"median": round(med, 4), "ci95": [round(lo, 4), round(hi, 4)],
-                                            "per_run": per_run(loaded, hp, num, den)}
+                                            "per_run": per_run(floor_by_run)}
         out["gpus"][label] = entry
     return out
 
