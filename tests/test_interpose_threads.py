@@ -13,15 +13,39 @@ import pytest
 from fakecuda_harness import API_NAMES, assert_counts_match
 
 if TYPE_CHECKING:
-    from fakecuda_harness import RunClient
+    from fakecuda_harness import Run, RunClient
 
 FAST = {"FAKECUDA_DURATIONS": "*=0,graph=0"}
 
 
+def launching_threads(run: Run) -> list[str]:
+    return [d["launching_threads"] for d in run.stats[run.pid]["domains"]]
+
+
 def test_eight_threads_exact_counts(run_client: RunClient) -> None:
+    """Eight threads at once: the first counts alone, the second switches the device to locked adds
+    while the first may be mid-count, and nothing is lost."""
     run = run_client(["--threads", "8", "-n", "20000", "--kernels", "inc", "--check"], env=FAST)
     assert run.report["launches"]["cuLaunchKernel"] == 160000
     assert_counts_match(run)
+    assert launching_threads(run) == ["several"]
+
+
+def test_one_launching_thread_counts_without_a_lock(run_client: RunClient) -> None:
+    """The common case (a serving thread): its counts take no locked add, a full barrier at every
+    launch, and stay exact."""
+    run = run_client(["-n", "5000", "--kernels", "inc,a,b", "--api", "all", "--check"], env=FAST)
+    assert_counts_match(run)
+    assert launching_threads(run) == ["one"]
+
+
+def test_threads_after_one_thread_alone_count_exactly(run_client: RunClient) -> None:
+    """One thread launches alone first (its counts plain), then four more: every count still exact."""
+    run = run_client(["--prefork", "3000", "--threads", "4", "-n", "3000", "--kernels", "inc,a", "--check"],
+                     env=FAST)
+    assert run.report["launches"]["cuLaunchKernel"] == 3000 + 4 * 3000
+    assert_counts_match(run)
+    assert launching_threads(run) == ["several"]
 
 
 @pytest.mark.parametrize("variant", [

@@ -240,6 +240,10 @@ struct fikit_pool_hot {
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct fikit_pool_hot) == 64, "a device's measurement pool: one line a launch");
 
+/* fikit_dev.launcher, when not a thread's pointer: no launch yet, several threads launch (counts
+ * take a locked add), or a second thread has just come (launch.c says why). */
+enum { FIKIT_LAUNCHERS_NONE = 0, FIKIT_LAUNCHERS_SEVERAL = 1, FIKIT_LAUNCHERS_SWITCHING = 2 };
+
 struct fikit_dev {
     /* Read by every launch: kept in the struct's first two cache lines. */
     struct fikit_slot *me;    /* our slot: in the domain, or a private anonymous one */
@@ -248,6 +252,7 @@ struct fikit_dev {
     _Atomic int n_peer_idx;   /* higher-priority peers (peer_idx below) */
     _Atomic uint64_t peers_gen; /* the domain generation they were read at */
     _Atomic uint64_t gen_seen_ns; /* when a launch last read that generation */
+    _Atomic uintptr_t launcher;   /* its one launching thread's pointer, or FIKIT_LAUNCHERS_* (launch.c) */
     struct fikit_pool_hot pool;   /* the second line */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
@@ -264,6 +269,7 @@ struct fikit_dev {
     int peer_idx[FIKIT_MAX_SLOTS];
     struct fikit_peer_map peer_maps[FIKIT_MAX_SLOTS];
 } __attribute__((aligned(64)));
+_Static_assert(offsetof(struct fikit_dev, pool) == 64, "what a launch reads of its device: its first two lines");
 
 extern int fikit_req_prio; /* FIKIT_PRIO: the level this process asks for */
 void fikit_client_start(void);

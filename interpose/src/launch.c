@@ -663,6 +663,63 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
 }
 
 /*
+ * A launch counts itself twice: in its slot (path_launches) and in its kernel's entry.  With a
+ * locked add each count is exact whatever the threads, but a locked add is a full barrier: it
+ * waits for every store before it (a real program's own, just made) and keeps the launch's
+ * other misses from overlapping its own.  A device with one launching thread, the common case,
+ * needs no lock: its counts are a plain load and store.  Next to the real driver that took a
+ * launch from 126 to 99 ns with the caches warm (bench/results/2026-11-26-h100-price10; the
+ * driver's own barriers leave the cold rows where they were).  So
+ * each device remembers its one launching thread (by its thread pointer); a second thread ends
+ * that for good, and from a moment after the switch (SWITCH_NS, long enough for the first
+ * thread to finish the plain add it may have been in) every thread adds with a lock.  Counts
+ * stay exact, unless the first thread was preempted inside those few instructions just then.
+ */
+#define SWITCH_NS 1000000ull
+
+/* The thread pointer: one register read where the compiler has it, else libc's pthread_self. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer)
+#define THREAD_TOKEN() ((uintptr_t)__builtin_thread_pointer())
+#endif
+#endif
+#ifndef THREAD_TOKEN
+#define THREAD_TOKEN() ((uintptr_t)pthread_self())
+#endif
+
+/* Off the common path: a device's first launching thread claims it; a second one switches it to
+ * locked adds, and every thread waits out the switch before its first add. */
+__attribute__((noinline, cold)) static bool launcher_claim(struct fikit_dev *d, uintptr_t tok)
+{
+    uintptr_t seen = atomic_load_explicit(&d->launcher, memory_order_acquire);
+    if (seen == FIKIT_LAUNCHERS_NONE &&
+        atomic_compare_exchange_strong(&d->launcher, &seen, tok))
+        return true;
+    if (seen == tok)
+        return true;
+    if (seen != FIKIT_LAUNCHERS_SEVERAL && seen != FIKIT_LAUNCHERS_SWITCHING &&
+        atomic_compare_exchange_strong(&d->launcher, &seen, (uintptr_t)FIKIT_LAUNCHERS_SWITCHING)) {
+        struct timespec ts = {0, (long)SWITCH_NS};
+        nanosleep(&ts, NULL);
+        atomic_store_explicit(&d->launcher, (uintptr_t)FIKIT_LAUNCHERS_SEVERAL, memory_order_release);
+        return false;
+    }
+    while (atomic_load_explicit(&d->launcher, memory_order_acquire) == FIKIT_LAUNCHERS_SWITCHING)
+        sched_yield();
+    return false;
+}
+
+static FIKIT_INLINE uint64_t count_add(_Atomic uint64_t *c, bool alone)
+{
+    if (FIKIT_LIKELY(alone)) {
+        uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+        atomic_store_explicit(c, v + 1, memory_order_relaxed);
+        return v;
+    }
+    return atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/*
  * Before and after the driver's call.  Both are inlined into each wrapper, and everything off
  * the common path (a flag set, a context not the first, a guess missed, a client above, a
  * sample due) is a call out of line: between two launches a real program runs enough code of
@@ -689,7 +746,11 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     if (FIKIT_UNLIKELY(!d))
         return;
     struct fikit_slot *me = d->me;
-    atomic_fetch_add_explicit(&me->path_launches[path], 1, memory_order_relaxed);
+    uintptr_t tok = THREAD_TOKEN(), launcher = atomic_load_explicit(&d->launcher, memory_order_relaxed);
+    bool alone = launcher == tok;
+    if (FIKIT_UNLIKELY(!alone && launcher != FIKIT_LAUNCHERS_SEVERAL))
+        alone = launcher_claim(d, tok);
+    count_add(&me->path_launches[path], alone);
     if (FIKIT_UNLIKELY(flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF)))
         return;
     L->counted_only = false;
@@ -704,7 +765,7 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     struct fikit_kstat *k =
         g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &h->memo, &first);
     L->k = k;
-    uint64_t count = k ? atomic_fetch_add_explicit(&k->count, 1, memory_order_relaxed) : 0;
+    uint64_t count = k ? count_add(&k->count, alone) : 0;
 
     uint64_t t = fikit_clock_ns();
     if (FIKIT_UNLIKELY(fikit_may_defer(d, t))) {

@@ -155,8 +155,15 @@ void fikit_stats_write(const char *tmpl)
             fprintf(f, ", \"gpu\": %u", d->dom->gpu_index);
         else
             fputs(", \"gpu\": null", f);
-        fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu}", d->slot_index,
-                fikit_effective_prio(d), (unsigned long long)launches, (unsigned long long)s->held_launches);
+        /* one launching thread: its counts took no lock (launch.c) */
+        uintptr_t who = atomic_load(&d->launcher);
+        const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none"
+                              : who == FIKIT_LAUNCHERS_SEVERAL || who == FIKIT_LAUNCHERS_SWITCHING ? "several"
+                                                                                                   : "one";
+        fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
+                   "\"launching_threads\": \"%s\"}",
+                d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
+                (unsigned long long)s->held_launches, threads);
     }
     fputc(']', f);
     /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */
