@@ -260,6 +260,7 @@ struct fikit_dev {
     bool shared;              /* me lives in the domain */
     bool profile_merged;      /* the stored profile is merged once, whichever registration succeeds first */
     unsigned profile_kernels; /* kernels merged from it */
+    _Atomic uintptr_t launcher_was; /* the thread that launched alone before the switch (launch.c) */
     uint32_t n_slots;
     uint64_t slot_ino;        /* our slot file, to tell whether it is still there */
     char uuid[48];            /* GPU-..., "" when the driver would not say */

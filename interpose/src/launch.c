@@ -671,9 +671,10 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
  * launch from 126 to 99 ns with the caches warm (bench/results/2026-11-26-h100-price10; the
  * driver's own barriers leave the cold rows where they were).  So
  * each device remembers its one launching thread (by its thread pointer); a second thread ends
- * that for good, and from a moment after the switch (SWITCH_NS, long enough for the first
- * thread to finish the plain add it may have been in) every thread adds with a lock.  Counts
- * stay exact, unless the first thread was preempted inside those few instructions just then.
+ * that for good, and every thread adds with a lock from then on: the first at once, the others
+ * from a moment after the switch (SWITCH_NS, long enough for the first thread to finish the
+ * plain add it may have been in).  Counts stay exact, unless the first thread was preempted
+ * inside those few instructions just then.
  */
 #define SWITCH_NS 1000000ull
 
@@ -688,7 +689,7 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
 #endif
 
 /* Off the common path: a device's first launching thread claims it; a second one switches it to
- * locked adds, and every thread waits out the switch before its first add. */
+ * locked adds, and every thread but the first waits out the switch before its first add. */
 __attribute__((noinline, cold)) static bool launcher_claim(struct fikit_dev *d, uintptr_t tok)
 {
     uintptr_t seen = atomic_load_explicit(&d->launcher, memory_order_acquire);
@@ -697,13 +698,22 @@ __attribute__((noinline, cold)) static bool launcher_claim(struct fikit_dev *d, 
         return true;
     if (seen == tok)
         return true;
-    if (seen != FIKIT_LAUNCHERS_SEVERAL && seen != FIKIT_LAUNCHERS_SWITCHING &&
-        atomic_compare_exchange_strong(&d->launcher, &seen, (uintptr_t)FIKIT_LAUNCHERS_SWITCHING)) {
-        struct timespec ts = {0, (long)SWITCH_NS};
-        nanosleep(&ts, NULL);
-        atomic_store_explicit(&d->launcher, (uintptr_t)FIKIT_LAUNCHERS_SEVERAL, memory_order_release);
-        return false;
+    if (seen != FIKIT_LAUNCHERS_SEVERAL && seen != FIKIT_LAUNCHERS_SWITCHING) {
+        /* seen is the one thread so far (a device has one owner before its switch, so every
+         * thread that gets here names the same one) */
+        atomic_store_explicit(&d->launcher_was, seen, memory_order_relaxed);
+        if (atomic_compare_exchange_strong(&d->launcher, &seen, (uintptr_t)FIKIT_LAUNCHERS_SWITCHING)) {
+            struct timespec ts = {0, (long)SWITCH_NS};
+            nanosleep(&ts, NULL);
+            atomic_store_explicit(&d->launcher, (uintptr_t)FIKIT_LAUNCHERS_SEVERAL, memory_order_release);
+            return false;
+        }
     }
+    /* The thread that launched alone goes on at once (its plain adds came before, in its own
+     * order; the others wait for them): an HP's serving thread never stalls because another
+     * thread launched. */
+    if (atomic_load_explicit(&d->launcher_was, memory_order_relaxed) == tok)
+        return false;
     while (atomic_load_explicit(&d->launcher, memory_order_acquire) == FIKIT_LAUNCHERS_SWITCHING)
         sched_yield();
     return false;
