@@ -667,10 +667,10 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
  * locked add each count is exact whatever the threads, but a locked add is a full barrier: it
  * waits for every store before it (a real program's own, just made) and keeps the launch's
  * other misses from overlapping its own.  A device with one launching thread, the common case,
- * needs no lock: its counts are a plain load and store.  Next to the real driver that took a
- * launch from 126 to 99 ns with the caches warm (bench/results/2026-11-26-h100-price10; the
- * driver's own barriers leave the cold rows where they were).  So
- * each device remembers its one launching thread (by its thread pointer); a second thread ends
+ * needs no lock: its counts are a plain load and store.  Next to the real driver that took
+ * 23-40 ns off a launch with the caches warm, in four pricings on three machines (the cold rows
+ * overlapping; bench/results/2026-11-26-h100-price10 to -price13).  So each device remembers
+ * its one launching thread (by its thread pointer); a second thread ends
  * that for good, and every thread adds with a lock from then on: the first at once, the others
  * from a moment after the switch (SWITCH_NS, long enough for the first thread to finish the
  * plain add it may have been in).  Counts stay exact, unless the first thread was preempted
