@@ -670,11 +670,11 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
  * needs no lock: its counts are a plain load and store.  Next to the real driver that took
  * 23-40 ns off a launch with the caches warm, in four pricings on three machines (the cold rows
  * overlapping; bench/results/2026-11-26-h100-price10 to -price13).  So each device remembers
- * its one launching thread (by its thread pointer); a second thread ends
- * that for good, and every thread adds with a lock from then on: the first at once, the others
- * from a moment after the switch (SWITCH_NS, long enough for the first thread to finish the
- * plain add it may have been in).  Counts stay exact, unless the first thread was preempted
- * inside those few instructions just then.
+ * its one launching thread (by its thread pointer); a second thread ends that for good, and
+ * every thread adds with a lock from then on: the first at once, the others from a moment after
+ * the switch (SWITCH_NS, long enough for the first thread to finish the plain add it may have
+ * been in).  Counts stay exact, unless the first thread was preempted inside those few
+ * instructions just then.
  */
 #define SWITCH_NS 1000000ull
 
