@@ -240,9 +240,10 @@ struct fikit_pool_hot {
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct fikit_pool_hot) == 64, "a device's measurement pool: one line a launch");
 
-/* fikit_dev.launcher, when not a thread's pointer: no launch yet, several threads launch (counts
- * take a locked add), or a second thread has just come (launch.c says why). */
-enum { FIKIT_LAUNCHERS_NONE = 0, FIKIT_LAUNCHERS_SEVERAL = 1, FIKIT_LAUNCHERS_SWITCHING = 2 };
+/* fikit_dev.launcher: no launch yet (NONE), the one launching thread's pointer, that pointer
+ * | 1 while a second thread switches the device to locked adds (thread pointers are aligned, so
+ * the low bit is free), then SEVERAL for good (launch.c says why). */
+enum { FIKIT_LAUNCHERS_NONE = 0, FIKIT_LAUNCHERS_SEVERAL = 1 };
 
 struct fikit_dev {
     /* Read by every launch: kept in the struct's first two cache lines. */
@@ -252,7 +253,7 @@ struct fikit_dev {
     _Atomic int n_peer_idx;   /* higher-priority peers (peer_idx below) */
     _Atomic uint64_t peers_gen; /* the domain generation they were read at */
     _Atomic uint64_t gen_seen_ns; /* when a launch last read that generation */
-    _Atomic uintptr_t launcher;   /* its one launching thread's pointer, or FIKIT_LAUNCHERS_* (launch.c) */
+    _Atomic uintptr_t launcher;   /* its one launching thread's pointer, or FIKIT_LAUNCHERS_* (above) */
     struct fikit_pool_hot pool;   /* the second line */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
@@ -260,7 +261,6 @@ struct fikit_dev {
     bool shared;              /* me lives in the domain */
     bool profile_merged;      /* the stored profile is merged once, whichever registration succeeds first */
     unsigned profile_kernels; /* kernels merged from it */
-    _Atomic uintptr_t launcher_was; /* the thread that launched alone before the switch (launch.c) */
     uint32_t n_slots;
     uint64_t slot_ino;        /* our slot file, to tell whether it is still there */
     char uuid[48];            /* GPU-..., "" when the driver would not say */

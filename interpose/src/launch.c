@@ -692,30 +692,23 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
  * locked adds, and every thread but the first waits out the switch before its first add. */
 __attribute__((noinline, cold)) static bool launcher_claim(struct fikit_dev *d, uintptr_t tok)
 {
-    uintptr_t seen = atomic_load_explicit(&d->launcher, memory_order_acquire);
-    if (seen == FIKIT_LAUNCHERS_NONE &&
-        atomic_compare_exchange_strong(&d->launcher, &seen, tok))
+    uintptr_t seen = FIKIT_LAUNCHERS_NONE;
+    if (atomic_compare_exchange_strong(&d->launcher, &seen, tok) || seen == tok)
         return true;
-    if (seen == tok)
-        return true;
-    if (seen != FIKIT_LAUNCHERS_SEVERAL && seen != FIKIT_LAUNCHERS_SWITCHING) {
-        /* seen is the one thread so far (a device has one owner before its switch, so every
-         * thread that gets here names the same one) */
-        atomic_store_explicit(&d->launcher_was, seen, memory_order_relaxed);
-        if (atomic_compare_exchange_strong(&d->launcher, &seen, (uintptr_t)FIKIT_LAUNCHERS_SWITCHING)) {
-            struct timespec ts = {0, (long)SWITCH_NS};
-            nanosleep(&ts, NULL);
-            atomic_store_explicit(&d->launcher, (uintptr_t)FIKIT_LAUNCHERS_SEVERAL, memory_order_release);
-            return false;
-        }
-    }
-    /* The thread that launched alone goes on at once (its plain adds came before, in its own
-     * order; the others wait for them): an HP's serving thread never stalls because another
-     * thread launched. */
-    if (atomic_load_explicit(&d->launcher_was, memory_order_relaxed) == tok)
+    if (!(seen & 1) && atomic_compare_exchange_strong(&d->launcher, &seen, seen | 1)) {
+        /* seen launched alone so far: the switch is this thread's */
+        struct timespec ts = {0, (long)SWITCH_NS};
+        nanosleep(&ts, NULL);
+        atomic_store_explicit(&d->launcher, (uintptr_t)FIKIT_LAUNCHERS_SEVERAL, memory_order_release);
         return false;
-    while (atomic_load_explicit(&d->launcher, memory_order_acquire) == FIKIT_LAUNCHERS_SWITCHING)
+    }
+    /* The thread that launched alone (seen == tok | 1) goes on at once: its plain adds came
+     * before, in its own order, and the others wait for them, so an HP's serving thread never
+     * stalls because another thread launched. */
+    while (seen != FIKIT_LAUNCHERS_SEVERAL && seen != (tok | 1)) {
         sched_yield();
+        seen = atomic_load_explicit(&d->launcher, memory_order_acquire);
+    }
     return false;
 }
 

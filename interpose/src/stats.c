@@ -157,9 +157,7 @@ void fikit_stats_write(const char *tmpl)
             fputs(", \"gpu\": null", f);
         /* one launching thread: its counts took no lock (launch.c) */
         uintptr_t who = atomic_load(&d->launcher);
-        const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none"
-                              : who == FIKIT_LAUNCHERS_SEVERAL || who == FIKIT_LAUNCHERS_SWITCHING ? "several"
-                                                                                                   : "one";
+        const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none" : who & 1 ? "several" : "one";
         fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
                    "\"launching_threads\": \"%s\"}",
                 d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
