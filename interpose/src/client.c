@@ -673,8 +673,8 @@ struct fikit_dev *fikit_dev_of_ctx(CUcontext ctx)
         return only;
     if (atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) == 0)
         return fikit_cfg_has(FIKIT_CFG_PASSTHROUGH) ? fikit_dev_passthrough() : NULL;
-    if (!ctx && (!fikit_hot.ctxs.get_current || fikit_hot.ctxs.get_current(&ctx) != CUDA_SUCCESS))
-        ctx = NULL;
+    if (!ctx)
+        ctx = fikit_ctx_current();
     return cached(ctx);
 }
 

@@ -334,6 +334,14 @@ extern struct fikit_hot fikit_hot;
 struct fikit_dev *fikit_dev_for_ctx(CUcontext ctx);
 /* The device of every launch in pass-through mode (one private slot), without a driver call. */
 struct fikit_dev *fikit_dev_passthrough(void);
+/* The calling thread's current context, NULL when the driver cannot say. */
+static FIKIT_INLINE CUcontext fikit_ctx_current(void)
+{
+    CUcontext c = NULL;
+    if (FIKIT_UNLIKELY(!fikit_hot.ctxs.get_current) || fikit_hot.ctxs.get_current(&c) != CUDA_SUCCESS)
+        return NULL;
+    return c;
+}
 /* The device of a launch (the current context's): *ctx gets the current context (NULL if
  * unknown, or not asked for: a process of one device).  A process's first context is checked
  * inline, the rest out of line. */
@@ -344,8 +352,7 @@ static FIKIT_INLINE struct fikit_dev *fikit_dev_for_launch(CUcontext *ctx)
         *ctx = NULL;
         return only;
     }
-    if (FIKIT_UNLIKELY(!fikit_hot.ctxs.get_current) || fikit_hot.ctxs.get_current(ctx) != CUDA_SUCCESS)
-        *ctx = NULL;
+    *ctx = fikit_ctx_current();
     if (FIKIT_LIKELY(atomic_load_explicit(&fikit_hot.ctxs.n, memory_order_acquire) > 0 &&
                      fikit_hot.ctxs.e[0].ctx == *ctx))
         return fikit_hot.ctxs.e[0].dev;

@@ -387,8 +387,8 @@ __attribute__((noinline, cold)) static struct sample *sample_begin(struct fikit_
                                                                    bool gate, uint64_t count)
 {
     struct pool *p = pool_of(d);
-    if (!ctx && (!fikit_drv.cuCtxGetCurrent || fikit_drv.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS))
-        ctx = NULL; /* a process of one device does not ask at every launch (fikit_dev_for_launch) */
+    if (!ctx)
+        ctx = fikit_ctx_current(); /* a process of one device does not ask at every launch (fikit_dev_for_launch) */
     if (pthread_mutex_lock(&p->lock) != 0)
         return NULL;
     struct sample *s = NULL;
