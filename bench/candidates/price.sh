@@ -12,6 +12,9 @@
 #    between them (default 2048; rows "... cCODE"), and unless PAGES=0, with one line written in
 #    each of PAGES pages (default 4096; rows "... pPAGES") beside the same number of lines written
 #    over 64 times fewer pages (rows "... tPAGES/16"): the two apart are what its pages cost in the TLB;
+#    and with BOTH KB written and CODE KB of code run between launches (rows "... tBOTH cCODE",
+#    only when BOTH is set): data and code cold at once, as in a torch HP, the row where the
+#    development machine's probes differed most (bench/candidates/floor-probe.patch);
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
 #    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
 #    what each costs a torch HP.
@@ -66,6 +69,7 @@ for rep in 1 2 3 4 5 6 7 8; do
     [ "$CODE" != 0 ] && run real $n 128 0 $CODE
     # the same lines as t$((PAGES / 16)), one a page: what a launch's pages cost in the TLB
     [ "$PAGES" != 0 ] && run real $n 128 $((PAGES / 16)) && run real $n 128 0 0 $PAGES
+    [ "${BOTH:-0}" != 0 ] && [ "$CODE" != 0 ] && run real $n 128 $BOTH $CODE
   done
 done | tee $R/launch_loop.txt
 python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt
