@@ -80,6 +80,22 @@ def test_generations_far_apart_leave_the_target_undecided(tmp_path: Path) -> Non
     p50 = out["gpus"]["GPU 0"]["p50"]
     lo, hi = p50["ci95"]
     assert lo < 1.02 < hi and p50["verdict"] == "undecided"
+    assert 0.0 < p50["share_over_target"] < 1.0
+
+
+def test_an_undecided_target_says_which_way_the_resamples_lean(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Two sets of generations whose intervals both hold 1.02, one centred over it and one under
+    it: the share of resampled medians over the target tells them apart."""
+    over = [[(x, x)] * 2 for x in (1.00, 1.05, 1.01, 1.04, 1.03, 1.035, 1.025, 1.045)]
+    under = [[(x - 0.02, x - 0.02)] * 2 for x in (1.00, 1.05, 1.01, 1.04, 1.03, 1.035, 1.025, 1.045)]
+    hi_side = pool_multigpu.pool([write_run(tmp_path / "over", over)])["gpus"]["GPU 0"]["p50"]
+    lo_side = pool_multigpu.pool([write_run(tmp_path / "under", under)])["gpus"]["GPU 0"]["p50"]
+    assert hi_side["verdict"] == lo_side["verdict"] == "undecided"
+    assert hi_side["share_over_target"] > 0.8 and lo_side["share_over_target"] < 0.2
+    assert pool_multigpu.main([str(tmp_path / "over")]) == 0
+    share = f"{hi_side['share_over_target']:.0%}"
+    assert f"undecided (target <= 1.02; over it in {share} of resamples)" in capsys.readouterr().out
 
 
 def test_cli_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,6 +104,7 @@ def test_cli_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     text = capsys.readouterr().out
     assert "GPU 0 (hp0): 2 repetitions in 2 generations" in text
     assert "HP p50 x solo 1.0000, 95% interval 1.0000-1.0000: met (target <= 1.02)" in text
+    assert "of resamples" not in text  # the lean is said only where the verdict is undecided
     assert pool_multigpu.main([str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gpus"]["GPU 1"]["p99"]["verdict"] == "met"
 
