@@ -122,7 +122,8 @@ def hp_alone_env(lib: Path, work: Path, tag: str) -> dict[str, str]:
 def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, tag: str,
             by_line: bool = False) -> dict[str, Any]:
     """One library's counts per launch (tag names its files in work); with by_line, the source
-    lines missing at least 0.05 lines a launch too."""
+    lines missing at least 0.05 lines a launch too, of data or of code (a line of code is
+    counted at the source line whose instruction first fetched it)."""
     loop, err = benchlib.build_launch_loop(work)
     if loop is None:
         raise SystemExit(f"launch_lines: bench/launch_loop.c not built: {err}")
@@ -149,13 +150,14 @@ def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, ta
          "code_lines": sum(v["code_lines"] for v in per.values()),
          "functions": dict(sorted(per.items(), key=lambda kv: -kv[1]["lines"]))}
     if by_line:
-        ev = ("D1mr", "D1mw")
+        ev = ("D1mr", "D1mw", "I1mr")
         cmd = ["cg_annotate", "--auto=yes", "--threshold=0", f"--show={','.join(ev)}", str(out)]
         src = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         missed = [{"where": x["where"], "code": x["code"], "read": x["D1mr"] / launches,
-                   "written": x["D1mw"] / launches} for x in parse_source_lines(src, ev)]
-        r["source_lines"] = sorted((x for x in missed if x["read"] + x["written"] >= 0.05),
-                                   key=lambda x: -(x["read"] + x["written"]))
+                   "written": x["D1mw"] / launches, "code_lines": x["I1mr"] / launches}
+                  for x in parse_source_lines(src, ev)]
+        total = lambda x: x["read"] + x["written"] + x["code_lines"]  # noqa: E731
+        r["source_lines"] = sorted((x for x in missed if total(x) >= 0.05), key=lambda x: -total(x))
     return r
 
 
@@ -202,9 +204,10 @@ def main() -> int:
                 print(f"  {v['lines']:5.2f} lines {v['code_lines']:5.1f} code {v['instr']:6.1f} instructions"
                       f"  {name}")
         if "source_lines" in r:
-            print("  by source line (read + written a launch):")
+            print("  by source line (data lines read + written, code lines, a launch):")
             for x in r["source_lines"]:
-                print(f"  {x['read']:5.2f} + {x['written']:4.2f}  {x['where']:<16} {x['code'][:90]}")
+                counts = f"{x['read']:5.2f} + {x['written']:4.2f} {x['code_lines']:5.2f} code"
+                print(f"  {counts}  {x['where']:<16} {x['code'][:80]}")
     return 0
 
 

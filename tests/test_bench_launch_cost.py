@@ -97,6 +97,8 @@ def test_counts_lines_a_launch() -> None:
     files = {x["where"].split(":")[0] for x in r["source_lines"]}
     assert files and all(f.endswith((".c", ".h")) for f in files), r
     assert any(x["where"].startswith("launch.c:") and x["code"] for x in r["source_lines"]), r["source_lines"]
+    # the code lines too: most of a launch's are named by the source line that fetched them
+    assert sum(x["code_lines"] for x in r["source_lines"]) > 0.5 * r["code_lines"], r
 
 
 def test_launch_proxy_toggles_measuring_inside_one_process(libfikit: Path) -> None:
