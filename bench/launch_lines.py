@@ -156,8 +156,9 @@ def measure(lib: Path, launches: int, shapes: int, touch_kb: int, work: Path, ta
         missed = [{"where": x["where"], "code": x["code"], "read": x["D1mr"] / launches,
                    "written": x["D1mw"] / launches, "code_lines": x["I1mr"] / launches}
                   for x in parse_source_lines(src, ev)]
-        total = lambda x: x["read"] + x["written"] + x["code_lines"]  # noqa: E731
-        r["source_lines"] = sorted((x for x in missed if total(x) >= 0.05), key=lambda x: -total(x))
+        for x in missed:
+            x["total"] = x["read"] + x["written"] + x["code_lines"]
+        r["source_lines"] = sorted((x for x in missed if x["total"] >= 0.05), key=lambda x: -x["total"])
     return r
 
 
