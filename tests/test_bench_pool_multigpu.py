@@ -87,8 +87,9 @@ def test_an_undecided_target_says_which_way_the_resamples_lean(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Two sets of generations whose intervals both hold 1.02, one centred over it and one under
     it: the share of resampled medians over the target tells them apart."""
-    over = [[(x, x)] * 2 for x in (1.00, 1.05, 1.01, 1.04, 1.03, 1.035, 1.025, 1.045)]
-    under = [[(x - 0.02, x - 0.02)] * 2 for x in (1.00, 1.05, 1.01, 1.04, 1.03, 1.035, 1.025, 1.045)]
+    xs = (1.00, 1.05, 1.01, 1.04, 1.03, 1.035, 1.025, 1.045)
+    over = [[(x, x)] * 2 for x in xs]
+    under = [[(x - 0.02, x - 0.02)] * 2 for x in xs]
     hi_side = pool_multigpu.pool([write_run(tmp_path / "over", over)])["gpus"]["GPU 0"]["p50"]
     lo_side = pool_multigpu.pool([write_run(tmp_path / "under", under)])["gpus"]["GPU 0"]["p50"]
     assert hi_side["verdict"] == lo_side["verdict"] == "undecided"
