@@ -3,7 +3,7 @@
  * and time the launch calls alone.  Built and run by bench/verify_interpose.py,
  * with and without libfikit.so preloaded.
  *
- *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA [CODE_KB [PAGES]]]]]]
+ *   launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA [CODE_KB [PAGES [SETTLE]]]]]]]
  *
  * The driver is opened with dlopen and its entry points found with dlsym, so a
  * preloaded library sees the same resolution path a runtime uses.  Launches go
@@ -31,6 +31,15 @@
  * so that the two read apart what the library's misses in the TLB cost from
  * what its misses in the caches do (a real program's data spans more pages
  * than the TLB holds).
+ *
+ * SETTLE (default 0) launches every one of the SHAPES kernel ids that many times
+ * before the timing starts, in turn, as fast as it can.  libfikit.so times the
+ * first launches of a kernel with events, every one of its first 8 and then 1
+ * in 16 until it has 32 runs measured (392 launches), and 1 in 1024 once it is
+ * settled so: a timed launch costs several driver calls.  A short loop of many
+ * ids never settles them (20,000 launches of 200 ids, half of them bypassed:
+ * a fifth of the timed launches were sampled), while a torch HP's kernels
+ * settle in its first seconds; 400 prices the settled path, as an HP runs it.
  *
  * EXTRA (default 0) adds to every launch, in the loop itself and without any
  * library, one of the things a preloaded library does around a launch, so
@@ -167,9 +176,10 @@ int main(int argc, char **argv)
     long extra = argc > 5 ? atol(argv[5]) : 0;
     long code_bytes = (argc > 6 ? atol(argv[6]) : 0) * 1024;
     long pages = argc > 7 ? atol(argv[7]) : 0;
+    long settle = argc > 8 ? atol(argv[8]) : 0;
     if (n <= 0 || chunk <= 0 || shapes <= 0 || touch < 0 || extra < 0 || extra > 255 || code_bytes < 0 ||
-        pages < 0) {
-        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255 [CODE_KB [PAGES]]]]]]\"}\n");
+        pages < 0 || settle < 0) {
+        printf("{\"error\": \"usage: launch_loop N [CHUNK [SHAPES [TOUCH_KB [EXTRA 0-255 [CODE_KB [PAGES [SETTLE]]]]]]]\"}\n");
         return 2;
     }
     volatile unsigned char *spread = NULL;
@@ -229,6 +239,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < 1000; i++)
         if ((rc = cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
             return fail("cuLaunchKernel", rc);
+    if ((rc = cuCtxSynchronize()))
+        return fail("cuCtxSynchronize", rc);
+    /* SETTLE: every id launched that many times, drained now and then so the queue never fills */
+    for (long i = 0; i < settle * shapes; i++) {
+        if ((rc = cuLaunchKernel(fn, 1 + (unsigned)(i % shapes), 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)))
+            return fail("cuLaunchKernel", rc);
+        if (i % chunk == chunk - 1 && (rc = cuCtxSynchronize()))
+            return fail("cuCtxSynchronize", rc);
+    }
     if ((rc = cuCtxSynchronize()))
         return fail("cuCtxSynchronize", rc);
 
@@ -312,9 +331,9 @@ int main(int argc, char **argv)
     }
     qsort(per, (size_t)chunks, sizeof(double), cmp_double);
     printf("{\"launches\": %ld, \"chunk\": %ld, \"shapes\": %ld, \"touch_kb\": %ld, \"code_kb\": %ld, "
-           "\"pages\": %ld, \"extra\": %ld, \"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
+           "\"pages\": %ld, \"settle\": %ld, \"extra\": %ld, \"diff_ns\": %.1f, \"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
            "\"mean_us\": %.4f, \"wall_s\": %.3f}\n",
-           done, chunk, shapes, touch / 1024, code_bytes / 1024, pages, extra, diff_ns, per[chunks / 2] / 1000.0,
+           done, chunk, shapes, touch / 1024, code_bytes / 1024, pages, settle, extra, diff_ns, per[chunks / 2] / 1000.0,
            per[chunks / 10] / 1000.0, per[(chunks * 9) / 10] / 1000.0, total / (double)done / 1000.0, wall / 1e9);
     free(per);
     free((void *)buf);

@@ -165,3 +165,38 @@ def test_launch_loop_leaves_cache_evictions_out_of_the_time(fake_build: FakeBuil
         p = subprocess.run([loop, "1024", "256", "4", "0", "0", *bad], env=env, capture_output=True,
                            text=True, timeout=60, check=False)
         assert p.returncode == 2 and "usage" in p.stdout
+
+
+def test_launch_loop_settles_every_kernel_before_timing(fake_build: FakeBuild, libfikit: Path,
+                                                        tmp_path: Path) -> None:
+    """SETTLE launches each of the SHAPES ids that many times before the timing: with 400, every
+    kernel has its 32 runs measured and is sampled 1 in 1024 from then on, as in a torch HP, so the
+    timed launches price the settled path (without it, a fifth of a short loop's timed launches
+    were sampled: bench/results/2026-11-26-h100-price16/RUNS.md); a negative SETTLE is refused."""
+    loop, err = benchlib.build_launch_loop(tmp_path)
+    assert loop, err
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
+    env.update(LD_LIBRARY_PATH=str(fake_build.fake_dir), FAKECUDA_DURATIONS="*=0",
+               FIKIT_SOCKET="/nonexistent/x", LD_PRELOAD=str(libfikit))
+    measured = {}
+    for settle in ("0", "400"):
+        stats = tmp_path / f"stats-{settle}.json"
+        p = subprocess.run([loop, "512", "256", "4", "0", "0", "0", "0", settle],
+                           env={**env, "FIKIT_STATS": str(stats)}, capture_output=True, text=True, timeout=60,
+                           check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        r = json.loads(p.stdout.splitlines()[-1])
+        assert (r["settle"], r["launches"]) == (int(settle), 512), r
+        kernels = {tuple(k["grid"]): k for k in json.loads(stats.read_text())["kernels"]}
+        shapes = [(gx, 1, 1) for gx in (1, 2, 3, 4)]
+        measured[settle] = [kernels[s]["dur_us"]["n"] for s in shapes]
+        # the 1000 warm-up launches are the first id's; SETTLE adds its launches of each, the loop 128
+        extra = int(settle)
+        assert [kernels[s]["count"] for s in shapes] == [1000 + extra + 128] + [extra + 128] * 3
+    # unsettled: the loop's 128 launches of a new id are measured 8 times and then 1 in 16;
+    # settled: each id has its ring of 32 runs full (and a sample at most now and then beyond it)
+    assert all(n < 32 for n in measured["0"][1:]), measured
+    assert all(32 <= n <= 34 for n in measured["400"]), measured
+    p = subprocess.run([loop, "512", "256", "4", "0", "0", "0", "0", "-1"], env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert p.returncode == 2 and "SETTLE" in p.stdout
