@@ -4,7 +4,8 @@
 #   FIKIT_COMMIT=<c> DL=<seconds> R=bench/results/<date>-<gpu>-<what> bash bench/candidates/price.sh [PATCH ...]
 # 1. builds the library as committed ("base") and once more per PATCH applied to a copy of the
 #    sources ("cand1", "cand2", ...);
-# 2. launch_loop.c (200 kernel ids, one CPU), 8 rounds, real and fake driver: diff_ns of EXTRA 32
+# 2. launch_loop.c (200 kernel ids, each launched SETTLE times first (default 400: settled, as
+#    in a torch HP), one CPU), 8 rounds, real and fake driver: diff_ns of EXTRA 32
 #    (measuring) and 128 (the whole library but the call through it) for every build, with the
 #    caches warm; then, next to the real driver, the whole library cold, as a real program's own
 #    work leaves it: unless TOUCH=0, with TOUCH KB (default 2048, a core's L2 on the H100 hosts)
@@ -17,7 +18,10 @@
 #    development machine's probes differed most (bench/candidates/floor-probe.patch);
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
 #    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
-#    what each costs a torch HP.
+#    what each costs a torch HP.  VARIANTS names others (VARIANTS=toggle with the ab-*-probe
+#    patches: a path's cost over a floor, inside one process), REPS their repetitions (default 8),
+#    ROUNDS the launch loops' rounds (default 8; the first always runs); PROBE_BASE=0 probes
+#    the candidates only.
 # Writes R/launch_loop.txt, R/diffs.txt, R/probe-<build>/ and R/probe-<build>.log, and packs R into $OUT.
 set -u
 R=${R:?R=<result folder>}; DL=${DL:-300}
@@ -47,6 +51,10 @@ from fikitd.shm import Domain
 Domain.create(pathlib.Path('/tmp/pricedom-$n/gpu0'), 0, mode='fikit', self_grant=True)"
 done
 TOUCH=${TOUCH:-2048}; CODE=${CODE:-2048}; PAGES=${PAGES:-4096}
+# every kernel id launched SETTLE times before the timing: settled, sampled 1 in 1024 as in a
+# torch HP (before 2026-11-26's price15 the loops timed unsettled kernels, a fifth of main's
+# timed launches sampled: launch_loop.c says how; the probes, which never sample, were spared)
+SETTLE=${SETTLE:-400}
 run() { # driver build extra [touch_kb [code_kb [pages]]: then 20000 launches, each after so many KB written, run,
         # and pages written one line each]
   local -a e=(env FIKIT_DOMAIN=/tmp/pricedom-$2/gpu0 FIKIT_SOCKET=/nonexistent/x FIKIT_PRIO=high
@@ -56,12 +64,12 @@ run() { # driver build extra [touch_kb [code_kb [pages]]: then 20000 launches, e
   printf '%s %-6s %3s%s%s%s ' "$1" "$2" "$3" "$([ $t != 0 ] && echo " t$t")" "$([ $c != 0 ] && echo " c$c")" \
     "$([ $pg != 0 ] && echo " p$pg")"
   "${e[@]}" taskset -c ${CPU:-5} /tmp/ll $([ $t != 0 -o $c != 0 -o $pg != 0 ] && echo 20000 || echo 200000) 256 200 \
-    $t "$3" $c $pg 2>&1 | tail -1
+    $t "$3" $c $pg $SETTLE 2>&1 | tail -1
 }
 # the probes' time, 100 s a build: the launch loops stop for it after their first round (capping
 # it at half the call, as before, left each probe less than the 90 s it needs: price6 ran none)
 reserve=30; [ "${TORCH:-1}" != 0 ] && reserve=$((30 + 100 * ${#names[@]}))
-for rep in 1 2 3 4 5 6 7 8; do
+for rep in $(seq 1 ${ROUNDS:-8}); do
   [ $rep -gt 1 ] && [ $((DL-SECONDS)) -lt $reserve ] && break
   for drv in real fake; do for n in "${names[@]}"; do for x in 32 128; do run $drv $n $x; done; done; done
   for n in "${names[@]}"; do
@@ -74,11 +82,14 @@ for rep in 1 2 3 4 5 6 7 8; do
 done | tee $R/launch_loop.txt
 python3 bench/loop_table.py $R/launch_loop.txt | tee $R/diffs.txt
 if [ "${TORCH:-1}" != 0 ]; then
+  # PROBE_BASE=0: the candidates alone (with the ab-*-probe patches each is its own baseline)
+  [ "${PROBE_BASE:-1}" = 0 ] && probed+=(base)
   for n in "${names[@]}"; do
+    [ "${PROBE_BASE:-1}" = 0 ] && [ "$n" = base ] && continue
     left=$(( (DL - SECONDS) / (${#names[@]} - ${#probed[@]}) ))
     [ $left -lt 90 ] && { echo "no time left to probe $n"; break; }
     (cd bench && timeout $((left-5)) python3 overhead_probe.py --lib ../build/price/$n/interpose/libfikit.so \
-      --out ../$R/probe-$n --models bert,resnet50 --variants toggle,toggle_bypass --reps 8 --window-s 2.0 \
+      --out ../$R/probe-$n --models bert,resnet50 --variants ${VARIANTS:-toggle,toggle_bypass} --reps ${REPS:-8} --window-s 2.0 \
       --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((left-35))) > $R/probe-$n.log 2>&1
     grep -E "same process" $R/probe-$n.log | sed "s/^/$n /"
     probed+=("$n")
