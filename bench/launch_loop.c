@@ -38,8 +38,9 @@
  * in 16 until it has 32 runs measured (392 launches), and 1 in 1024 once it is
  * settled so: a timed launch costs several driver calls.  A short loop of many
  * ids never settles them (20,000 launches of 200 ids, half of them bypassed:
- * a fifth of the timed launches were sampled), while a torch HP's kernels
- * settle in its first seconds; 400 prices the settled path, as an HP runs it.
+ * by the sampling rule, about a fifth of the timed launches were sampled),
+ * while a torch HP's kernels settle in its first seconds; 400 prices the
+ * settled path, as an HP runs it.
  *
  * EXTRA (default 0) adds to every launch, in the loop itself and without any
  * library, one of the things a preloaded library does around a launch, so

@@ -171,8 +171,9 @@ def test_launch_loop_settles_every_kernel_before_timing(fake_build: FakeBuild, l
                                                         tmp_path: Path) -> None:
     """SETTLE launches each of the SHAPES ids that many times before the timing: with 400, every
     kernel has its 32 runs measured and is sampled 1 in 1024 from then on, as in a torch HP, so the
-    timed launches price the settled path (without it, a fifth of a short loop's timed launches
-    were sampled: bench/results/2026-11-26-h100-price15/RUNS.md); a negative SETTLE is refused."""
+    timed launches price the settled path (without it, about a fifth of a short loop's timed
+    launches were sampled: bench/results/2026-11-26-h100-price15/RUNS.md); a negative SETTLE is
+    refused."""
     loop, err = benchlib.build_launch_loop(tmp_path)
     assert loop, err
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}

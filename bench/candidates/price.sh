@@ -52,7 +52,7 @@ Domain.create(pathlib.Path('/tmp/pricedom-$n/gpu0'), 0, mode='fikit', self_grant
 done
 TOUCH=${TOUCH:-2048}; CODE=${CODE:-2048}; PAGES=${PAGES:-4096}
 # every kernel id launched SETTLE times before the timing: settled, sampled 1 in 1024 as in a
-# torch HP (before 2026-11-26's price15 the loops timed unsettled kernels, a fifth of main's
+# torch HP (before 2026-11-26's price15 the loops timed unsettled kernels, about a fifth of main's
 # timed launches sampled: launch_loop.c says how; the probes, which never sample, were spared)
 SETTLE=${SETTLE:-400}
 run() { # driver build extra [touch_kb [code_kb [pages]]: then 20000 launches, each after so many KB written, run,
