@@ -42,17 +42,24 @@ FLOOR = (
 )
 
 
+def jsonl_rows(path: Path, tool: str) -> list[dict[str, Any]]:
+    """Every row of a finished result file; a line that is not JSON stops the tool, named by file
+    and line (benchlib.read_jsonl skips it instead: that is for a run still being written)."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise SystemExit(f"{tool}: {path}:{n}: not JSON ({e})") from None
+    return rows
+
+
 def load(run: Path) -> dict[tuple[int, str], dict[str, Any]]:
     """A run's ok windows with HP figures, by (repetition, mode)."""
     raw = run / "raw.jsonl"
     if not raw.is_file():
         raise SystemExit(f"pool_multigpu: {raw}: no such file (a verify_multigpu.py result folder?)")
-    rows = []
-    for n, line in enumerate(raw.read_text().splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError as e:
-            raise SystemExit(f"pool_multigpu: {raw}:{n}: not JSON ({e})") from None
+    rows = jsonl_rows(raw, "pool_multigpu")
     return {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}
 
 

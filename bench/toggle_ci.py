@@ -21,17 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pool_multigpu import interval, resampled
+from pool_multigpu import interval, jsonl_rows, resampled
 
 
 def windows(jsonl: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
     """A probe's toggle windows, (p50, p99) of on over off, by (model, variant)."""
     out: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for n, line in enumerate(jsonl.read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise SystemExit(f"toggle_ci: {jsonl}:{n}: not JSON ({e})") from None
+    for row in jsonl_rows(jsonl, "toggle_ci"):
         on, off = row.get("on") or {}, row.get("off") or {}
         if not on.get("n") or not off.get("n") or not off.get("p50_ms") or not off.get("p99_ms"):
             continue  # not a toggle window, or one state served no request
