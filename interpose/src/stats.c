@@ -159,9 +159,9 @@ void fikit_stats_write(const char *tmpl)
         uintptr_t who = atomic_load(&d->launcher);
         const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none" : who & 1 ? "several" : "one";
         fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
-                   "\"launching_threads\": \"%s\"}",
+                   "\"launching_threads\": \"%s\", \"lean_launches\": %llu}",
                 d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
-                (unsigned long long)s->held_launches, threads);
+                (unsigned long long)s->held_launches, threads, (unsigned long long)s->lean_launches);
     }
     fputc(']', f);
     /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */
