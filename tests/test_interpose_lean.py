@@ -8,6 +8,7 @@ after FIKIT_LEAN_AFTER settled launches in a row, so a few thousand launches are
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,7 +39,8 @@ def test_lean_launches_are_counted_exactly(run_client: RunClient, sync: str) -> 
                      env={"FAKECUDA_DURATIONS": "conv=20,gemm=10", **LEAN})
     st = run.stats[run.pid]
     assert_counts_match(run)
-    # the first 32 launches of each kernel, 16 more, then one in 64 takes the full path for its sample
+    # the first 32 launches of each kernel and 16 more take the full path, then about one in 64 for
+    # its sample
     assert _lean(st) >= 0.9 * _launches(st), st["domains"]
 
 
@@ -71,12 +73,29 @@ def test_lean_off_takes_the_full_path(run_client: RunClient) -> None:
     assert _lean(run.stats[run.pid]) == 0
 
 
-def test_lean_gaps_are_measured_as_on_the_full_path(run_client: RunClient) -> None:
-    """Launch, wait, sleep G: the digest at each sync sees the gap the full path would have seen."""
+def _tsc_trusted() -> bool:
+    """Where clock.c stamps lean launches by the TSC: an invariant TSC that the kernel keeps time by."""
+    src = Path("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+        return src.read_text().strip() == "tsc" and " constant_tsc" in flags and " nonstop_tsc" in flags
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("clock", ["default", "kernel"])
+def test_lean_gaps_are_measured_as_on_the_full_path(run_client: RunClient, clock: str) -> None:
+    """Launch, wait, sleep G: the digest at each sync sees the gap the full path would have seen,
+    whether the records were stamped by the TSC and converted, or by the clock itself."""
+    env = {"FAKECUDA_DURATIONS": "conv=120", **LEAN}
+    if clock == "kernel":
+        env["FIKIT_CLOCK"] = "kernel"
     run = run_client(["--kernels", "conv", "-n", "300", "--sync", "stream", "--sleep-us", str(GAP_US)],
-                     env={"FAKECUDA_DURATIONS": "conv=120", **LEAN})
+                     env=env)
     st = run.stats[run.pid]
     assert _lean(st) >= 200, st["domains"]
+    want = "tsc" if clock == "default" and _tsc_trusted() else "clock"
+    assert st["domains"][0]["lean_clock"] == want, st["domains"]
     gap = _by_name(st)["conv"]["gap_us"]
     assert abs(gap["p50"] - GAP_US) <= 0.2 * GAP_US + 50, gap
 

@@ -204,28 +204,33 @@ def lean_p50(res: dict[str, Any]) -> float:
     return float(it[len(it) // 2])
 
 
-def lean_hp(c: Cluster, prio: str | None = "high") -> Proc:
-    return c.start(HP, prio, repeat=LEAN_ITERS, extra=("--no-sync",), env=LEAN_ENV)
+def lean_hp(c: Cluster, env: dict[str, str]) -> Proc:
+    return c.start(HP, "high", repeat=LEAN_ITERS, extra=("--no-sync",), env={**LEAN_ENV, **env})
 
 
-@pytest.mark.parametrize("lp_kernels", ["lp_long:0", "lp_mid:0"])
-def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str) -> None:
+# records stamped by the TSC (where clock.c trusts it), and by the kernel's clock
+@pytest.mark.parametrize(("lp_kernels", "clock"),
+                         [("lp_long:0", ""), ("lp_mid:0", ""), ("lp_long:0", "kernel")])
+def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, clock: str) -> None:
     """A lean HP publishes nothing at a launch but a record; the LP folds the records into HP's
     predictions itself.  A 20 ms LP kernel fits none of HP's gaps and waits; a 4 ms one fits only
     the 5 ms gap after hp_fc's 1 ms, and only once it is predicted to.  Either way HP runs as if
     alone.  Were the records not folded in, the LP would see HP idle since its last sync and run
     beside it (off mode's slowdown, 1.4x)."""
     c = cluster("fikit")
-    solo = lean_p50(lean_hp(c).result())
+    env = {"FIKIT_CLOCK": clock} if clock else {}
+    solo = lean_p50(lean_hp(c, env).result())
     stop = c.root / "stop"
-    lp = c.start(lp_kernels, "low", until=stop)
+    lp = c.start(lp_kernels, "low", until=stop, env=env)
     time.sleep(0.2)
-    hp = lean_hp(c)
+    hp = lean_hp(c, env)
     hp_res = hp.result()
     stop.touch()
     lp.result()
     hst = hp.lib_stats()
     assert sum(d["lean_launches"] for d in hst["domains"]) >= (LEAN_ITERS - LEAN_FROM) * 2, hst["domains"]
+    if clock:
+        assert hst["domains"][0]["lean_clock"] == "clock", hst["domains"]
     assert hst["held_launches"] == 0
     slow = lean_p50(hp_res) / solo
     assert slow <= 1.12, f"a lean HP slowed {slow:.3f}x beside {lp_kernels}"

@@ -164,7 +164,12 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, lean_done)      /* records digested into the predictions and counts */ \
     F(fikit_au64, lean_countdown) /* lean launches until the next one is sampled */   \
     F(fikit_au64, lean_launches)  /* launches recorded raw, in all */                 \
-    A(fikit_au64, _pad3, 4)                                                           \
+    /* the records' clock: TSC ticks, ns = ns_base + (tick - tsc_base) x mult / 2^32 */   \
+    /* (mult 0: the records are ns already); seq odd while the owner rewrites them     */ \
+    F(fikit_au64, lean_clock_seq)                                                     \
+    F(fikit_au64, lean_tsc_mult)                                                      \
+    F(fikit_au64, lean_tsc_base)                                                      \
+    F(fikit_au64, lean_ns_base)                                                       \
     A(fikit_au64, lean_rec, FIKIT_LEAN_RING * FIKIT_LEAN_WORDS)                       \
     A(fikit_au64, pair_key, FIKIT_PAIRS) /* fikit_lean_key of a launch, 0 = empty */  \
     A(fikit_au32, pair_entry, FIKIT_PAIRS) /* its kernel-table index + 1 */           \

@@ -50,6 +50,20 @@ static FIKIT_INLINE uint64_t fikit_clock_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 FIKIT_API uint64_t fikit_now_ns(void); /* the same clock, exported for bench/launch_loop.c */
+/* The TSC, where lean launches stamp their records by it (clock.c says when and why). */
+#if defined(__x86_64__)
+#include <x86intrin.h>
+static FIKIT_INLINE uint64_t fikit_tsc(void) { return __rdtsc(); }
+#else
+static FIKIT_INLINE uint64_t fikit_tsc(void) { return 0; }
+#endif
+/* TSC ticks to the clock above: ns = ns_base + (tick - tsc_base) x mult / 2^32. */
+struct fikit_tsc_cal {
+    uint64_t mult, tsc_base, ns_base;
+};
+bool fikit_tsc_start(void);                          /* at start: whether the TSC may stamp lean launches */
+bool fikit_tsc_calibrate(struct fikit_tsc_cal *cal); /* a fresh calibration; false if none can be had */
+uint64_t fikit_tsc_ns(const struct fikit_tsc_cal *cal, uint64_t tick);
 
 /* ---- log.c ------------------------------------------------------------ */
 void fikit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -256,6 +270,7 @@ struct fikit_dev {
     _Atomic uintptr_t launcher;   /* its one launching thread's pointer, or FIKIT_LAUNCHERS_* (above) */
     _Atomic uint32_t lean_on;     /* its launches may be lean (lean.c): every kernel seen is settled */
     uint32_t lean_run;            /* settled launches in a row on the full path, towards lean_on */
+    uint64_t lean_check;          /* TSC of the latest lean launch sent the full path's way to look up */
     struct fikit_pool_hot pool;   /* the second line */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
@@ -314,6 +329,8 @@ struct fikit_config {
     _Atomic uint32_t flags; /* enum fikit_cfg_flag */
     uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
     uint32_t lean_after;    /* settled launches in a row before a device's launches go lean */
+    uint32_t lean_tsc;      /* lean launches stamp TSC ticks, not the clock (clock.c) */
+    uint64_t lean_check_ticks; /* ...and take the full path once this many ticks (1 ms) have passed */
 } __attribute__((aligned(64)));
 /*
  * What every launch reads of the process's own state, in one page: between two launches a real
@@ -468,6 +485,7 @@ void fikit_lean_digest_all(void);                /* at exit: every device's reco
 void fikit_lean_peer(const struct fikit_slot *s, struct fikit_peer *p, uint64_t unknown_ns);
 uint64_t fikit_lean_unknown_ns(const struct fikit_domain *dom);
 void fikit_lean_after_fork(void);
+void fikit_lean_publish_clock(struct fikit_slot *me, const struct fikit_tsc_cal *c);
 FIKIT_API int fikit_set_lean(int on);
 
 /* ---- stats.c ----------------------------------------------------------- */

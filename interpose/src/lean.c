@@ -106,6 +106,39 @@ static bool rec_read(const struct fikit_slot *s, uint64_t i, struct rec *r)
     return atomic_load_explicit(&w[FIKIT_REC_SEQ], memory_order_relaxed) == i + 1;
 }
 
+/* The records' clock, as the owner publishes it (seq odd while it rewrites it). */
+void fikit_lean_publish_clock(struct fikit_slot *me, const struct fikit_tsc_cal *c)
+{
+    uint64_t seq = atomic_load_explicit(&me->lean_clock_seq, memory_order_relaxed);
+    atomic_store_explicit(&me->lean_clock_seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&me->lean_tsc_mult, c->mult, memory_order_relaxed);
+    atomic_store_explicit(&me->lean_tsc_base, c->tsc_base, memory_order_relaxed);
+    atomic_store_explicit(&me->lean_ns_base, c->ns_base, memory_order_relaxed);
+    atomic_store_explicit(&me->lean_clock_seq, seq + 2, memory_order_release);
+}
+
+/* False when it cannot be read whole (the owner keeps rewriting it, or is gone mid-write). */
+static bool clock_read(const struct fikit_slot *s, struct fikit_tsc_cal *c)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        uint64_t seq = atomic_load_explicit(&s->lean_clock_seq, memory_order_acquire);
+        c->mult = atomic_load_explicit(&s->lean_tsc_mult, memory_order_relaxed);
+        c->tsc_base = atomic_load_explicit(&s->lean_tsc_base, memory_order_relaxed);
+        c->ns_base = atomic_load_explicit(&s->lean_ns_base, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (!(seq & 1) && atomic_load_explicit(&s->lean_clock_seq, memory_order_relaxed) == seq)
+            return true;
+    }
+    return false;
+}
+
+/* A record's time on the clock: its stamp, converted when it is TSC ticks. */
+static uint64_t rec_ns(const struct fikit_tsc_cal *c, uint64_t stamp)
+{
+    return c->mult ? fikit_tsc_ns(c, stamp) : stamp;
+}
+
 static uint64_t unknown_ns_of(const struct fikit_domain *dom)
 {
     return dom ? (uint64_t)atomic_load_explicit(&dom->unknown_us, memory_order_relaxed) * 1000u : FIKIT_UNKNOWN_NS;
@@ -125,10 +158,19 @@ static void digest_locked(struct fikit_dev *d)
         done = head - FIKIT_LEAN_RING; /* never: a lean launch digests before it would overwrite */
     uint64_t unknown_ns = unknown_ns_of(d->dom);
     bool settled = true;
+    /* The records' clock, calibrated afresh (only this thread writes it, under the lock). */
+    struct fikit_tsc_cal cal = {0};
+    if (atomic_load_explicit(&me->lean_tsc_mult, memory_order_relaxed)) {
+        struct fikit_tsc_cal fresh;
+        if (fikit_tsc_calibrate(&fresh))
+            fikit_lean_publish_clock(me, &fresh);
+        (void)clock_read(me, &cal);
+    }
     for (uint64_t i = done; i < head; i++) {
         struct rec r;
         if (!rec_read(me, i, &r) || (r.smem_path & FIKIT_REC_FAILED))
             continue;
+        r.t = rec_ns(&cal, r.t);
         uint32_t path = (uint32_t)(r.smem_path >> 32) & 0xffu;
         uint32_t smem = (uint32_t)r.smem_path;
         const uint32_t grid[3] = {(uint32_t)r.g01, (uint32_t)(r.g01 >> 32), (uint32_t)r.g2b0};
@@ -200,9 +242,11 @@ static void fold(const struct fikit_slot *s, uint64_t done, uint64_t head, struc
     if (head - done > FIKIT_LEAN_RING)
         done = head - FIKIT_LEAN_RING;
     uint64_t busy = p->busy_until_ns, next = p->next_launch_ns, last = p->last_launch_ns;
+    struct fikit_tsc_cal cal;
+    bool timed = clock_read(s, &cal);
     for (uint64_t i = done; i < head; i++) {
         struct rec r;
-        if (!rec_read(s, i, &r)) {
+        if (!timed || !rec_read(s, i, &r)) {
             /* Being written, or overwritten as we read: the peer is busy for all we know. */
             busy = max64(busy, last) + unknown_ns;
             next = busy;
@@ -210,6 +254,7 @@ static void fold(const struct fikit_slot *s, uint64_t done, uint64_t head, struc
         }
         if (r.smem_path & FIKIT_REC_FAILED)
             continue;
+        r.t = rec_ns(&cal, r.t);
         uint32_t e = pair_get(s, lean_key(r.f, r.g01, r.g2b0, r.b12, r.smem_path & 0xffffffffull));
         const struct fikit_kstat *k = e ? &s->ktab[e - 1] : NULL;
         uint64_t dur = k ? fikit_kstat_dur_pred(k) : 0;

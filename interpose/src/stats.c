@@ -159,9 +159,10 @@ void fikit_stats_write(const char *tmpl)
         uintptr_t who = atomic_load(&d->launcher);
         const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none" : who & 1 ? "several" : "one";
         fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
-                   "\"launching_threads\": \"%s\", \"lean_launches\": %llu}",
+                   "\"launching_threads\": \"%s\", \"lean_launches\": %llu, \"lean_clock\": \"%s\"}",
                 d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
-                (unsigned long long)s->held_launches, threads, (unsigned long long)s->lean_launches);
+                (unsigned long long)s->held_launches, threads, (unsigned long long)s->lean_launches,
+                !s->lean_launches ? "none" : s->lean_tsc_mult ? "tsc" : "clock");
     }
     fputc(']', f);
     /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */
