@@ -33,12 +33,18 @@ def _launches(stats: dict[str, Any]) -> int:
     return sum(int(v) for v in stats["launches"].values())
 
 
+# the records digested by the process's digest thread, or (FIKIT_LEAN_THREAD=0) by the launching one
+DIGESTERS = {"thread": {}, "inline": {"FIKIT_LEAN_THREAD": "0"}}
+
+
+@pytest.mark.parametrize("digest", DIGESTERS)
 @pytest.mark.parametrize("sync", ["stream", "ctx", "event"])
-def test_lean_launches_are_counted_exactly(run_client: RunClient, sync: str) -> None:
+def test_lean_launches_are_counted_exactly(run_client: RunClient, sync: str, digest: str) -> None:
     run = run_client(["--kernels", "conv,gemm", "-n", "3000", "--sync", sync],
-                     env={"FAKECUDA_DURATIONS": "conv=20,gemm=10", **LEAN})
+                     env={"FAKECUDA_DURATIONS": "conv=20,gemm=10", **LEAN, **DIGESTERS[digest]})
     st = run.stats[run.pid]
     assert_counts_match(run)
+    assert st["lean_digest"] == digest, st["lean_digest"]
     # the first 32 launches of each kernel and 16 more take the full path, then about one in 64 for
     # its sample
     assert _lean(st) >= 0.9 * _launches(st), st["domains"]
@@ -83,11 +89,13 @@ def _tsc_trusted() -> bool:
         return False
 
 
-@pytest.mark.parametrize("clock", ["default", "kernel"])
-def test_lean_gaps_are_measured_as_on_the_full_path(run_client: RunClient, clock: str) -> None:
-    """Launch, wait, sleep G: the digest at each sync sees the gap the full path would have seen,
-    whether the records were stamped by the TSC and converted, or by the clock itself."""
-    env = {"FAKECUDA_DURATIONS": "conv=120", **LEAN}
+@pytest.mark.parametrize(("clock", "digest"),
+                         [("default", "thread"), ("kernel", "thread"), ("default", "inline")])
+def test_lean_gaps_are_measured_as_on_the_full_path(run_client: RunClient, clock: str, digest: str) -> None:
+    """Launch, wait, sleep G: the digest sees the gap the full path would have seen (each sync a
+    record after the launches before it), whether the records were stamped by the TSC and
+    converted or by the clock itself, and whoever digests them."""
+    env = {"FAKECUDA_DURATIONS": "conv=120", **LEAN, **DIGESTERS[digest]}
     if clock == "kernel":
         env["FIKIT_CLOCK"] = "kernel"
     run = run_client(["--kernels", "conv", "-n", "300", "--sync", "stream", "--sleep-us", str(GAP_US)],

@@ -208,10 +208,13 @@ def lean_hp(c: Cluster, env: dict[str, str]) -> Proc:
     return c.start(HP, "high", repeat=LEAN_ITERS, extra=("--no-sync",), env={**LEAN_ENV, **env})
 
 
-# records stamped by the TSC (where clock.c trusts it), and by the kernel's clock
-@pytest.mark.parametrize(("lp_kernels", "clock"),
-                         [("lp_long:0", ""), ("lp_mid:0", ""), ("lp_long:0", "kernel")])
-def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, clock: str) -> None:
+# records stamped by the TSC (where clock.c trusts it) or by the kernel's clock, and digested by
+# the HP's digest thread or by its launching thread
+@pytest.mark.parametrize(("lp_kernels", "clock", "digest"),
+                         [("lp_long:0", "", "thread"), ("lp_mid:0", "", "thread"),
+                          ("lp_long:0", "kernel", "thread"), ("lp_long:0", "", "inline")])
+def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, clock: str,
+                                               digest: str) -> None:
     """A lean HP publishes nothing at a launch but a record; the LP folds the records into HP's
     predictions itself.  A 20 ms LP kernel fits none of HP's gaps and waits; a 4 ms one fits only
     the 5 ms gap after hp_fc's 1 ms, and only once it is predicted to.  Either way HP runs as if
@@ -219,6 +222,8 @@ def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, cl
     beside it (off mode's slowdown, 1.4x)."""
     c = cluster("fikit")
     env = {"FIKIT_CLOCK": clock} if clock else {}
+    if digest == "inline":
+        env["FIKIT_LEAN_THREAD"] = "0"
     solo = lean_p50(lean_hp(c, env).result())
     stop = c.root / "stop"
     lp = c.start(lp_kernels, "low", until=stop, env=env)
@@ -231,6 +236,7 @@ def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, cl
     assert sum(d["lean_launches"] for d in hst["domains"]) >= (LEAN_ITERS - LEAN_FROM) * 2, hst["domains"]
     if clock:
         assert hst["domains"][0]["lean_clock"] == "clock", hst["domains"]
+    assert hst["lean_digest"] == digest
     assert hst["held_launches"] == 0
     slow = lean_p50(hp_res) / solo
     assert slow <= 1.12, f"a lean HP slowed {slow:.3f}x beside {lp_kernels}"

@@ -42,7 +42,7 @@
 #define FIKIT_PROG_LEN 64
 #define FIKIT_RING 32 /* recent samples kept per kernel for quantiles */
 #define FIKIT_HELD_BUCKETS 12 /* held-time histogram; bounds from fikit_held_bucket_bounds_us() */
-#define FIKIT_LEAN_RING 128  /* raw launch records a slot keeps (lean launches), power of two */
+#define FIKIT_LEAN_RING 512  /* raw launch records a slot keeps (lean launches), power of two */
 #define FIKIT_LEAN_WORDS 8   /* 64-bit words a record: one cache line (lean.c lays them out) */
 #define FIKIT_PAIRS 2048     /* (function, shape) -> kernel-table entry, for the clients below */
 

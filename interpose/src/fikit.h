@@ -459,6 +459,39 @@ static FIKIT_INLINE void fikit_note_stream(struct fikit_pool_hot *h, struct fiki
         atomic_store_explicit(&h->several_streams, true, memory_order_relaxed);
 }
 
+/* What a sync says of the work queued before it (launch.c's sync wrappers). */
+enum fikit_sync_kind {
+    FIKIT_SYNC_CONTEXT,
+    FIKIT_SYNC_STREAM,
+    FIKIT_SYNC_OTHER /* an event, or a failed sync: says nothing of the rest */
+};
+
+/*
+ * After a sync that leaves nothing of ours queued (the context's, or the only stream we launched
+ * on since the last such sync), our predictions restart from the truth: the GPU is done now, and
+ * the next launch is due a gap after now (gaps are measured from a sync's return).  Without this,
+ * a client whose kernels were predicted longer than they ran (say, measured once behind another
+ * client's queue) saw its busy_until run further ahead with every launch, and the clients below
+ * it never found it idle.
+ */
+static FIKIT_INLINE void fikit_note_sync(struct fikit_pool_hot *h, struct fikit_slot *me, int kind, CUstream stream,
+                                         uint64_t now)
+{
+    atomic_store_explicit(&h->last_sync_end, now, memory_order_relaxed);
+    bool drained = kind == FIKIT_SYNC_CONTEXT ||
+                   (kind == FIKIT_SYNC_STREAM && stream == atomic_load_explicit(&h->last_stream, memory_order_relaxed) &&
+                    !atomic_load_explicit(&h->several_streams, memory_order_relaxed));
+    if (!drained)
+        return;
+    atomic_store_explicit(&h->several_streams, false, memory_order_relaxed);
+    if (atomic_load(&me->busy_until_ns) > now)
+        atomic_store(&me->busy_until_ns, now);
+    uint64_t gap = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed)
+                       ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
+                       : 0;
+    atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
+}
+
 /* ---- lean.c: lean launches (its head comment says why and when) ---------- */
 #define FIKIT_SETTLED_SAMPLES FIKIT_RING /* a kernel with its ring of recent runs full is settled: */
 #define FIKIT_SETTLED_FACTOR 64          /* it is sampled this many times less often */
@@ -472,12 +505,36 @@ enum {
     FIKIT_REC_SMEM_PATH,    /* smem | path << 32 | FIKIT_REC_FAILED */
 };
 #define FIKIT_REC_FAILED (1ull << 40) /* the driver refused the launch: nothing ran */
+#define FIKIT_REC_SYNC 15u /* the path of a sync's record: smem is its fikit_sync_kind, t its end */
 _Static_assert(FIKIT_REC_SMEM_PATH < FIKIT_LEAN_WORDS, "a record fits its words");
 static FIKIT_INLINE fikit_au64 *fikit_lean_rec(struct fikit_slot *s, uint64_t i)
 {
     return &s->lean_rec[(i & (FIKIT_LEAN_RING - 1)) * FIKIT_LEAN_WORDS];
 }
+/* The i-th record written (by the device's one launching thread only), its sequence number last. */
+static FIKIT_INLINE fikit_au64 *fikit_lean_put(struct fikit_slot *me, uint64_t i, uint64_t t, uint64_t f,
+                                               uint64_t stream, uint64_t g01, uint64_t g2b0, uint64_t b12,
+                                               uint64_t smem_path)
+{
+    fikit_au64 *w = fikit_lean_rec(me, i);
+    atomic_store_explicit(&w[FIKIT_REC_T], t, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_F], f, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_STREAM], stream, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_GRID01], g01, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_GRID2_BLOCK0], g2b0, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_BLOCK12], b12, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_SMEM_PATH], smem_path, memory_order_relaxed);
+    atomic_store_explicit(&w[FIKIT_REC_SEQ], i + 1, memory_order_release);
+    atomic_store_explicit(&me->lean_head, i + 1, memory_order_release);
+    return w;
+}
 void fikit_lean_digest(struct fikit_dev *d);     /* waits for a digest running on another thread */
+bool fikit_lean_helper(void);                    /* the digest thread runs (started on first use) */
+const char *fikit_lean_digester(void);           /* "thread", "inline" (no thread), "none" (not lean yet) */
+void fikit_lean_kick(struct fikit_dev *d);       /* records to digest: the thread's, or here if none */
+/* A sync's end, as a record after the launches before it, on the device's launching thread of a
+ * lean device; false when it cannot be (the ring is full): the caller digests and notes it. */
+bool fikit_lean_sync_record(struct fikit_dev *d, int kind, CUstream stream);
 bool fikit_lean_try_digest(struct fikit_dev *d); /* false: another thread is digesting */
 void fikit_lean_digest_all(void);                /* at exit: every device's records */
 /* A more urgent client's predictions as the clients below see them: published, with its

@@ -710,19 +710,11 @@ FIKIT_HOT static FIKIT_INLINE enum lean_verdict lean_launch(struct launch *L, st
     if (FIKIT_UNLIKELY(i - done >= FIKIT_LEAN_RING - 1))
         return LEAN_FULL;
     atomic_store_explicit(&me->lean_countdown, cd - 1, memory_order_relaxed);
-    fikit_au64 *w = fikit_lean_rec(me, i);
-    atomic_store_explicit(&w[FIKIT_REC_T], t, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_F], (uint64_t)(uintptr_t)f, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_STREAM], (uint64_t)(uintptr_t)stream, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_GRID01], grid[0] | (uint64_t)grid[1] << 32, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_GRID2_BLOCK0], grid[2] | (uint64_t)block[0] << 32, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_BLOCK12], block[1] | (uint64_t)block[2] << 32, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_SMEM_PATH], smem | (uint64_t)(uint32_t)path << 32, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_SEQ], i + 1, memory_order_release);
-    atomic_store_explicit(&me->lean_head, i + 1, memory_order_release);
-    L->rec = w;
-    if (FIKIT_UNLIKELY(i + 1 - done >= FIKIT_LEAN_RING / 2))
-        (void)fikit_lean_try_digest(d);
+    L->rec = fikit_lean_put(me, i, t, (uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)stream,
+                            grid[0] | (uint64_t)grid[1] << 32, grid[2] | (uint64_t)block[0] << 32,
+                            block[1] | (uint64_t)block[2] << 32, smem | (uint64_t)(uint32_t)path << 32);
+    if (FIKIT_UNLIKELY(i + 1 - done == FIKIT_LEAN_RING / 2))
+        fikit_lean_kick(d);
     return LEAN_RECORDED;
 }
 
@@ -744,6 +736,7 @@ __attribute__((noinline, cold)) static void lean_watch(struct fikit_dev *d, stru
     if (cal.mult && !fikit_hot.cfg.lean_check_ticks)
         fikit_hot.cfg.lean_check_ticks = (uint64_t)(((unsigned long long)1000000 << 32) / cal.mult);
     fikit_lean_publish_clock(d->me, &cal);
+    (void)fikit_lean_helper(); /* the digest thread, from the first lean device on */
     d->lean_check = fikit_tsc();
     atomic_store_explicit(&d->me->lean_countdown, lean_period(fikit_clock_ns()), memory_order_relaxed);
     atomic_store_explicit(&d->lean_on, 1, memory_order_release);
@@ -894,48 +887,35 @@ static inline struct fikit_dev *sync_begin(CUcontext ctx)
     struct fikit_dev *d = fikit_dev_of_ctx(ctx);
     if (!d)
         return NULL;
-    /* Lean launches' records are digested now, while the GPU still runs them (lean.c). */
+    /* Lean launches' records are digested now, while this thread waits and the GPU still runs
+     * them: by the digest thread (lean.c), or here before the wait. */
     if (atomic_load_explicit(&d->me->lean_head, memory_order_relaxed) !=
         atomic_load_explicit(&d->me->lean_done, memory_order_relaxed))
-        fikit_lean_digest(d);
+        fikit_lean_kick(d);
     atomic_fetch_add_explicit(&d->me->syncing, 1, memory_order_relaxed);
     return d;
 }
 
-enum sync_kind { SYNC_CONTEXT, SYNC_STREAM, SYNC_OTHER /* an event, or a failed sync: says nothing of the rest */ };
-
-/*
- * After a sync that leaves nothing of ours queued (the context's, or the only
- * stream we launched on since the last such sync), our predictions restart
- * from the truth: the GPU is done now, and the next launch is due a gap after
- * now (gaps are measured from a sync's return).  Without this, a client whose
- * kernels were predicted longer than they ran (say, measured once behind
- * another client's queue) saw its busy_until run further ahead with every
- * launch, and the clients below it never found it idle.
- */
-static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
+/* A sync's end (fikit_note_sync says what it tells): on a lean device's launching thread, a record
+ * after the launches before it, digested with them; elsewhere noted now, after those records. */
+static void sync_done(struct fikit_dev *d, int kind, CUstream stream)
 {
     if (!d)
         return;
     struct fikit_slot *me = d->me;
-    struct fikit_pool_hot *h = &d->pool;
     atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
-    uint64_t now = fikit_clock_ns();
-    atomic_store_explicit(&h->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
-    bool drained = kind == SYNC_CONTEXT ||
-                   (kind == SYNC_STREAM && stream == atomic_load_explicit(&h->last_stream, memory_order_relaxed) &&
-                    !atomic_load_explicit(&h->several_streams, memory_order_relaxed));
-    if (drained) {
-        atomic_store_explicit(&h->several_streams, false, memory_order_relaxed);
-        if (atomic_load(&me->busy_until_ns) > now)
-            atomic_store(&me->busy_until_ns, now);
-        uint64_t gap = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed)
-                           ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
-                           : 0;
-        atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
+    bool passthrough = fikit_cfg_has(FIKIT_CFG_PASSTHROUGH);
+    if (!(atomic_load_explicit(&fikit_hot.cfg.flags, memory_order_relaxed) == 0 &&
+          atomic_load_explicit(&d->lean_on, memory_order_relaxed) &&
+          atomic_load_explicit(&d->launcher, memory_order_relaxed) == THREAD_TOKEN() &&
+          fikit_lean_sync_record(d, kind, stream))) {
+        if (atomic_load_explicit(&me->lean_head, memory_order_relaxed) !=
+            atomic_load_explicit(&me->lean_done, memory_order_relaxed))
+            fikit_lean_digest(d);
+        fikit_note_sync(&d->pool, me, kind, stream, fikit_clock_ns());
     }
-    if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
+    if (!passthrough)
         harvest(pool_of(d), false);
 }
 
@@ -1122,7 +1102,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
             return CUDA_ERROR_NOT_INITIALIZED;                         \
         struct fikit_dev *d = sync_begin(NULL);                        \
         CUresult r = real(s);                                          \
-        sync_done(d, r == CUDA_SUCCESS ? SYNC_STREAM : SYNC_OTHER, s); \
+        sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_STREAM : FIKIT_SYNC_OTHER, s); \
         return r;                                                      \
     }
 WRAP_STREAM_SYNC(cuStreamSynchronize)
@@ -1136,7 +1116,7 @@ FIKIT_API CUresult cuCtxSynchronize(void)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real();
-    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
+    sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_CONTEXT : FIKIT_SYNC_OTHER, NULL);
     return r;
 }
 
@@ -1148,7 +1128,7 @@ FIKIT_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(ctx);
     CUresult r = real(ctx);
-    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
+    sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_CONTEXT : FIKIT_SYNC_OTHER, NULL);
     return r;
 }
 
@@ -1160,7 +1140,7 @@ FIKIT_API CUresult cuEventSynchronize(CUevent e)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real(e);
-    sync_done(d, SYNC_OTHER, NULL);
+    sync_done(d, FIKIT_SYNC_OTHER, NULL);
     return r;
 }
 

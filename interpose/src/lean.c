@@ -24,7 +24,12 @@
  * and after reading it, bounds every index it takes from the slot, and treats what it cannot
  * read as a kernel of unknown length, which holds it longer, never shorter.
  */
+#include <linux/futex.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "fikit.h"
 
@@ -37,10 +42,102 @@ static void locks_init(void)
         pthread_mutex_init(&digest_lock[i], NULL);
 }
 
+/*
+ * The digest thread.  Digesting on the launching thread (at its syncs, and when half its ring
+ * was written) cost a torch HP as much as the full path's bookkeeping at each launch had:
+ * lean launches were no cheaper than full ones inside one process (full over lean 1.000 and
+ * 1.001, bench/results/2026-11-26-h100-lean3), though without their digest they cost 0.4% where
+ * the full path cost 1.0-1.5% (-lean2).  The work is the same either way; its misses are what
+ * the HP paid.  So a thread of the process's own takes it: woken by a sync (which then waits
+ * for the GPU meanwhile) or by a half-written ring, else every HELPER_NS, so that the clients
+ * below and fikitd see the digested state soon; the HP's own thread digests only before a
+ * full-path launch, and at exit.  Without the thread (it could not start), the launching
+ * thread digests as before.
+ */
+#define HELPER_NS 5000000ull
+static _Atomic uint32_t kick_word;   /* bumped for each wake-up; the thread sleeps on it */
+static _Atomic uint32_t helper_idle; /* the thread is (about to be) asleep: a kick must wake it */
+static _Atomic int helper_state;     /* 0 not started, 1 running, -1 could not start */
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *helper_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        uint32_t seen = atomic_load(&kick_word);
+        fikit_lean_digest_all();
+        atomic_store(&helper_idle, 1);
+        if (atomic_load(&kick_word) == seen) {
+            struct timespec ts = {0, (long)HELPER_NS};
+            syscall(SYS_futex, (uint32_t *)&kick_word, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+        }
+        atomic_store(&helper_idle, 0);
+    }
+    return NULL;
+}
+
+bool fikit_lean_helper(void)
+{
+    int st = atomic_load_explicit(&helper_state, memory_order_acquire);
+    if (st)
+        return st > 0;
+    pthread_mutex_lock(&helper_lock);
+    const char *e = getenv("FIKIT_LEAN_THREAD");
+    if (!atomic_load(&helper_state) && e && strcmp(e, "0") == 0)
+        atomic_store(&helper_state, -1); /* the launching thread digests (for the tests of that path) */
+    if (!atomic_load(&helper_state)) {
+        pthread_t t;
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&a, 256 * 1024);
+        atomic_store_explicit(&helper_state, pthread_create(&t, &a, helper_main, NULL) == 0 ? 1 : -1,
+                              memory_order_release);
+        pthread_attr_destroy(&a);
+    }
+    pthread_mutex_unlock(&helper_lock);
+    return atomic_load(&helper_state) > 0;
+}
+
+const char *fikit_lean_digester(void)
+{
+    int st = atomic_load(&helper_state);
+    return st > 0 ? "thread" : st < 0 ? "inline" : "none";
+}
+
+void fikit_lean_kick(struct fikit_dev *d)
+{
+    if (atomic_load_explicit(&helper_state, memory_order_acquire) <= 0) {
+        (void)fikit_lean_try_digest(d);
+        return;
+    }
+    atomic_fetch_add(&kick_word, 1);
+    if (atomic_load(&helper_idle))
+        syscall(SYS_futex, (uint32_t *)&kick_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+bool fikit_lean_sync_record(struct fikit_dev *d, int kind, CUstream stream)
+{
+    struct fikit_slot *me = d->me;
+    uint64_t i = atomic_load_explicit(&me->lean_head, memory_order_relaxed);
+    if (i - atomic_load_explicit(&me->lean_done, memory_order_relaxed) >= FIKIT_LEAN_RING - 1)
+        return false;
+    uint64_t t = fikit_hot.cfg.lean_tsc ? fikit_tsc() : fikit_clock_ns();
+    fikit_lean_put(me, i, t, 0, (uint64_t)(uintptr_t)stream, 0, 0, 0,
+                   (uint32_t)kind | (uint64_t)FIKIT_REC_SYNC << 32);
+    fikit_lean_kick(d);
+    return true;
+}
+
 void fikit_lean_after_fork(void)
 {
-    /* The parent's digest may have held a lock at the fork: the child starts afresh. */
+    /* The parent's digest may have held a lock at the fork, and its thread is not the child's:
+     * the child starts afresh. */
     locks_init();
+    pthread_mutex_init(&helper_lock, NULL);
+    atomic_store(&helper_state, 0);
+    atomic_store(&helper_idle, 0);
+    atomic_store(&kick_word, 0);
 }
 
 /* A launch's pair (function, shape) as the pair table keys it; never 0 (an empty bucket). */
@@ -173,6 +270,10 @@ static void digest_locked(struct fikit_dev *d)
         r.t = rec_ns(&cal, r.t);
         uint32_t path = (uint32_t)(r.smem_path >> 32) & 0xffu;
         uint32_t smem = (uint32_t)r.smem_path;
+        if (path == FIKIT_REC_SYNC) {
+            fikit_note_sync(h, me, (int)smem, (CUstream)(uintptr_t)r.stream, r.t);
+            continue;
+        }
         const uint32_t grid[3] = {(uint32_t)r.g01, (uint32_t)(r.g01 >> 32), (uint32_t)r.g2b0};
         const uint32_t block[3] = {(uint32_t)(r.g2b0 >> 32), (uint32_t)r.b12, (uint32_t)(r.b12 >> 32)};
         if (path < 4)
@@ -252,7 +353,8 @@ static void fold(const struct fikit_slot *s, uint64_t done, uint64_t head, struc
             next = busy;
             break;
         }
-        if (r.smem_path & FIKIT_REC_FAILED)
+        /* A sync's record: its digest soon says what it drained; until then, as predicted. */
+        if ((r.smem_path & FIKIT_REC_FAILED) || ((r.smem_path >> 32) & 0xffu) == FIKIT_REC_SYNC)
             continue;
         r.t = rec_ns(&cal, r.t);
         uint32_t e = pair_get(s, lean_key(r.f, r.g01, r.g2b0, r.b12, r.smem_path & 0xffffffffull));

@@ -180,6 +180,7 @@ void fikit_stats_write(const char *tmpl)
     fikit_gate_counts(&g);
     fprintf(f, ", \"gates\": {\"preempted_waits\": %llu, \"turned_off\": %s}", (unsigned long long)g.preempted_waits,
             g.turned_off ? "true" : "false");
+    fprintf(f, ", \"lean_digest\": \"%s\"", fikit_lean_digester());
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first_k = true;
