@@ -28,11 +28,10 @@ figure that moves names the part that costs:
                process; their differences from toggle's split its cost into its parts
   toggle_bypass    the whole library off and on instead (fikit_set_bypass: launches go straight to
                the driver, uncounted): everything it costs a launch but the call through it
-  toggle_lean  the full launch path on, then lean launches (fikit_set_lean; interpose/src/lean.c):
-               what a launch of the top of its domain saves by recording itself raw
 
-Writes DIR/overhead.jsonl (a row per window) and DIR/overhead.json (per model and variant: p50,
-p99 and mean request latency, their ratio to plain in the same repetition, median and spread).
+Writes DIR/overhead.jsonl (a row per window), DIR/stats/ (each preloaded worker's FIKIT_STATS) and
+DIR/overhead.json (per model and variant: p50, p99 and mean request latency, their ratio to plain in
+the same repetition, median and spread).
 
     python3 bench/overhead_probe.py --lib build/gpu/interpose/libfikit.so --out DIR
     python3 bench/overhead_probe.py --device fake --lib build/dev/interpose/libfikit.so --out /tmp/o
@@ -65,11 +64,9 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "toggle_nogate": {"FIKIT_GATE": "0"},
     "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
     "toggle_bypass": {},
-    "toggle_lean": {},
 }
 # the library's measuring (toggle_bypass: all of it) turned off and on inside the process
-TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass", "toggle_lean")
-SWITCHES = {"toggle_bypass": "library", "toggle_lean": "lean"}  # the rest switch measuring
+TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass")
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
@@ -174,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
                                 tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v in TOGGLES else 0.0,
-                                toggle_switch=SWITCHES.get(v, "measuring")),
+                                toggle_switch="library" if v == "toggle_bypass" else "measuring"),
                 {**variant_env(a.lib_b if v == "toggle_b" else a.lib, VARIANTS[v], a.cupti), **mps_env,
-                 # what the library counted (lean launches among them), written as the worker exits
+                 # what the library counted and measured, written as the worker exits
                  "FIKIT_STATS": str(out / "stats" / f"{tag}.%p.json")},
             )
             workers[(model, v)] = w
@@ -234,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:9s} {v:12s} p50 x{e['p50_ratio']} p99 x{e['p99_ratio']} mean x{e['mean_ratio']} "
                   f"(spread p50 {e['p50_ratio_spread']})")
             if "toggle_on_vs_off_p50" in e:
-                what = {"toggle_bypass": "the library", "toggle_lean": "the full path"}.get(v, "measuring")
+                what = "the library" if v == "toggle_bypass" else "measuring"
                 print(f"{model:9s} {v:12s} {what} on over off in the same process: p50 "
                       f"x{e['toggle_on_vs_off_p50']} {e['toggle_on_vs_off_p50_spread']}, p99 "
                       f"x{e['toggle_on_vs_off_p99']}, mean x{e['toggle_on_vs_off_mean']}")

@@ -132,18 +132,17 @@ class Worker:
     @staticmethod
     def library_switch(what: str) -> Any:
         """A function of one int that turns libfikit.so's `what` on (1) or off (0): measuring
-        (fikit_set_measuring), the whole library (fikit_set_bypass, inverted), or the full launch
-        path (fikit_set_lean, inverted: off is lean launches), found among the preloaded libraries'
-        symbols."""
+        (fikit_set_measuring) or the whole library (fikit_set_bypass, inverted), found among the
+        preloaded libraries' symbols."""
         import ctypes
 
-        name = {"library": "fikit_set_bypass", "lean": "fikit_set_lean"}.get(what, "fikit_set_measuring")
+        name = "fikit_set_bypass" if what == "library" else "fikit_set_measuring"
         try:
             fn = getattr(ctypes.CDLL(None), name)
         except AttributeError as e:
             raise RuntimeError(f"--toggle-ms needs libfikit.so preloaded (no {name})") from e
         fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        if what in ("library", "lean"):
+        if what == "library":
             return lambda on: fn(0 if on else 1)
         return fn
 
@@ -344,9 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")
     p.add_argument("--toggle-ms", type=float, default=0.0,
                    help="HP back to back: libfikit.so's measuring off and on every N ms (overhead_probe)")
-    p.add_argument("--toggle-switch", choices=["measuring", "library", "lean"], default="measuring",
-                   help="what --toggle-ms turns off: measuring, the whole library (launches bypass it), "
-                        "or the full launch path (launches go lean)")
+    p.add_argument("--toggle-switch", choices=["measuring", "library"], default="measuring",
+                   help="what --toggle-ms turns off: measuring, or the whole library (launches bypass it)")
     p.add_argument("--ctl", default="", help="Unix socket of the runner")
     p.add_argument("--tag", default="")
     p.add_argument("--duration", type=float, default=3.0, help="standalone: window length")

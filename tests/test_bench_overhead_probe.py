@@ -20,7 +20,7 @@ def test_toggle_variant_splits_each_window(fake_build: FakeBuild, libfikit: Path
     p = subprocess.run(
         [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
          str(tmp_path), "--models", "resnet50",
-         "--variants", "plain,toggle,toggle_b,toggle_nosample,toggle_bypass,toggle_lean",
+         "--variants", "plain,toggle,toggle_b,toggle_nosample,toggle_bypass",
          "--lib-b", str(libfikit), "--reps", "2", "--window-s", "0.6", "--discard-s", "0.1",
          "--toggle-ms", "50", "--cpus", cpus, "--budget-s", "60"],
         cwd=REPO / "bench", env=env, capture_output=True, text=True, timeout=240, check=False,
@@ -28,20 +28,23 @@ def test_toggle_variant_splits_each_window(fake_build: FakeBuild, libfikit: Path
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [json.loads(ln) for ln in (tmp_path / "overhead.jsonl").read_text().splitlines()]
     toggled = [r for r in rows if r["variant"].startswith("toggle")]
-    variants = ["toggle", "toggle_b", "toggle_bypass", "toggle_lean", "toggle_nosample"]
+    variants = ["toggle", "toggle_b", "toggle_bypass", "toggle_nosample"]
     assert sorted(r["variant"] for r in toggled) == sorted(variants * 2)
     for r in toggled:  # both halves of every window measured, together the whole window
         assert r["on"]["n"] > 0 and r["off"]["n"] > 0
         assert r["on"]["n"] + r["off"]["n"] == r["stats"]["n"]
+    # each preloaded worker's FIKIT_STATS, written as it exited: what the library counted
+    stats = {f.name.split(".")[0]: json.loads(f.read_text()) for f in (tmp_path / "stats").glob("*.json")}
+    assert sorted(stats) == sorted(f"resnet50-{v}" for v in variants), sorted(stats)
+    assert all(sum(s["launches"].values()) > 0 for s in stats.values())
     result = json.loads((tmp_path / "overhead.json").read_text())
     assert result["lib_b"] == str(libfikit)
     assert result["variants"]["toggle_nosample"] == {"FIKIT_SAMPLE": "1000000"}
-    for v in ("toggle", "toggle_b", "toggle_nosample", "toggle_bypass", "toggle_lean"):
+    for v in ("toggle", "toggle_b", "toggle_nosample", "toggle_bypass"):
         entry = result["models"]["resnet50"][v]
         assert entry["toggle_on_vs_off_p50"] > 0 and len(entry["toggle_on_vs_off_p50_spread"]) == 2
     assert "measuring on over off in the same process" in p.stdout
     assert "toggle_bypass the library on over off in the same process" in p.stdout
-    assert "toggle_lean  the full path on over off in the same process" in p.stdout
 
 
 def test_toggle_b_needs_a_second_library(libfikit: Path, tmp_path: Path) -> None:

@@ -191,61 +191,6 @@ def test_long_lp_kernels_wait_for_hp_to_finish(cluster: Any) -> None:
     assert st["released_gap"] == 0, "a 20 ms kernel was released into a 5 ms gap"
 
 
-# A lean HP (interpose/src/lean.c): its kernels settle after 32 timed launches (FIKIT_SAMPLE=1), its
-# launches go lean 4 settled launches later, and it queues each iteration before waiting for it, so
-# the clients below see its launches only as records not yet digested, folded in by themselves.
-LEAN_ENV = {"FIKIT_SAMPLE": "1", "FIKIT_LEAN_AFTER": "4"}
-LEAN_ITERS = 70
-LEAN_FROM = 40  # iterations before this one are (mostly) not lean yet
-
-
-def lean_p50(res: dict[str, Any]) -> float:
-    it = sorted(res["iter_s"][LEAN_FROM:])
-    return float(it[len(it) // 2])
-
-
-def lean_hp(c: Cluster, env: dict[str, str]) -> Proc:
-    return c.start(HP, "high", repeat=LEAN_ITERS, extra=("--no-sync",), env={**LEAN_ENV, **env})
-
-
-# records stamped by the TSC (where clock.c trusts it) or by the kernel's clock, and digested by
-# the HP's digest thread or by its launching thread
-@pytest.mark.parametrize(("lp_kernels", "clock", "digest"),
-                         [("lp_long:0", "", "thread"), ("lp_mid:0", "", "thread"),
-                          ("lp_long:0", "kernel", "thread"), ("lp_long:0", "", "inline")])
-def test_a_lean_hp_is_protected_by_its_records(cluster: Any, lp_kernels: str, clock: str,
-                                               digest: str) -> None:
-    """A lean HP publishes nothing at a launch but a record; the LP folds the records into HP's
-    predictions itself.  A 20 ms LP kernel fits none of HP's gaps and waits; a 4 ms one fits only
-    the 5 ms gap after hp_fc's 1 ms, and only once it is predicted to.  Either way HP runs as if
-    alone.  Were the records not folded in, the LP would see HP idle since its last sync and run
-    beside it (off mode's slowdown, 1.4x)."""
-    c = cluster("fikit")
-    env = {"FIKIT_CLOCK": clock} if clock else {}
-    if digest == "inline":
-        env["FIKIT_LEAN_THREAD"] = "0"
-    solo = lean_p50(lean_hp(c, env).result())
-    stop = c.root / "stop"
-    lp = c.start(lp_kernels, "low", until=stop, env=env)
-    time.sleep(0.2)
-    hp = lean_hp(c, env)
-    hp_res = hp.result()
-    stop.touch()
-    lp.result()
-    hst = hp.lib_stats()
-    assert sum(d["lean_launches"] for d in hst["domains"]) >= (LEAN_ITERS - LEAN_FROM) * 2, hst["domains"]
-    if clock:
-        assert hst["domains"][0]["lean_clock"] == "clock", hst["domains"]
-    assert hst["lean_digest"] == digest
-    assert hst["held_launches"] == 0
-    slow = lean_p50(hp_res) / solo
-    assert slow <= 1.12, f"a lean HP slowed {slow:.3f}x beside {lp_kernels}"
-    st = lp.lib_stats()
-    assert st["held_launches"] >= 1, st
-    if lp_kernels == "lp_long:0":
-        assert st["released_gap"] == 0, "a 20 ms kernel was released into a 5 ms gap"
-
-
 def test_strict_mode_runs_lp_only_when_hp_idles(cluster: Any) -> None:
     """strict: small LP kernels that would fit HP's gaps still wait for HP to be wholly idle (here
     every HP gap is shorter than idle_us, so HP never rests while it runs)."""

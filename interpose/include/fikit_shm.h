@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FIKIT_SHM_VERSION 3u /* 3: the lean launch records; 2: kstat padded to cache lines, slot fields regrouped */
+#define FIKIT_SHM_VERSION 2u /* 2: kstat padded to cache lines, slot fields regrouped by who reads them */
 #define FIKIT_DOMAIN_MAGIC 0x4e4d44544b4946ull /* "FIKTDMN" */
 #define FIKIT_SLOT_MAGIC 0x544f4c534b4946ull   /* "FIKSLOT" */
 #define FIKIT_MAX_SLOTS 64
@@ -42,9 +42,6 @@
 #define FIKIT_PROG_LEN 64
 #define FIKIT_RING 32 /* recent samples kept per kernel for quantiles */
 #define FIKIT_HELD_BUCKETS 12 /* held-time histogram; bounds from fikit_held_bucket_bounds_us() */
-#define FIKIT_LEAN_RING 512  /* raw launch records a slot keeps (lean launches), power of two */
-#define FIKIT_LEAN_WORDS 8   /* 64-bit words a record: one cache line (lean.c lays them out) */
-#define FIKIT_PAIRS 2048     /* (function, shape) -> kernel-table entry, for the clients below */
 
 /* Scheduler modes (fikit_domain.mode). */
 #define FIKIT_MODE_FIKIT 0u  /* hold LP while HP is busy, fill HP gaps */
@@ -156,23 +153,6 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, released_idle)  /* LP launches while every higher client idled */   \
     F(fikit_au64, released_guard) /* released by the starvation guard */              \
     F(fikit_au64, released_corun) /* released to run beside busy HP */                \
-    A(fikit_au64, _pad2, 2)                                                           \
-    /* lean launches (lean.c): a client with nobody above it records each launch raw; */ \
-    /* the predictions above cover records [0, lean_done), the clients below fold in  */ \
-    /* the rest through pair_key / pair_entry                                          */ \
-    F(fikit_au64, lean_head)      /* records written */                               \
-    F(fikit_au64, lean_done)      /* records digested into the predictions and counts */ \
-    F(fikit_au64, lean_countdown) /* lean launches until the next one is sampled */   \
-    F(fikit_au64, lean_launches)  /* launches recorded raw, in all */                 \
-    /* the records' clock: TSC ticks, ns = ns_base + (tick - tsc_base) x mult / 2^32 */   \
-    /* (mult 0: the records are ns already); seq odd while the owner rewrites them     */ \
-    F(fikit_au64, lean_clock_seq)                                                     \
-    F(fikit_au64, lean_tsc_mult)                                                      \
-    F(fikit_au64, lean_tsc_base)                                                      \
-    F(fikit_au64, lean_ns_base)                                                       \
-    A(fikit_au64, lean_rec, FIKIT_LEAN_RING * FIKIT_LEAN_WORDS)                       \
-    A(fikit_au64, pair_key, FIKIT_PAIRS) /* fikit_lean_key of a launch, 0 = empty */  \
-    A(fikit_au32, pair_entry, FIKIT_PAIRS) /* its kernel-table index + 1 */           \
     S(kstat, ktab, FIKIT_KTAB_SIZE) /* dense: ktab[0, ktab_used), id 0 = unused */   \
     A(fikit_au32, kindex, FIKIT_KINDEX_SIZE) /* id -> entry: (id >> 48) << 16 | entry + 1 */
 

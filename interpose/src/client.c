@@ -59,9 +59,9 @@ static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 _Static_assert(offsetof(struct fikit_ctx_cache, e) + 2 * sizeof fikit_hot.ctxs.e[0] <= 64,
                "a launch reads one line of the context cache");
 
-/* Peer slots are mapped whole, read-only: besides the predictions, a lean peer's records, pair
- * table and kernel table are read (lean.c); only the pages read are ever brought in. */
-#define PEER_MAP sizeof(struct fikit_slot)
+/* Peer slots are mapped one page each: the timing fields are all we read. */
+#define PEER_MAP 4096
+_Static_assert(offsetof(struct fikit_slot, ktab) <= PEER_MAP, "slot header must fit one page");
 
 static int parse_prio(const char *s)
 {
@@ -862,13 +862,16 @@ FIKIT_HOT int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, 
     peers_current(d);
     int n = atomic_load_explicit(&d->n_peer_idx, memory_order_acquire);
     int k = 0;
-    uint64_t unknown_ns = fikit_lean_unknown_ns(d->dom);
     for (int j = 0; j < n && k < max; j++) {
         int i = d->peer_idx[j];
         struct fikit_slot *s = d->peer_maps[i].s;
         if (!s)
             continue;
-        fikit_lean_peer(s, &out[k], unknown_ns);
+        out[k].last_launch_ns = atomic_load_explicit(&s->last_launch_ns, memory_order_relaxed);
+        out[k].busy_until_ns = atomic_load_explicit(&s->busy_until_ns, memory_order_relaxed);
+        out[k].next_launch_ns = atomic_load_explicit(&s->next_launch_ns, memory_order_acquire);
+        out[k].syncing = atomic_load_explicit(&s->syncing, memory_order_relaxed);
+        out[k]._pad = 0;
         if (pids)
             pids[k] = d->peer_maps[i].pid;
         k++;

@@ -50,20 +50,6 @@ static FIKIT_INLINE uint64_t fikit_clock_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 FIKIT_API uint64_t fikit_now_ns(void); /* the same clock, exported for bench/launch_loop.c */
-/* The TSC, where lean launches stamp their records by it (clock.c says when and why). */
-#if defined(__x86_64__)
-#include <x86intrin.h>
-static FIKIT_INLINE uint64_t fikit_tsc(void) { return __rdtsc(); }
-#else
-static FIKIT_INLINE uint64_t fikit_tsc(void) { return 0; }
-#endif
-/* TSC ticks to the clock above: ns = ns_base + (tick - tsc_base) x mult / 2^32. */
-struct fikit_tsc_cal {
-    uint64_t mult, tsc_base, ns_base;
-};
-bool fikit_tsc_start(void);                          /* at start: whether the TSC may stamp lean launches */
-bool fikit_tsc_calibrate(struct fikit_tsc_cal *cal); /* a fresh calibration; false if none can be had */
-uint64_t fikit_tsc_ns(const struct fikit_tsc_cal *cal, uint64_t tick);
 
 /* ---- log.c ------------------------------------------------------------ */
 void fikit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -268,9 +254,6 @@ struct fikit_dev {
     _Atomic uint64_t peers_gen; /* the domain generation they were read at */
     _Atomic uint64_t gen_seen_ns; /* when a launch last read that generation */
     _Atomic uintptr_t launcher;   /* its one launching thread's pointer, or FIKIT_LAUNCHERS_* (above) */
-    _Atomic uint32_t lean_on;     /* its launches may be lean (lean.c): every kernel seen is settled */
-    uint32_t lean_run;            /* settled launches in a row on the full path, towards lean_on */
-    uint64_t lean_check;          /* TSC of the latest lean launch sent the full path's way to look up */
     struct fikit_pool_hot pool;   /* the second line */
     int ordinal;              /* the CUdevice, as this process numbers them */
     int slot_index;           /* -1 without a domain slot */
@@ -323,14 +306,10 @@ enum fikit_cfg_flag {
     FIKIT_CFG_BYPASS = 4,        /* fikit_set_bypass(1) */
     FIKIT_CFG_PASSTHROUGH = 8,   /* FIKIT_PASSTHROUGH=1 */
     FIKIT_CFG_PROFILE = 16,      /* FIKIT_PROFILE=1 */
-    FIKIT_CFG_NO_LEAN = 32,      /* FIKIT_LEAN=0, or fikit_set_lean(0): every launch on the full path */
 };
 struct fikit_config {
     _Atomic uint32_t flags; /* enum fikit_cfg_flag */
     uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
-    uint32_t lean_after;    /* settled launches in a row before a device's launches go lean */
-    uint32_t lean_tsc;      /* lean launches stamp TSC ticks, not the clock (clock.c) */
-    uint64_t lean_check_ticks; /* ...and take the full path once this many ticks (1 ms) have passed */
 } __attribute__((aligned(64)));
 /*
  * What every launch reads of the process's own state, in one page: between two launches a real
@@ -403,147 +382,6 @@ void fikit_peer_dead(struct fikit_dev *d, int32_t pid);
 int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids);
 int fikit_effective_prio(const struct fikit_dev *d); /* d NULL: the requested level */
 void fikit_program_name(char *out, size_t n);        /* the profile key */
-
-/* ---- the launch path's bookkeeping, shared by launch.c and lean.c -------- */
-/* 1 gap in 8 after a settled kernel is recorded (the hash's top 3 bits all 0), chosen by the
- * clock's low bits, hashed: counting a kernel's launches would pick the same place in each of a
- * program's cycles, and that place's gap alone would stand for all of them. */
-static FIKIT_INLINE bool fikit_gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
-
-/*
- * The gap after the previous launch on this device: host time since that kernel's predicted
- * end, or since the host last waited for the GPU.  The slot's idle time counts every gap.  The
- * kernel's gap statistics take each gap until its ring of recent gaps is full; then one in
- * 8, and every gap shorter than its shortest recent one, so that its prediction
- * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
- * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
- * record.  Plain loads and stores, no locked exchange (this is every launch): threads launching
- * on one device at the same instant may pair a gap with the wrong predecessor, an estimate
- * either way.
- */
-static FIKIT_INLINE void fikit_note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
-{
-    uint64_t prev_t = atomic_load_explicit(&h->last_launch_t, memory_order_relaxed);
-    struct fikit_kstat *prev_k = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed);
-    uint64_t prev_end = atomic_load_explicit(&h->last_end_pred, memory_order_relaxed);
-    uint32_t prev_gap_pred = atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed);
-    bool prev_every = atomic_load_explicit(&h->last_gap_every, memory_order_relaxed);
-    atomic_store_explicit(&h->last_launch_t, t, memory_order_relaxed);
-    atomic_store_explicit(&h->last_launch_k, k, memory_order_relaxed);
-    if (k) { /* its entry's first line: read already for its count */
-        atomic_store_explicit(&h->last_end_pred, t + fikit_kstat_dur_pred(k), memory_order_relaxed);
-        atomic_store_explicit(&h->last_gap_pred, (uint32_t)fikit_kstat_gap_pred(k), memory_order_relaxed);
-        atomic_store_explicit(&h->last_gap_every, atomic_load_explicit(&k->gap_n, memory_order_relaxed) < FIKIT_RING,
-                              memory_order_relaxed);
-    }
-    if (!prev_t || !prev_k || t <= prev_t)
-        return;
-    /* The host waited after that launch: the GPU was done when the wait returned. */
-    uint64_t synced = atomic_load_explicit(&h->last_sync_end, memory_order_relaxed);
-    uint64_t end = synced > prev_t ? synced : prev_end;
-    uint64_t gap = t > end ? t - end : 0;
-    if (prev_every || gap < prev_gap_pred || fikit_gap_sampled(t))
-        fikit_kstat_add_gap(prev_k, gap);
-    atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
-                          memory_order_relaxed);
-}
-
-/* The stream of a launch at t: it rarely changes, so a plain load on the common path and the
- * exchange only on a change; a change while work is queued means several streams may be busy. */
-static FIKIT_INLINE void fikit_note_stream(struct fikit_pool_hot *h, struct fikit_slot *me, CUstream stream,
-                                           uint64_t t)
-{
-    if (atomic_load_explicit(&h->last_stream, memory_order_relaxed) != stream &&
-        atomic_exchange_explicit(&h->last_stream, stream, memory_order_relaxed) != stream &&
-        atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > t)
-        atomic_store_explicit(&h->several_streams, true, memory_order_relaxed);
-}
-
-/* What a sync says of the work queued before it (launch.c's sync wrappers). */
-enum fikit_sync_kind {
-    FIKIT_SYNC_CONTEXT,
-    FIKIT_SYNC_STREAM,
-    FIKIT_SYNC_OTHER /* an event, or a failed sync: says nothing of the rest */
-};
-
-/*
- * After a sync that leaves nothing of ours queued (the context's, or the only stream we launched
- * on since the last such sync), our predictions restart from the truth: the GPU is done now, and
- * the next launch is due a gap after now (gaps are measured from a sync's return).  Without this,
- * a client whose kernels were predicted longer than they ran (say, measured once behind another
- * client's queue) saw its busy_until run further ahead with every launch, and the clients below
- * it never found it idle.
- */
-static FIKIT_INLINE void fikit_note_sync(struct fikit_pool_hot *h, struct fikit_slot *me, int kind, CUstream stream,
-                                         uint64_t now)
-{
-    atomic_store_explicit(&h->last_sync_end, now, memory_order_relaxed);
-    bool drained = kind == FIKIT_SYNC_CONTEXT ||
-                   (kind == FIKIT_SYNC_STREAM && stream == atomic_load_explicit(&h->last_stream, memory_order_relaxed) &&
-                    !atomic_load_explicit(&h->several_streams, memory_order_relaxed));
-    if (!drained)
-        return;
-    atomic_store_explicit(&h->several_streams, false, memory_order_relaxed);
-    if (atomic_load(&me->busy_until_ns) > now)
-        atomic_store(&me->busy_until_ns, now);
-    uint64_t gap = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed)
-                       ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
-                       : 0;
-    atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
-}
-
-/* ---- lean.c: lean launches (its head comment says why and when) ---------- */
-#define FIKIT_SETTLED_SAMPLES FIKIT_RING /* a kernel with its ring of recent runs full is settled: */
-#define FIKIT_SETTLED_FACTOR 64          /* it is sampled this many times less often */
-#define FIKIT_UNKNOWN_NS 1000000ull      /* a never-measured kernel's assumed length without a domain */
-/* The words of a record (fikit_slot.lean_rec), seq written last: i + 1 for the i-th record. */
-enum {
-    FIKIT_REC_SEQ, FIKIT_REC_T, FIKIT_REC_F, FIKIT_REC_STREAM,
-    FIKIT_REC_GRID01,       /* grid x | grid y << 32 */
-    FIKIT_REC_GRID2_BLOCK0, /* grid z | block x << 32 */
-    FIKIT_REC_BLOCK12,      /* block y | block z << 32 */
-    FIKIT_REC_SMEM_PATH,    /* smem | path << 32 | FIKIT_REC_FAILED */
-};
-#define FIKIT_REC_FAILED (1ull << 40) /* the driver refused the launch: nothing ran */
-#define FIKIT_REC_SYNC 15u /* the path of a sync's record: smem is its fikit_sync_kind, t its end */
-_Static_assert(FIKIT_REC_SMEM_PATH < FIKIT_LEAN_WORDS, "a record fits its words");
-static FIKIT_INLINE fikit_au64 *fikit_lean_rec(struct fikit_slot *s, uint64_t i)
-{
-    return &s->lean_rec[(i & (FIKIT_LEAN_RING - 1)) * FIKIT_LEAN_WORDS];
-}
-/* The i-th record written (by the device's one launching thread only), its sequence number last. */
-static FIKIT_INLINE fikit_au64 *fikit_lean_put(struct fikit_slot *me, uint64_t i, uint64_t t, uint64_t f,
-                                               uint64_t stream, uint64_t g01, uint64_t g2b0, uint64_t b12,
-                                               uint64_t smem_path)
-{
-    fikit_au64 *w = fikit_lean_rec(me, i);
-    atomic_store_explicit(&w[FIKIT_REC_T], t, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_F], f, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_STREAM], stream, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_GRID01], g01, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_GRID2_BLOCK0], g2b0, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_BLOCK12], b12, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_SMEM_PATH], smem_path, memory_order_relaxed);
-    atomic_store_explicit(&w[FIKIT_REC_SEQ], i + 1, memory_order_release);
-    atomic_store_explicit(&me->lean_head, i + 1, memory_order_release);
-    return w;
-}
-void fikit_lean_digest(struct fikit_dev *d);     /* waits for a digest running on another thread */
-bool fikit_lean_helper(void);                    /* the digest thread runs (started on first use) */
-const char *fikit_lean_digester(void);           /* "thread", "inline" (no thread), "none" (not lean yet) */
-void fikit_lean_kick(struct fikit_dev *d);       /* records to digest: the thread's, or here if none */
-/* A sync's end, as a record after the launches before it, on the device's launching thread of a
- * lean device; false when it cannot be (the ring is full): the caller digests and notes it. */
-bool fikit_lean_sync_record(struct fikit_dev *d, int kind, CUstream stream);
-bool fikit_lean_try_digest(struct fikit_dev *d); /* false: another thread is digesting */
-void fikit_lean_digest_all(void);                /* at exit: every device's records */
-/* A more urgent client's predictions as the clients below see them: published, with its
- * records not yet digested folded in. */
-void fikit_lean_peer(const struct fikit_slot *s, struct fikit_peer *p, uint64_t unknown_ns);
-uint64_t fikit_lean_unknown_ns(const struct fikit_domain *dom);
-void fikit_lean_after_fork(void);
-void fikit_lean_publish_clock(struct fikit_slot *me, const struct fikit_tsc_cal *c);
-FIKIT_API int fikit_set_lean(int on);
 
 /* ---- stats.c ----------------------------------------------------------- */
 void fikit_stats_write(const char *path_template);

@@ -28,14 +28,15 @@
 
 #include "fikit.h"
 
-#define LEAN_AFTER 4096 /* settled launches in a row before a device's launches go lean (lean.c) */
-struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16, .lean_after = LEAN_AFTER}}; /* fikit.h */
+struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16}}; /* fikit.h */
 static char stats_path[512]; /* FIKIT_STATS */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct fikit_params params_default = {
-    .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = FIKIT_UNKNOWN_NS};
+    .mode = FIKIT_MODE_OFF, .budget_ns = 50000, .idle_ns = 500000, .unknown_ns = 1000000};
 
 #define WARM_LAUNCHES 8     /* every launch of a kernel is measured until it has this many */
+#define SETTLED_SAMPLES FIKIT_RING /* with its ring of recent runs full, its prediction is settled: */
+#define SETTLED_FACTOR 64   /* it is sampled this many times less often */
 
 /* Whether this launch of a kernel (its count-th; dur_n runs measured so far) is timed.  A
  * sample costs several driver calls and, on an idle stream, a gate (two event records, a stream
@@ -51,8 +52,8 @@ static FIKIT_INLINE bool sample_due(uint64_t count, uint64_t dur_n, bool profile
     if (profile || count < WARM_LAUNCHES)
         return true;
     uint64_t every = fikit_hot.cfg.sample;
-    if (dur_n >= FIKIT_SETTLED_SAMPLES)
-        every *= FIKIT_SETTLED_FACTOR;
+    if (dur_n >= SETTLED_SAMPLES)
+        every *= SETTLED_FACTOR;
     if (FIKIT_LIKELY((every & (every - 1)) == 0)) /* the default 16: a mask, not a division */
         return (count & (every - 1)) == 0;
     return count % every == 0;
@@ -581,7 +582,6 @@ struct launch {
     CUstream stream; /* the program's */
     CUstream run;    /* where it runs: the program's, or the co-running stream */
     uint64_t t;
-    fikit_au64 *rec; /* a lean launch's record (lean.c), marked if the driver refuses the launch */
     bool deferred; /* had a more urgent client to defer to */
     bool counted_only; /* pass-through, or measuring turned off: after() has nothing to finish */
 };
@@ -617,6 +617,49 @@ __attribute__((noinline)) static struct fikit_kstat *graph_entry(struct fikit_sl
     static const uint32_t zero[3] = {0, 0, 0};
     const char *name = graph_name(g, &nh);
     return fikit_ktab_get(me, fikit_kernel_id(nh, zero, zero, 0), name, zero, zero, 0, 1u);
+}
+
+/* 1 gap in 8 after a settled kernel is recorded (the hash's top 3 bits all 0), chosen by the
+ * clock's low bits, hashed: counting a kernel's launches would pick the same place in each of a
+ * program's cycles, and that place's gap alone would stand for all of them. */
+static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c15ull) >> 61 == 0; }
+
+/*
+ * The gap after the previous launch on this device: host time since that kernel's predicted
+ * end, or since the host last waited for the GPU.  The slot's idle time counts every gap.  The
+ * kernel's gap statistics take each gap until its ring of recent gaps is full; then one in
+ * 8, and every gap shorter than its shortest recent one, so that its prediction
+ * (conservative: the shortest) never misses a shorter gap.  What this needs of the previous
+ * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
+ * record.  Plain loads and stores, no locked exchange (this is every launch): threads launching
+ * on one device at the same instant may pair a gap with the wrong predecessor, an estimate
+ * either way.
+ */
+FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
+{
+    uint64_t prev_t = atomic_load_explicit(&h->last_launch_t, memory_order_relaxed);
+    struct fikit_kstat *prev_k = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed);
+    uint64_t prev_end = atomic_load_explicit(&h->last_end_pred, memory_order_relaxed);
+    uint32_t prev_gap_pred = atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed);
+    bool prev_every = atomic_load_explicit(&h->last_gap_every, memory_order_relaxed);
+    atomic_store_explicit(&h->last_launch_t, t, memory_order_relaxed);
+    atomic_store_explicit(&h->last_launch_k, k, memory_order_relaxed);
+    if (k) { /* its entry's first line: read already for its count */
+        atomic_store_explicit(&h->last_end_pred, t + fikit_kstat_dur_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&h->last_gap_pred, (uint32_t)fikit_kstat_gap_pred(k), memory_order_relaxed);
+        atomic_store_explicit(&h->last_gap_every, atomic_load_explicit(&k->gap_n, memory_order_relaxed) < FIKIT_RING,
+                              memory_order_relaxed);
+    }
+    if (!prev_t || !prev_k || t <= prev_t)
+        return;
+    /* The host waited after that launch: the GPU was done when the wait returned. */
+    uint64_t synced = atomic_load_explicit(&h->last_sync_end, memory_order_relaxed);
+    uint64_t end = synced > prev_t ? synced : prev_end;
+    uint64_t gap = t > end ? t - end : 0;
+    if (prev_every || gap < prev_gap_pred || gap_sampled(t))
+        fikit_kstat_add_gap(prev_k, gap);
+    atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
+                          memory_order_relaxed);
 }
 
 /*
@@ -680,69 +723,6 @@ static FIKIT_INLINE uint64_t count_add(_Atomic uint64_t *c, bool alone)
 }
 
 /*
- * A lean launch (lean.c): one record in the slot, the rest left to the next digest.  Or the full
- * path instead: when its sample is due (and the countdown restarts), or when the ring is full of
- * records not digested yet (another thread is digesting them).
- */
-enum lean_verdict { LEAN_RECORDED, LEAN_SAMPLE, LEAN_FULL };
-
-/* Lean launches until the next sample: cfg.sample x FIKIT_SETTLED_FACTOR on average, drawn from
- * the clock's bits, hashed, between half and one and a half times that.  A fixed count would
- * pick the same place in each of a program's cycles (a cycle of 2 kernels and a count of 64
- * samples only the first), and that kernel alone would be timed. */
-static uint64_t lean_period(uint64_t t)
-{
-    uint64_t mean = (uint64_t)fikit_hot.cfg.sample * FIKIT_SETTLED_FACTOR;
-    return mean / 2 + ((t * 0x9e3779b97f4a7c15ull) >> 32) % (mean + 1) + 1;
-}
-FIKIT_HOT static FIKIT_INLINE enum lean_verdict lean_launch(struct launch *L, struct fikit_dev *d, uint64_t t, int path,
-                                              CUfunction f, const uint32_t grid[3], const uint32_t block[3],
-                                              uint32_t smem, CUstream stream)
-{
-    struct fikit_slot *me = d->me;
-    uint64_t i = atomic_load_explicit(&me->lean_head, memory_order_relaxed);
-    uint64_t cd = atomic_load_explicit(&me->lean_countdown, memory_order_relaxed);
-    uint64_t done = atomic_load_explicit(&me->lean_done, memory_order_relaxed);
-    if (FIKIT_UNLIKELY(cd <= 1)) {
-        atomic_store_explicit(&me->lean_countdown, lean_period(t), memory_order_relaxed);
-        return LEAN_SAMPLE;
-    }
-    if (FIKIT_UNLIKELY(i - done >= FIKIT_LEAN_RING - 1))
-        return LEAN_FULL;
-    atomic_store_explicit(&me->lean_countdown, cd - 1, memory_order_relaxed);
-    L->rec = fikit_lean_put(me, i, t, (uint64_t)(uintptr_t)f, (uint64_t)(uintptr_t)stream,
-                            grid[0] | (uint64_t)grid[1] << 32, grid[2] | (uint64_t)block[0] << 32,
-                            block[1] | (uint64_t)block[2] << 32, smem | (uint64_t)(uint32_t)path << 32);
-    if (FIKIT_UNLIKELY(i + 1 - done == FIKIT_LEAN_RING / 2))
-        fikit_lean_kick(d);
-    return LEAN_RECORDED;
-}
-
-/* On the full path of a device not lean yet: cfg.lean_after launches in a row of settled kernels
- * (none new) make it lean; the digest turns it back when it meets one that is not. */
-__attribute__((noinline, cold)) static void lean_watch(struct fikit_dev *d, struct fikit_kstat *k, bool first)
-{
-    if (!k || first || atomic_load_explicit(&k->dur_n, memory_order_relaxed) < FIKIT_SETTLED_SAMPLES) {
-        d->lean_run = 0;
-        return;
-    }
-    if (++d->lean_run < fikit_hot.cfg.lean_after)
-        return;
-    /* The records' clock first: TSC ticks once a calibration is had, else the clock itself. */
-    struct fikit_tsc_cal cal = {0};
-    if (fikit_hot.cfg.lean_tsc && !fikit_tsc_calibrate(&cal))
-        return; /* not yet (a pairing interrupted, or under 1 ms since start): the next launch tries */
-    d->lean_run = 0;
-    if (cal.mult && !fikit_hot.cfg.lean_check_ticks)
-        fikit_hot.cfg.lean_check_ticks = (uint64_t)(((unsigned long long)1000000 << 32) / cal.mult);
-    fikit_lean_publish_clock(d->me, &cal);
-    (void)fikit_lean_helper(); /* the digest thread, from the first lean device on */
-    d->lean_check = fikit_tsc();
-    atomic_store_explicit(&d->me->lean_countdown, lean_period(fikit_clock_ns()), memory_order_relaxed);
-    atomic_store_explicit(&d->lean_on, 1, memory_order_release);
-}
-
-/*
  * Before and after the driver's call.  Both are inlined into each wrapper, and everything off
  * the common path (a flag set, a context not the first, a guess missed, a client above, a
  * sample due) is a call out of line: between two launches a real program runs enough code of
@@ -760,7 +740,6 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     L->counted_only = true; /* after() reads nothing else then */
     L->deferred = false;
     L->dev = NULL;
-    L->rec = NULL;
     if (FIKIT_UNLIKELY(flags & FIKIT_CFG_BYPASS))
         return;
     CUcontext ctx = NULL;
@@ -774,41 +753,10 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     bool alone = launcher == tok;
     if (FIKIT_UNLIKELY(!alone && launcher != FIKIT_LAUNCHERS_SEVERAL))
         alone = launcher_claim(d, tok);
-    bool force_sample = false;
-    if (FIKIT_LIKELY(flags == 0 && alone && path != FIKIT_PATH_GRAPH &&
-                     atomic_load_explicit(&d->lean_on, memory_order_relaxed))) {
-        /* Stamped by the TSC where clock.c trusts it, and nobody above, as the full path would
-         * find: with the TSC, the domain is looked at (fikit_may_defer, by the clock) once a
-         * millisecond, and in between the peers already known are enough. */
-        bool go;
-        uint64_t t;
-        if (FIKIT_LIKELY(fikit_hot.cfg.lean_tsc)) {
-            t = fikit_tsc();
-            go = atomic_load_explicit(&d->n_peer_idx, memory_order_relaxed) == 0;
-            if (FIKIT_UNLIKELY(t - d->lean_check >= fikit_hot.cfg.lean_check_ticks)) {
-                d->lean_check = t;
-                go = !fikit_may_defer(d, fikit_clock_ns());
-            }
-        } else {
-            t = fikit_clock_ns();
-            go = !fikit_may_defer(d, t);
-        }
-        if (FIKIT_LIKELY(go)) {
-            enum lean_verdict v = lean_launch(L, d, t, path, f, grid, block, smem, stream);
-            if (FIKIT_LIKELY(v == LEAN_RECORDED))
-                return;
-            force_sample = v == LEAN_SAMPLE;
-        }
-    }
     count_add(&me->path_launches[path], alone);
     if (FIKIT_UNLIKELY(flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF)))
         return;
     L->counted_only = false;
-    /* Records left by lean launches come first, as they came first (lean.c). */
-    if (FIKIT_UNLIKELY(!(flags & FIKIT_CFG_NO_LEAN) && atomic_load_explicit(&d->lean_on, memory_order_relaxed) &&
-                       atomic_load_explicit(&me->lean_head, memory_order_relaxed) !=
-                           atomic_load_explicit(&me->lean_done, memory_order_relaxed)))
-        fikit_lean_digest(d);
 
     /* Profiling mode: CUPTI times kernel launches (it starts here, before any
      * decision may set up co-running); graph launches are timed by events. */
@@ -821,8 +769,6 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
         g ? graph_entry(me, g) : fikit_kernel_entry(me, d->index, f, grid, block, smem, &h->memo, &first);
     L->k = k;
     uint64_t count = k ? count_add(&k->count, alone) : 0;
-    if (FIKIT_UNLIKELY(!atomic_load_explicit(&d->lean_on, memory_order_relaxed)) && !(flags & FIKIT_CFG_NO_LEAN))
-        lean_watch(d, k, first);
 
     uint64_t t = fikit_clock_ns();
     if (FIKIT_UNLIKELY(fikit_may_defer(d, t))) {
@@ -830,12 +776,11 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
         t = fikit_clock_ns(); /* it may have waited */
     }
     L->t = t;
-    fikit_note_gap(h, me, k, t);
+    note_gap(h, me, k, t);
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
-    if (FIKIT_UNLIKELY(k && (force_sample || sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed),
-                                                        profile))) &&
+    if (FIKIT_UNLIKELY(k && sample_due(count, atomic_load_explicit(&k->dur_n, memory_order_relaxed), profile)) &&
         L->run == stream && !by_cupti && !capturing(stream))
         L->sample = sample_begin(d, ctx, k, stream, count > 0 && !first && !g, count); /* see "gated" above */
 }
@@ -859,18 +804,20 @@ __attribute__((noinline, cold)) static void after_rare(struct launch *L, struct 
 FIKIT_HOT static FIKIT_INLINE void after(struct launch *L, CUresult r)
 {
     struct fikit_dev *d = L->dev;
-    if (FIKIT_UNLIKELY(!d) || L->counted_only) {
-        if (FIKIT_UNLIKELY(L->rec && r != CUDA_SUCCESS)) /* a lean launch the driver refused */
-            atomic_fetch_or_explicit(&L->rec[FIKIT_REC_SMEM_PATH], FIKIT_REC_FAILED, memory_order_release);
+    if (FIKIT_UNLIKELY(!d) || L->counted_only)
         return; /* decided in before(): a toggle between the two must not leave a gate shut */
-    }
     struct fikit_slot *me = d->me;
     struct pool *p = pool_of(d);
     if (FIKIT_UNLIKELY(L->run != L->stream || L->sample))
         after_rare(L, p, r);
     if (FIKIT_UNLIKELY(r != CUDA_SUCCESS || !L->k))
         return;
-    fikit_note_stream(&d->pool, me, L->stream, L->t);
+    /* The stream rarely changes: a plain load on the common path, the exchange only on a change. */
+    struct fikit_pool_hot *h = &d->pool;
+    if (atomic_load_explicit(&h->last_stream, memory_order_relaxed) != L->stream &&
+        atomic_exchange_explicit(&h->last_stream, L->stream, memory_order_relaxed) != L->stream &&
+        atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
+        atomic_store_explicit(&h->several_streams, true, memory_order_relaxed);
     uint64_t dur = fikit_kstat_dur_pred(L->k), unknown_ns = 0;
     if (FIKIT_UNLIKELY(!dur)) /* the domain's line is read only for a kernel never measured */
         unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
@@ -885,37 +832,45 @@ FIKIT_HOT static FIKIT_INLINE void after(struct launch *L, CUresult r)
 static inline struct fikit_dev *sync_begin(CUcontext ctx)
 {
     struct fikit_dev *d = fikit_dev_of_ctx(ctx);
-    if (!d)
-        return NULL;
-    /* Lean launches' records are digested now, while this thread waits and the GPU still runs
-     * them: by the digest thread (lean.c), or here before the wait. */
-    if (atomic_load_explicit(&d->me->lean_head, memory_order_relaxed) !=
-        atomic_load_explicit(&d->me->lean_done, memory_order_relaxed))
-        fikit_lean_kick(d);
-    atomic_fetch_add_explicit(&d->me->syncing, 1, memory_order_relaxed);
+    if (d)
+        atomic_fetch_add_explicit(&d->me->syncing, 1, memory_order_relaxed);
     return d;
 }
 
-/* A sync's end (fikit_note_sync says what it tells): on a lean device's launching thread, a record
- * after the launches before it, digested with them; elsewhere noted now, after those records. */
-static void sync_done(struct fikit_dev *d, int kind, CUstream stream)
+enum sync_kind { SYNC_CONTEXT, SYNC_STREAM, SYNC_OTHER /* an event, or a failed sync: says nothing of the rest */ };
+
+/*
+ * After a sync that leaves nothing of ours queued (the context's, or the only
+ * stream we launched on since the last such sync), our predictions restart
+ * from the truth: the GPU is done now, and the next launch is due a gap after
+ * now (gaps are measured from a sync's return).  Without this, a client whose
+ * kernels were predicted longer than they ran (say, measured once behind
+ * another client's queue) saw its busy_until run further ahead with every
+ * launch, and the clients below it never found it idle.
+ */
+static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
 {
     if (!d)
         return;
     struct fikit_slot *me = d->me;
+    struct fikit_pool_hot *h = &d->pool;
     atomic_fetch_sub_explicit(&me->syncing, 1, memory_order_relaxed);
+    uint64_t now = fikit_clock_ns();
+    atomic_store_explicit(&h->last_sync_end, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&me->syncs, 1, memory_order_relaxed);
-    bool passthrough = fikit_cfg_has(FIKIT_CFG_PASSTHROUGH);
-    if (!(atomic_load_explicit(&fikit_hot.cfg.flags, memory_order_relaxed) == 0 &&
-          atomic_load_explicit(&d->lean_on, memory_order_relaxed) &&
-          atomic_load_explicit(&d->launcher, memory_order_relaxed) == THREAD_TOKEN() &&
-          fikit_lean_sync_record(d, kind, stream))) {
-        if (atomic_load_explicit(&me->lean_head, memory_order_relaxed) !=
-            atomic_load_explicit(&me->lean_done, memory_order_relaxed))
-            fikit_lean_digest(d);
-        fikit_note_sync(&d->pool, me, kind, stream, fikit_clock_ns());
+    bool drained = kind == SYNC_CONTEXT ||
+                   (kind == SYNC_STREAM && stream == atomic_load_explicit(&h->last_stream, memory_order_relaxed) &&
+                    !atomic_load_explicit(&h->several_streams, memory_order_relaxed));
+    if (drained) {
+        atomic_store_explicit(&h->several_streams, false, memory_order_relaxed);
+        if (atomic_load(&me->busy_until_ns) > now)
+            atomic_store(&me->busy_until_ns, now);
+        uint64_t gap = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed)
+                           ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
+                           : 0;
+        atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
     }
-    if (!passthrough)
+    if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
         harvest(pool_of(d), false);
 }
 
@@ -925,14 +880,12 @@ static void write_stats(void)
     static _Atomic int written;
     if (!stats_path[0] || atomic_exchange(&written, 1))
         return;
-    fikit_lean_digest_all();
     fikit_harvest(true);
     fikit_stats_write(stats_path);
 }
 
 static void at_exit(void)
 {
-    fikit_lean_digest_all(); /* the daemon reads the slot's counts when this process ends */
     write_stats();
     fikit_client_stop();
 }
@@ -952,7 +905,6 @@ static void child_after_fork(void)
     watchdog_once = (pthread_once_t)PTHREAD_ONCE_INIT;
     watchdog_ok = false;
     fikit_corun_after_fork();
-    fikit_lean_after_fork();
     fikit_client_after_fork();
 }
 
@@ -967,13 +919,6 @@ static void init_once(void)
     if ((v = getenv("FIKIT_SAMPLE"))) {
         long s = strtol(v, NULL, 10);
         fikit_hot.cfg.sample = s >= 1 && s <= 1000000 ? (uint32_t)s : 16;
-    }
-    if ((v = getenv("FIKIT_LEAN")) && strcmp(v, "0") == 0)
-        atomic_fetch_or(&fikit_hot.cfg.flags, FIKIT_CFG_NO_LEAN);
-    fikit_hot.cfg.lean_tsc = fikit_tsc_start();
-    if ((v = getenv("FIKIT_LEAN_AFTER"))) {
-        long n = strtol(v, NULL, 10);
-        fikit_hot.cfg.lean_after = n >= 1 && n <= 100000000 ? (uint32_t)n : LEAN_AFTER;
     }
     if ((v = getenv("FIKIT_STATS")))
         snprintf(stats_path, sizeof stats_path, "%s", v);
@@ -1102,7 +1047,7 @@ WRAP_LAUNCH_GRAPH(cuGraphLaunch_ptsz)
             return CUDA_ERROR_NOT_INITIALIZED;                         \
         struct fikit_dev *d = sync_begin(NULL);                        \
         CUresult r = real(s);                                          \
-        sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_STREAM : FIKIT_SYNC_OTHER, s); \
+        sync_done(d, r == CUDA_SUCCESS ? SYNC_STREAM : SYNC_OTHER, s); \
         return r;                                                      \
     }
 WRAP_STREAM_SYNC(cuStreamSynchronize)
@@ -1116,7 +1061,7 @@ FIKIT_API CUresult cuCtxSynchronize(void)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real();
-    sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_CONTEXT : FIKIT_SYNC_OTHER, NULL);
+    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
     return r;
 }
 
@@ -1128,7 +1073,7 @@ FIKIT_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(ctx);
     CUresult r = real(ctx);
-    sync_done(d, r == CUDA_SUCCESS ? FIKIT_SYNC_CONTEXT : FIKIT_SYNC_OTHER, NULL);
+    sync_done(d, r == CUDA_SUCCESS ? SYNC_CONTEXT : SYNC_OTHER, NULL);
     return r;
 }
 
@@ -1140,7 +1085,7 @@ FIKIT_API CUresult cuEventSynchronize(CUevent e)
         return CUDA_ERROR_NOT_INITIALIZED;
     struct fikit_dev *d = sync_begin(NULL);
     CUresult r = real(e);
-    sync_done(d, FIKIT_SYNC_OTHER, NULL);
+    sync_done(d, SYNC_OTHER, NULL);
     return r;
 }
 

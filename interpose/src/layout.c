@@ -17,11 +17,6 @@ _Static_assert(offsetof(struct fikit_slot, last_launch_ns) == offsetof(struct fi
 _Static_assert(offsetof(struct fikit_slot, syncing) < offsetof(struct fikit_slot, last_launch_ns) + 64,
                "what the clients below read is one line");
 _Static_assert(offsetof(struct fikit_slot, ktab) % 64 == 0, "the kernel table starts a line");
-_Static_assert(offsetof(struct fikit_slot, lean_head) % 64 == 0 &&
-                   offsetof(struct fikit_slot, lean_launches) < offsetof(struct fikit_slot, lean_head) + 64,
-               "what a lean launch reads and writes of its slot is one line");
-_Static_assert(offsetof(struct fikit_slot, lean_rec) % 64 == 0 && FIKIT_LEAN_WORDS * 8 == 64,
-               "each lean record is one line of its own");
 
 #define DESC_F(T, type, name) {#name, #type, (uint32_t)offsetof(T, name), (uint32_t)sizeof(type), 1u, 0u},
 #define DESC_A(T, type, name, n) {#name, #type, (uint32_t)offsetof(T, name), (uint32_t)sizeof(type), (uint32_t)(n), 0u},

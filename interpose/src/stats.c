@@ -159,10 +159,9 @@ void fikit_stats_write(const char *tmpl)
         uintptr_t who = atomic_load(&d->launcher);
         const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none" : who & 1 ? "several" : "one";
         fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
-                   "\"launching_threads\": \"%s\", \"lean_launches\": %llu, \"lean_clock\": \"%s\"}",
+                   "\"launching_threads\": \"%s\"}",
                 d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
-                (unsigned long long)s->held_launches, threads, (unsigned long long)s->lean_launches,
-                !s->lean_launches ? "none" : s->lean_tsc_mult ? "tsc" : "clock");
+                (unsigned long long)s->held_launches, threads);
     }
     fputc(']', f);
     /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */
@@ -180,7 +179,6 @@ void fikit_stats_write(const char *tmpl)
     fikit_gate_counts(&g);
     fprintf(f, ", \"gates\": {\"preempted_waits\": %llu, \"turned_off\": %s}", (unsigned long long)g.preempted_waits,
             g.turned_off ? "true" : "false");
-    fprintf(f, ", \"lean_digest\": \"%s\"", fikit_lean_digester());
     for (int kind = 0; kind < 2; kind++) {
         fprintf(f, kind == 0 ? ", \"kernels\": [" : "], \"graphs\": [");
         bool first_k = true;

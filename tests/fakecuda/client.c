@@ -114,7 +114,6 @@ struct options {
     int version;
     int dlopen_global;
     int vary_block; /* odd iterations launch with twice the block: one name, two shapes */
-    long vary_from; /* ...from this iteration on (the second shape a kernel new mid-run) */
     long unmeasured; /* the first N iterations with libfikit.so's measuring off (fikit_set_measuring) */
 };
 
@@ -337,7 +336,7 @@ static int launch_one(struct worker *w, enum api a, long i)
     void **params = ends_with(opt.kernels[k], "_param") ? params_param : params_ptr;
     const unsigned int *g = opt.grid, *b = opt.block;
     unsigned int doubled[3] = {opt.block[0] * 2, opt.block[1], opt.block[2]};
-    if (opt.vary_block && (i & 1) && i >= opt.vary_from)
+    if (opt.vary_block && (i & 1))
         b = doubled;
     switch (a) {
     case A_KERNEL:
@@ -556,8 +555,7 @@ static void usage(void)
           "  [--api kernel|ex|coop|graph|all] [-n N] [--kernels a,b] [--threads T]\n"
           "  [--fork] [--prefork N] [--sync none|stream|ctx|event] [--sleep-us G] [--check]\n"
           "  [--grid x,y,z] [--block x,y,z] [--smem B] [--param-us U] [--stream default|created]\n"
-          "  [--load module|module_each|library|library_kernel] [--version V] [--dlopen-global]\n"
-          "  [--vary-block [--vary-from I]]\n"
+          "  [--load module|module_each|library|library_kernel] [--version V] [--dlopen-global] [--vary-block]\n"
           "  [--unmeasured N] [--short-from I --short-us S]\n",
           stderr);
     exit(2);
@@ -577,7 +575,7 @@ int main(int argc, char **argv)
         {"version", required_argument, NULL, 'v'}, {"dlopen-global", no_argument, NULL, 'G'},
         {"vary-block", no_argument, NULL, 'V'},    {"help", no_argument, NULL, 'h'},
         {"unmeasured", required_argument, NULL, 'U'}, {"short-from", required_argument, NULL, 'I'},
-        {"short-us", required_argument, NULL, 'i'}, {"vary-from", required_argument, NULL, 'Y'},
+        {"short-us", required_argument, NULL, 'i'},
         {NULL, 0, NULL, 0},
     };
     parse_api("kernel");
@@ -605,7 +603,6 @@ int main(int argc, char **argv)
         case 'v': opt.version = atoi(optarg); break;
         case 'G': opt.dlopen_global = 1; break;
         case 'V': opt.vary_block = 1; break;
-        case 'Y': opt.vary_from = strtol(optarg, NULL, 10); break;
         case 'U': opt.unmeasured = strtol(optarg, NULL, 10); break;
         case 'I': opt.short_from = strtol(optarg, NULL, 10); break;
         case 'i': opt.short_us = strtol(optarg, NULL, 10); break;
