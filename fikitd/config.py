@@ -61,6 +61,10 @@ class SchedulerConfig:
     corun_sm_pct: int | str = 0
     corun_max_pct: int = 70
     corun_hp_tolerance: float = 0.03
+    # A settled HP publishes its predictions once every quiet_stride launches of a burst, unless
+    # a gap of quiet_gap_us or more shows inside its bursts (interpose/src/quiet.c says why).
+    quiet_stride: int = 32
+    quiet_gap_us: int = 100
 
     @property
     def corun_auto(self) -> bool:
@@ -80,6 +84,8 @@ class SchedulerConfig:
             "unknown_us": self.unknown_us,
             "min_lp_share_pm": round(self.min_lp_share * 1000),
             "corun_sm_pct": self.corun_start_pct,
+            "quiet_stride": self.quiet_stride,
+            "quiet_gap_us": self.quiet_gap_us,
         }
 
 
@@ -183,6 +189,12 @@ def _int_range(lo: int, hi: int) -> Check:
     return check
 
 
+def _power_of_two(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024 or v & (v - 1):
+        raise _Bad("a power of two from 1 to 1024")
+    return v
+
+
 def _pct_or_auto(v: Any) -> int | str:
     if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100):
         return v  # type: ignore[no-any-return]
@@ -251,6 +263,8 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "corun_sm_pct": _pct_or_auto,
         "corun_max_pct": _int_range(0, 100),
         "corun_hp_tolerance": _tolerance,
+        "quiet_stride": _power_of_two,
+        "quiet_gap_us": _int_range(1, 10_000_000),
     },
     "access": {"high_users": _names, "high_groups": _names},
     "metrics": {"enabled": _bool, "listen": _listen},

@@ -244,6 +244,8 @@ class Domain:
         unknown_us: int = 1000,
         min_lp_share_pm: int = 0,
         corun_sm_pct: int = 0,
+        quiet_stride: int = 32,
+        quiet_gap_us: int = 100,
         self_grant: bool = False,
         n_slots: int | None = None,
     ) -> Domain:
@@ -279,6 +281,8 @@ class Domain:
         v.set("unknown_us", unknown_us)
         v.set("min_lp_share_pm", min_lp_share_pm)
         v.set("corun_sm_pct", corun_sm_pct)
+        v.set("quiet_stride", quiet_stride)
+        v.set("quiet_gap_us", quiet_gap_us)
         v.set("generation", 1)
         tmp = path / f".domain.{os.getpid()}"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666 if self_grant else 0o644)
@@ -334,7 +338,8 @@ class Domain:
     def set_config(self, **fields: int | str) -> None:
         """Change mode or budgets live; clients see it on their next launch."""
         self._need_write()
-        allowed = {"mode", "budget_us", "idle_us", "unknown_us", "min_lp_share_pm", "corun_sm_pct"}
+        allowed = {"mode", "budget_us", "idle_us", "unknown_us", "min_lp_share_pm", "corun_sm_pct",
+                   "quiet_stride", "quiet_gap_us"}
         for key, value in fields.items():
             if key not in allowed:
                 raise ShmError(f"{key} is not a domain setting ({', '.join(sorted(allowed))})")
@@ -357,6 +362,8 @@ class Domain:
             "unknown_us": h.get("unknown_us"),
             "min_lp_share_pm": h.get("min_lp_share_pm"),
             "corun_sm_pct": h.get("corun_sm_pct"),
+            "quiet_stride": h.get("quiet_stride"),
+            "quiet_gap_us": h.get("quiet_gap_us"),
             "n_slots": h.get("n_slots"),
             "self_grant": int(bool(h.get("flags") & FLAG_SELF_GRANT)),
             "generation": h.get("generation"),

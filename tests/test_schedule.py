@@ -29,7 +29,7 @@ import pytest
 from fikitd.shm import Domain
 
 WORKLOAD = Path(__file__).resolve().parent / "fakecuda" / "workload.py"
-DURATIONS = "hp_conv=3000,hp_fc=1000,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
+DURATIONS = "hp_conv=3000,hp_fc=1000,hp_q=200,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
 
 
 @dataclass
@@ -60,14 +60,16 @@ class Cluster:
     """A domain, a shared device timeline, and the clients started on them."""
 
     def __init__(self, root: Path, fake_dir: Path, lib: Path, mode: str, budget_us: int = 500,
-                 idle_us: int = 1500, corun_sm_pct: int = 0) -> None:
+                 idle_us: int = 1500, corun_sm_pct: int = 0, quiet_stride: int = 32,
+                 quiet_gap_us: int = 100) -> None:
         self.root = root
         self.fake_dir = fake_dir
         self.lib = lib
         self.domain_dir = root / "gpu0"
         os.environ["FIKIT_LIBRARY"] = str(lib)
         self.domain = Domain.create(self.domain_dir, 0, mode=mode, self_grant=True, budget_us=budget_us,
-                                    idle_us=idle_us, unknown_us=1000, corun_sm_pct=corun_sm_pct)
+                                    idle_us=idle_us, unknown_us=1000, corun_sm_pct=corun_sm_pct,
+                                    quiet_stride=quiet_stride, quiet_gap_us=quiet_gap_us)
         self.timeline = root / "timeline"
         self.procs: list[Proc] = []
         self.n = 0
@@ -119,9 +121,10 @@ class Cluster:
 def cluster(tmp_path: Path, fake_build: Any, libfikit: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
-    def make(mode: str = "fikit", budget_us: int = 500, idle_us: int = 1500, corun: int = 0) -> Cluster:
+    def make(mode: str = "fikit", budget_us: int = 500, idle_us: int = 1500, corun: int = 0,
+             quiet_stride: int = 32, quiet_gap_us: int = 100) -> Cluster:
         c = Cluster(tmp_path / f"c{len(made)}", fake_build.fake_dir, libfikit, mode, budget_us, idle_us,
-                    corun)
+                    corun, quiet_stride, quiet_gap_us)
         made.append(c)
         return c
 
@@ -502,3 +505,86 @@ def test_clients_starting_together_get_distinct_slots(cluster: Any) -> None:
             pr.result()
             slots.append(pr.lib_stats()["slot"])
         assert sorted(slots) == list(range(8)), slots
+
+
+# ---- quiet launches (interpose/src/quiet.c) ---------------------------------------------------
+# A request loop's shape: 40 launches of 0.2 ms kernels queued at once (8 ms of GPU work), a wait
+# for them, then 8 ms on the host before the next request.
+BURST = ",".join(["hp_q:0"] * 40)
+BURST_ARGS = ("--no-sync", "--rest-us", "8000")
+
+
+def quiet(proc: Proc) -> dict[str, Any]:
+    return dict(proc.lib_stats()["domains"][0]["quiet"])
+
+
+def test_a_settled_hp_publishes_once_a_stride(cluster: Any) -> None:
+    """After eight clean bursts, an HP's bursts are quiet: their launches between strides are only
+    counted (the slot's launch count stays exact; its kernel's count is its publishing launches)."""
+    c = cluster("fikit")
+    hp = c.start(BURST, "high", repeat=60, extra=BURST_ARGS)
+    hp.result()
+    q, st = quiet(hp), hp.lib_stats()
+    assert q["stride"] == 32, q
+    assert q["full_bursts"] >= 8 and q["quiet_bursts"] >= 40, q
+    # every 64th burst is full again, so at most one of the 60 after learning
+    assert q["quiet_bursts"] + q["full_bursts"] >= 58, q
+    assert st["domains"][0]["launches"] == 60 * 40, st
+    # a quiet burst of 40 launches publishes at its first and at each multiple of 32: 2 or 3
+    assert q["quiet_launches"] >= q["quiet_bursts"] * 37, q
+    (k,) = [k for k in st["kernels"] if k["name"] == "hp_q"]
+    assert k["count"] == 60 * 40 - q["quiet_launches"], (k, q)
+
+
+def test_lp_beside_a_quiet_hp_waits_out_its_bursts_and_fills_its_rests(cluster: Any) -> None:
+    """The covers a quiet burst publishes hold a 4 ms LP kernel for the whole burst, and each sync
+    still offers the 8 ms rest.  Here the burst launches a kernel every 0.3 ms or so (0.2 ms long),
+    so for 12 ms or more the HP is launching, not waiting in a sync: without the covers the LP sees
+    it idle 1.5 ms (idle_us) into each burst, and each 4 ms kernel it runs there makes HP's request
+    a fifth longer or more."""
+    c = cluster("fikit", quiet_gap_us=2000)
+    plan = ",".join(["hp_q:300"] * 40)
+    solo = c.start(plan, "high", repeat=60, extra=BURST_ARGS).result()
+    stop = c.root / "stop"
+    lp = c.start("lp_mid:0", "low", until=stop)
+    time.sleep(0.2)
+    hp = c.start(plan, "high", repeat=60, extra=BURST_ARGS)
+    hp_res = hp.result()
+    stop.touch()
+    lp.result()
+    q = quiet(hp)
+    assert q["quiet_bursts"] >= 40, q
+    # the quiet bursts only: past learning
+    quiet_p50 = statistics.median(hp_res["iter_s"][20:])
+    solo_p50 = statistics.median(solo["iter_s"][20:])
+    slow = quiet_p50 / solo_p50
+    assert slow <= 1.12, f"HP {slow:.3f}x solo beside LP: LP ran inside its bursts"
+    st = lp.lib_stats()
+    assert st["held_launches"] >= 20, st
+    assert st["released_gap"] + st["released_idle"] >= 20, st  # LP filled the rests
+
+
+def test_a_gap_inside_its_bursts_keeps_an_hp_publishing_every_launch(cluster: Any) -> None:
+    """A 3 ms host gap in the middle of each burst (over quiet_gap_us, 100) is one lower clients may
+    fill: such an HP never goes quiet."""
+    c = cluster("fikit")
+    plan = ",".join(["hp_q:0"] * 19 + ["hp_q:3000"] + ["hp_q:0"] * 20)
+    hp = c.start(plan, "high", repeat=30, extra=BURST_ARGS)
+    hp.result()
+    q = quiet(hp)
+    assert q["quiet_bursts"] == 0 and q["quiet_launches"] == 0, q
+    assert q["full_bursts"] >= 28 and q["wide_gaps"] >= 28, q
+
+
+@pytest.mark.parametrize(("stride", "prio"), [(1, "high"), (32, "normal")])
+def test_only_a_top_client_of_a_quiet_domain_goes_quiet(cluster: Any, stride: int, prio: str) -> None:
+    """quiet_stride = 1 turns quiet launches off; a client below the top level never goes quiet
+    (a more urgent one may come, and its launches must then be held at once)."""
+    c = cluster("fikit", quiet_stride=stride)
+    hp = c.start(BURST, prio, repeat=30, extra=BURST_ARGS)
+    hp.result()
+    q = quiet(hp)
+    assert q["quiet_bursts"] == 0 and q["quiet_launches"] == 0, q
+    st = hp.lib_stats()
+    (k,) = [k for k in st["kernels"] if k["name"] == "hp_q"]
+    assert k["count"] == st["domains"][0]["launches"] == 30 * 40, (k, st["domains"])

@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FIKIT_SHM_VERSION 2u /* 2: kstat padded to cache lines, slot fields regrouped by who reads them */
+#define FIKIT_SHM_VERSION 3u /* 3: quiet launches (domain quiet_stride, quiet_gap_us; slot stride) */
 #define FIKIT_DOMAIN_MAGIC 0x4e4d44544b4946ull /* "FIKTDMN" */
 #define FIKIT_SLOT_MAGIC 0x544f4c534b4946ull   /* "FIKSLOT" */
 #define FIKIT_MAX_SLOTS 64
@@ -113,6 +113,8 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au32, unknown_us)     /* assumed length of a never-measured kernel */     \
     F(fikit_au32, min_lp_share_pm) /* starvation guard, per mille; 0 = off */         \
     F(fikit_au32, corun_sm_pct)   /* LP SM share beside busy HP; 0 = no co-run */     \
+    F(fikit_au32, quiet_stride)   /* a settled HP's launches a prediction; 1: every one */ \
+    F(fikit_au32, quiet_gap_us)   /* a gap this long in its bursts keeps it at every one */ \
     F(fikit_au64, generation)     /* bumped on every change by fikitd */              \
     F(fikit_au64, daemon_heartbeat_ns)                                                \
     S(grant, grants, FIKIT_MAX_SLOTS)
@@ -145,7 +147,7 @@ typedef _Atomic int32_t fikit_ai32;
     F(fikit_au64, busy_until_ns)  /* predicted end of the GPU work it queued */       \
     F(fikit_au64, next_launch_ns) /* predicted earliest next launch */                \
     F(fikit_au32, syncing)        /* threads now waiting in a sync call: not idle */  \
-    F(fikit_au32, _pad0)                                                              \
+    F(fikit_au32, stride)         /* launches per published prediction: 1, or quiet */ \
     F(fikit_au64, held_launches)                                                      \
     F(fikit_au64, held_ns)                                                            \
     A(fikit_au64, held_hist, FIKIT_HELD_BUCKETS) /* held launches by time held */     \

@@ -306,10 +306,14 @@ enum fikit_cfg_flag {
     FIKIT_CFG_BYPASS = 4,        /* fikit_set_bypass(1) */
     FIKIT_CFG_PASSTHROUGH = 8,   /* FIKIT_PASSTHROUGH=1 */
     FIKIT_CFG_PROFILE = 16,      /* FIKIT_PROFILE=1 */
+    FIKIT_CFG_BURST = 32,        /* the next launch starts a burst (quiet.c) */
+    FIKIT_CFG_QUIET = 64,        /* a quiet burst: launches between strides are only counted */
 };
 struct fikit_config {
     _Atomic uint32_t flags; /* enum fikit_cfg_flag */
     uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
+    _Atomic uint32_t quiet_mask;   /* the quiet stride - 1: a launch whose count has these bits 0 publishes */
+    _Atomic uint32_t quiet_gap_ns; /* a gap this long inside a burst keeps its client publishing every launch */
 } __attribute__((aligned(64)));
 /*
  * What every launch reads of the process's own state, in one page: between two launches a real
@@ -382,6 +386,27 @@ void fikit_peer_dead(struct fikit_dev *d, int32_t pid);
 int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, int *pids);
 int fikit_effective_prio(const struct fikit_dev *d); /* d NULL: the requested level */
 void fikit_program_name(char *out, size_t n);        /* the profile key */
+
+/* ---- quiet.c: an HP that publishes once a stride ----------------------- */
+/* A burst's first launch (FIKIT_CFG_BURST): t is its time, before the burst's launches. */
+void fikit_quiet_burst(struct fikit_dev *d, uint64_t t);
+/* A quiet burst's stride launch (after its first): false when it is quiet no more. */
+bool fikit_quiet_stride(struct fikit_dev *d, uint64_t t, CUstream stream);
+/* After a launch that publishes for its stride: the predictions it covers. */
+void fikit_quiet_publish(struct fikit_dev *d, uint64_t t);
+void fikit_quiet_wide_gap(struct fikit_dev *d); /* a gap inside a burst of quiet_gap_ns or more */
+/* A sync that left nothing queued, at now: the burst ends; whether the next is quiet. */
+void fikit_quiet_synced(struct fikit_dev *d, uint64_t now);
+void fikit_quiet_leave(struct fikit_dev *d); /* a more urgent client came, or measuring changed */
+void fikit_quiet_reset(void);                /* a forked child's: none of its parent's bursts */
+struct fikit_quiet_counts {
+    uint32_t stride;      /* the stride it publishes at while quiet (1: quiet launches off) */
+    uint64_t quiet_bursts; /* bursts published once a stride */
+    uint64_t full_bursts;  /* bursts published every launch (learning, refreshing, wide gaps) */
+    uint64_t quiet_launches; /* launches only counted */
+    uint64_t wide_gaps;   /* gaps inside bursts that kept it publishing every launch */
+};
+void fikit_quiet_counts(const struct fikit_dev *d, struct fikit_quiet_counts *out);
 
 /* ---- stats.c ----------------------------------------------------------- */
 void fikit_stats_write(const char *path_template);

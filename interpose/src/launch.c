@@ -28,7 +28,7 @@
 
 #include "fikit.h"
 
-struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16}}; /* fikit.h */
+struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16, .quiet_gap_ns = UINT32_MAX}}; /* fikit.h */
 static char stats_path[512]; /* FIKIT_STATS */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct fikit_params params_default = {
@@ -583,7 +583,8 @@ struct launch {
     CUstream run;    /* where it runs: the program's, or the co-running stream */
     uint64_t t;
     bool deferred; /* had a more urgent client to defer to */
-    bool counted_only; /* pass-through, or measuring turned off: after() has nothing to finish */
+    bool counted_only; /* pass-through, measuring turned off, or quiet: after() has nothing to finish */
+    bool stride;       /* publishes a quiet burst's cover (quiet.c), not its own predictions */
 };
 
 __attribute__((noinline)) static const char *graph_name(CUgraphExec g, uint64_t *hash)
@@ -633,9 +634,10 @@ static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c1
  * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
  * record.  Plain loads and stores, no locked exchange (this is every launch): threads launching
  * on one device at the same instant may pair a gap with the wrong predecessor, an estimate
- * either way.
+ * either way.  Returns the gap when it is one inside a burst (not from a sync's return), else 0.
  */
-FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k, uint64_t t)
+FIKIT_HOT static FIKIT_INLINE uint64_t note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k,
+                                                  uint64_t t)
 {
     uint64_t prev_t = atomic_load_explicit(&h->last_launch_t, memory_order_relaxed);
     struct fikit_kstat *prev_k = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed);
@@ -651,7 +653,7 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
                               memory_order_relaxed);
     }
     if (!prev_t || !prev_k || t <= prev_t)
-        return;
+        return 0;
     /* The host waited after that launch: the GPU was done when the wait returned. */
     uint64_t synced = atomic_load_explicit(&h->last_sync_end, memory_order_relaxed);
     uint64_t end = synced > prev_t ? synced : prev_end;
@@ -660,6 +662,22 @@ FIKIT_HOT static FIKIT_INLINE void note_gap(struct fikit_pool_hot *h, struct fik
         fikit_kstat_add_gap(prev_k, gap);
     atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
                           memory_order_relaxed);
+    return synced > prev_t ? 0 : gap; /* a gap inside a burst: what quiet.c asks of it */
+}
+
+/* A burst's first launch, or a quiet burst's stride launch: whether it publishes a cover. */
+__attribute__((noinline, cold)) static bool quiet_step(struct fikit_dev *d, struct fikit_kstat *k, uint64_t t,
+                                                       CUstream stream, uint32_t flags)
+{
+    if (flags & FIKIT_CFG_BURST) {
+        (void)note_gap(&d->pool, d->me, k, t); /* the gap since the sync, for what came before it */
+        fikit_quiet_burst(d, t);
+        return fikit_cfg_has(FIKIT_CFG_QUIET);
+    }
+    if (fikit_quiet_stride(d, t, stream))
+        return true;
+    (void)note_gap(&d->pool, d->me, k, t); /* quiet no more: measured from here on */
+    return false;
 }
 
 /*
@@ -739,6 +757,7 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     L->run = stream;
     L->counted_only = true; /* after() reads nothing else then */
     L->deferred = false;
+    L->stride = false;
     L->dev = NULL;
     if (FIKIT_UNLIKELY(flags & FIKIT_CFG_BYPASS))
         return;
@@ -753,9 +772,15 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     bool alone = launcher == tok;
     if (FIKIT_UNLIKELY(!alone && launcher != FIKIT_LAUNCHERS_SEVERAL))
         alone = launcher_claim(d, tok);
-    count_add(&me->path_launches[path], alone);
-    if (FIKIT_UNLIKELY(flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF)))
-        return;
+    uint64_t n = count_add(&me->path_launches[path], alone);
+    bool stride = false; /* a quiet burst's first launch, or its stride's (quiet.c) */
+    if (FIKIT_UNLIKELY(flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF | FIKIT_CFG_BURST | FIKIT_CFG_QUIET))) {
+        if (flags & (FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF))
+            return;
+        if ((flags & FIKIT_CFG_QUIET) && (n & atomic_load_explicit(&fikit_hot.cfg.quiet_mask, memory_order_relaxed)))
+            return; /* quiet: only counted, inside the cover its stride's launch published */
+        stride = true;
+    }
     L->counted_only = false;
 
     /* Profiling mode: CUPTI times kernel launches (it starts here, before any
@@ -772,11 +797,20 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
 
     uint64_t t = fikit_clock_ns();
     if (FIKIT_UNLIKELY(fikit_may_defer(d, t))) {
+        if (stride) { /* a more urgent client came: this one is quiet no more */
+            fikit_quiet_leave(d);
+            stride = false;
+        }
         L->deferred = decide(d, k, stream, path != FIKIT_PATH_COOP, &L->run);
         t = fikit_clock_ns(); /* it may have waited */
     }
     L->t = t;
-    note_gap(h, me, k, t);
+    if (FIKIT_LIKELY(!stride)) {
+        if (FIKIT_UNLIKELY(note_gap(h, me, k, t) >= atomic_load_explicit(&fikit_hot.cfg.quiet_gap_ns, memory_order_relaxed)))
+            fikit_quiet_wide_gap(d);
+    } else {
+        L->stride = quiet_step(d, k, t, stream, flags);
+    }
 
     /* A co-running kernel is not timed: confined to part of the GPU, it says
      * nothing of how long it runs on the whole of it. */
@@ -818,6 +852,10 @@ FIKIT_HOT static FIKIT_INLINE void after(struct launch *L, CUresult r)
         atomic_exchange_explicit(&h->last_stream, L->stream, memory_order_relaxed) != L->stream &&
         atomic_load_explicit(&me->busy_until_ns, memory_order_relaxed) > L->t)
         atomic_store_explicit(&h->several_streams, true, memory_order_relaxed);
+    if (FIKIT_UNLIKELY(L->stride)) {
+        fikit_quiet_publish(d, L->t);
+        return;
+    }
     uint64_t dur = fikit_kstat_dur_pred(L->k), unknown_ns = 0;
     if (FIKIT_UNLIKELY(!dur)) /* the domain's line is read only for a kernel never measured */
         unknown_ns = d->dom ? (uint64_t)atomic_load_explicit(&d->dom->unknown_us, memory_order_relaxed) * 1000u
@@ -869,6 +907,7 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
                            ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
                            : 0;
         atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
+        fikit_quiet_synced(d, now);
     }
     if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
         harvest(pool_of(d), false);
@@ -894,6 +933,7 @@ static void child_after_fork(void)
 {
     /* The child is a new client: fresh slots at its first launches, counters from zero. */
     pools_reset(); /* the parent's events and pinned gate are not the child's */
+    fikit_quiet_reset();
     pthread_mutex_init(&gate_alloc_lock, NULL);
     gate_alloc = NULL;
     fikit_cupti_after_fork();

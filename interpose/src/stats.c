@@ -158,10 +158,15 @@ void fikit_stats_write(const char *tmpl)
         /* one launching thread: its counts took no lock (launch.c) */
         uintptr_t who = atomic_load(&d->launcher);
         const char *threads = who == FIKIT_LAUNCHERS_NONE ? "none" : who & 1 ? "several" : "one";
+        struct fikit_quiet_counts q;
+        fikit_quiet_counts(d, &q);
         fprintf(f, ", \"slot\": %d, \"prio\": %d, \"launches\": %llu, \"held_launches\": %llu, "
-                   "\"launching_threads\": \"%s\"}",
+                   "\"launching_threads\": \"%s\", \"quiet\": {\"stride\": %u, \"quiet_bursts\": %llu, "
+                   "\"full_bursts\": %llu, \"quiet_launches\": %llu, \"wide_gaps\": %llu}}",
                 d->slot_index, fikit_effective_prio(d), (unsigned long long)launches,
-                (unsigned long long)s->held_launches, threads);
+                (unsigned long long)s->held_launches, threads, q.stride, (unsigned long long)q.quiet_bursts,
+                (unsigned long long)q.full_bursts, (unsigned long long)q.quiet_launches,
+                (unsigned long long)q.wide_gaps);
     }
     fputc(']', f);
     /* How kernel launches were timed: CUPTI's records (profiling mode) or events. */

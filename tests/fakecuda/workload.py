@@ -12,6 +12,7 @@ on a timeline shared with the other clients (FAKECUDA_TIMELINE).
 --repeat N                 iterations (0: until --until exists or --seconds pass)
 --progress FILE            append "<monotonic_ns> <kernels done on that device> <device>" after every kernel
 --no-sync                  queue a whole iteration, then wait (a training step's shape)
+--rest-us N                host time after each iteration's wait (a request loop's time between requests)
 --devices 0,1              run the plan on each device at once, a thread and a context per device
 Prints one JSON line: {"iterations", "kernels", "elapsed_s", "iter_s": [...], "by_device": {...}}
 (iterations and iter_s of the first device; kernels of all).
@@ -76,6 +77,7 @@ def main() -> int:
     ap.add_argument("--progress", default="")
     ap.add_argument("--ready", default="", help="touch this file once initialised")
     ap.add_argument("--no-sync", action="store_true", help="wait only at the end of each iteration")
+    ap.add_argument("--rest-us", type=int, default=0, help="host time after each iteration's wait")
     ap.add_argument("--devices", default="0",
                     help="device ordinals, e.g. 0,1: the plan runs on each at once, one thread per device")
     a = ap.parse_args()
@@ -120,6 +122,8 @@ def main() -> int:
             if a.no_sync:
                 check(sync(d.stream), "cuStreamSynchronize")
             d.iters.append(time.monotonic() - ti)
+            if a.rest_us:
+                time.sleep(a.rest_us / 1e6)
 
     if len(devices) == 1:
         run(devices[0])

@@ -80,6 +80,19 @@ def test_corun_share_is_auto_or_a_percentage() -> None:
         config.parse("[scheduler]\ncorun_hp_tolerance = 0\n", "f.toml")
 
 
+def test_quiet_stride_is_a_power_of_two_and_reaches_the_domain() -> None:
+    sched = config.parse("[scheduler]\nquiet_stride = 64\nquiet_gap_us = 250\n", "f.toml").scheduler
+    assert (sched.domain_fields()["quiet_stride"], sched.domain_fields()["quiet_gap_us"]) == (64, 250)
+    assert config.parse("", "f.toml").scheduler.domain_fields()["quiet_stride"] == 32
+    for bad in ("3", "0", "2048", "true", "8.0"):
+        with pytest.raises(config.ConfigError) as e:
+            config.parse(f"[scheduler]\nmode = \"fikit\"\nquiet_stride = {bad}\n", "f.toml")
+        assert "quiet_stride" in str(e.value) and "a power of two from 1 to 1024" in str(e.value)
+        assert "line 3" in str(e.value) or ":3" in str(e.value), str(e.value)
+    with pytest.raises(config.ConfigError, match="quiet_gap_us"):
+        config.parse("[scheduler]\nquiet_gap_us = 0\n", "f.toml")
+
+
 def test_shipped_example_is_valid_and_has_every_key() -> None:
     text = (REPO / "etc" / "fikit.toml").read_text()
     config.parse(text, "etc/fikit.toml")
