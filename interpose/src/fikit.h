@@ -313,7 +313,8 @@ struct fikit_config {
     _Atomic uint32_t flags; /* enum fikit_cfg_flag */
     uint32_t sample;        /* measure 1 in N after the first FIKIT_WARM launches */
     _Atomic uint32_t quiet_mask;   /* the quiet stride - 1: a launch whose count has these bits 0 publishes */
-    _Atomic uint32_t quiet_gap_ns; /* a gap this long inside a burst keeps its client publishing every launch */
+    _Atomic uint64_t quiet_gap_ns; /* a gap this long inside a burst keeps its client publishing every launch
+                                    * (UINT64_MAX: none does, quiet launches being off) */
 } __attribute__((aligned(64)));
 /*
  * What every launch reads of the process's own state, in one page: between two launches a real

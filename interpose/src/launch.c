@@ -28,7 +28,7 @@
 
 #include "fikit.h"
 
-struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16, .quiet_gap_ns = UINT32_MAX}}; /* fikit.h */
+struct fikit_hot fikit_hot = {.cfg = {.flags = FIKIT_CFG_UNREADY, .sample = 16, .quiet_gap_ns = UINT64_MAX}}; /* fikit.h */
 static char stats_path[512]; /* FIKIT_STATS */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct fikit_params params_default = {

@@ -252,14 +252,13 @@ void fikit_quiet_synced(struct fikit_dev *d, uint64_t now)
     uint32_t s = stride_for(d);
     if (s < 2) {
         set_flags(0, FIKIT_CFG_QUIET | FIKIT_CFG_BURST);
-        atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, UINT32_MAX, memory_order_relaxed);
+        atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, UINT64_MAX, memory_order_relaxed);
         atomic_store_explicit(&q->next_quiet, false, memory_order_relaxed);
         return;
     }
     uint64_t gap_us = atomic_load_explicit(&d->dom->quiet_gap_us, memory_order_relaxed);
     atomic_store_explicit(&fikit_hot.cfg.quiet_mask, s - 1, memory_order_relaxed);
-    atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, gap_us * 1000u < UINT32_MAX ? (uint32_t)(gap_us * 1000u) : UINT32_MAX,
-                          memory_order_relaxed);
+    atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, gap_us * 1000u, memory_order_relaxed);
     uint64_t bursts = atomic_fetch_add_explicit(&q->bursts, 1, memory_order_relaxed) + 1;
     uint32_t gapped = atomic_load_explicit(&q->gapped, memory_order_relaxed);
     bool next = atomic_load_explicit(&q->measured, memory_order_relaxed) >= QUIET_LEARN &&
@@ -273,7 +272,7 @@ void fikit_quiet_reset(void)
 {
     memset(quiet, 0, sizeof quiet);
     set_flags(0, FIKIT_CFG_QUIET | FIKIT_CFG_BURST);
-    atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, UINT32_MAX, memory_order_relaxed);
+    atomic_store_explicit(&fikit_hot.cfg.quiet_gap_ns, UINT64_MAX, memory_order_relaxed);
 }
 
 void fikit_quiet_counts(const struct fikit_dev *d, struct fikit_quiet_counts *out)
