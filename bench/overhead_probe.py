@@ -28,6 +28,12 @@ figure that moves names the part that costs:
                process; their differences from toggle's split its cost into its parts
   toggle_bypass    the whole library off and on instead (fikit_set_bypass: launches go straight to
                the driver, uncounted): everything it costs a launch but the call through it
+  toggle_quiet     quiet launches off and on instead (fikit_set_quiet: off, every launch publishes
+               its predictions): what quiet launches save, inside one process; needs --in-domain,
+               since a client outside a domain never goes quiet
+
+--in-domain puts every preloaded worker in a self-granted domain of its own at high priority (a
+quiet-capable HP, as under fikitd), not in none.
 
 Writes DIR/overhead.jsonl (a row per window), DIR/stats/ (each preloaded worker's FIKIT_STATS) and
 DIR/overhead.json (per model and variant: p50, p99 and mean request latency, their ratio to plain in
@@ -64,9 +70,11 @@ VARIANTS: dict[str, dict[str, str] | None] = {
     "toggle_nogate": {"FIKIT_GATE": "0"},
     "toggle_nosample": {"FIKIT_SAMPLE": "1000000"},
     "toggle_bypass": {},
+    "toggle_quiet": {},
 }
 # the library's measuring (toggle_bypass: all of it) turned off and on inside the process
-TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass")
+TOGGLES = ("toggle", "toggle_b", "toggle_nogate", "toggle_nosample", "toggle_bypass", "toggle_quiet")
+SWITCHES = {"toggle_bypass": "library", "toggle_quiet": "quiet"}  # the others: measuring
 
 
 def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict[str, str]:
@@ -77,6 +85,13 @@ def variant_env(lib: str, extra: dict[str, str] | None, cupti: str = "") -> dict
         if cupti and "FIKIT_PROFILE" in extra:
             env["FIKIT_CUPTI"] = cupti
     return env
+
+
+def domain_env(path: Path, lib: str) -> dict[str, str]:
+    """A self-granted domain of its own for one worker, joined at high priority (no fikitd)."""
+    benchlib.create_domain(path / "gpu0", lib)
+    return {"FIKIT_DOMAIN": str(path / "gpu0"), "FIKIT_PRIO": "high",
+            "FIKIT_SOCKET": str(path / "no-fikitd.sock")}
 
 
 def prepare_fake(base: Path) -> None:
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mps-pipe", default="", help="every variant a client of the MPS daemon of this pipe dir")
     p.add_argument("--mps-log", default="", help="its log directory (default: the pipe directory)")
     p.add_argument("--budget-s", type=float, default=240.0, help="start no window after this")
+    p.add_argument("--in-domain", action="store_true",
+                   help="each preloaded worker in a self-granted domain of its own, at high priority")
     a = p.parse_args(argv)
     t0 = time.monotonic()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
@@ -152,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if "toggle_b" in variants and not a.lib_b:
         print("overhead_probe: the toggle_b variant needs --lib-b", file=sys.stderr)
+        return 2
+    if "toggle_quiet" in variants and not a.in_domain:
+        print("overhead_probe: toggle_quiet needs --in-domain (no client outside a domain is quiet)",
+              file=sys.stderr)
         return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             w.spawn(
                 ctl.worker_argv(sys.executable, model, a.device, a.device != "cuda", sock_dir / f"{tag}.sock",
                                 tag, cpus=a.cpus, toggle_ms=a.toggle_ms if v in TOGGLES else 0.0,
-                                toggle_switch="library" if v == "toggle_bypass" else "measuring"),
+                                toggle_switch=SWITCHES.get(v, "measuring")),
                 {**variant_env(a.lib_b if v == "toggle_b" else a.lib, VARIANTS[v], a.cupti), **mps_env,
+                 **(domain_env(sock_dir / f"dom-{tag}", a.lib) if a.in_domain and VARIANTS[v] is not None
+                    else {}),
                  # what the library counted and measured, written as the worker exits
                  "FIKIT_STATS": str(out / "stats" / f"{tag}.%p.json")},
             )
@@ -231,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:9s} {v:12s} p50 x{e['p50_ratio']} p99 x{e['p99_ratio']} mean x{e['mean_ratio']} "
                   f"(spread p50 {e['p50_ratio_spread']})")
             if "toggle_on_vs_off_p50" in e:
-                what = "the library" if v == "toggle_bypass" else "measuring"
+                switch = SWITCHES.get(v, "")
+                what = {"library": "the library", "quiet": "quiet launches"}.get(switch, "measuring")
                 print(f"{model:9s} {v:12s} {what} on over off in the same process: p50 "
                       f"x{e['toggle_on_vs_off_p50']} {e['toggle_on_vs_off_p50_spread']}, p99 "
                       f"x{e['toggle_on_vs_off_p99']}, mean x{e['toggle_on_vs_off_mean']}")

@@ -132,11 +132,11 @@ class Worker:
     @staticmethod
     def library_switch(what: str) -> Any:
         """A function of one int that turns libfikit.so's `what` on (1) or off (0): measuring
-        (fikit_set_measuring) or the whole library (fikit_set_bypass, inverted), found among the
-        preloaded libraries' symbols."""
+        (fikit_set_measuring), the whole library (fikit_set_bypass, inverted) or quiet launches
+        (fikit_set_quiet), found among the preloaded libraries' symbols."""
         import ctypes
 
-        name = "fikit_set_bypass" if what == "library" else "fikit_set_measuring"
+        name = {"library": "fikit_set_bypass", "quiet": "fikit_set_quiet"}.get(what, "fikit_set_measuring")
         try:
             fn = getattr(ctypes.CDLL(None), name)
         except AttributeError as e:
@@ -343,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-mem", action="store_true", help="torch.cuda.empty_cache() after each window")
     p.add_argument("--toggle-ms", type=float, default=0.0,
                    help="HP back to back: libfikit.so's measuring off and on every N ms (overhead_probe)")
-    p.add_argument("--toggle-switch", choices=["measuring", "library"], default="measuring",
-                   help="what --toggle-ms turns off: measuring, or the whole library (launches bypass it)")
+    p.add_argument("--toggle-switch", choices=["measuring", "library", "quiet"], default="measuring",
+                   help="what --toggle-ms turns off: measuring, the whole library (launches bypass it), "
+                        "or quiet launches (every launch publishes)")
     p.add_argument("--ctl", default="", help="Unix socket of the runner")
     p.add_argument("--tag", default="")
     p.add_argument("--duration", type=float, default=3.0, help="standalone: window length")

@@ -49,6 +49,7 @@ class ClientView:
     held_s: float
     gap_fill: float | None
     slowdown: float | None
+    stride: int = 1  # launches per published prediction: more than 1 while quiet (interpose/src/quiet.c)
 
 
 @dataclass
@@ -134,6 +135,7 @@ def _client_view(
         held_s=_seconds(raw, "held"),
         gap_fill=fill,
         slowdown=_num(_pick(raw, "slowdown", "hp_slowdown")),
+        stride=max(1, int(_num(raw.get("stride")) or 1)),
     )
 
 
@@ -241,7 +243,8 @@ MIN_PROG = 6
 def _cells(c: ClientView) -> dict[str, str]:
     return {
         "pid": str(c.pid), "user": c.user, "job": c.job or "-", "prog": c.prog,
-        "prio": common.prio_label(c.prio), "state": c.state, "kps": _fmt_rate(c.kernels_per_s),
+        "prio": common.prio_label(c.prio), "state": c.state if c.stride == 1 else f"{c.state} q{c.stride}",
+        "kps": _fmt_rate(c.kernels_per_s),
         "held": _fmt_held(c.held_s), "fill": _fmt_pct(c.gap_fill), "slow": _fmt_slow(c.slowdown),
     }
 

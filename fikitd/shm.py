@@ -536,6 +536,8 @@ class Domain:
                     "idle_gap_us": s["idle_gap_ns"] / 1000.0,
                     "filled_us": s["filled_ns"] / 1000.0,
                     "kernels": s["ktab_used"],
+                    # launches per published prediction: 1, or quiet launches' stride (quiet.c)
+                    "stride": max(1, int(s["stride"])),
                     "slowdown": slowdown_estimate(self.kernels(i)),
                 }
             )

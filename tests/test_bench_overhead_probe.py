@@ -56,3 +56,38 @@ def test_toggle_b_needs_a_second_library(libfikit: Path, tmp_path: Path) -> None
             cwd=REPO / "bench", capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert p.returncode == 2 and said in p.stderr, p.stderr
+
+
+def test_toggle_quiet_runs_each_worker_in_a_domain(fake_build: FakeBuild, libfikit: Path,
+                                                   tmp_path: Path) -> None:
+    """--in-domain: each preloaded worker joins a self-granted domain of its own at high priority (the
+    fake models' requests are too short to go quiet: the mechanics are checked, not quietness)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIKIT_", "FAKECUDA_", "CUDA_"))}
+    env["LD_LIBRARY_PATH"] = str(fake_build.fake_dir)
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    p = subprocess.run(
+        [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
+         str(tmp_path), "--models", "resnet50", "--variants", "plain,toggle,toggle_quiet", "--in-domain",
+         "--reps", "2", "--window-s", "0.6", "--discard-s", "0.1", "--toggle-ms", "50", "--cpus", cpus,
+         "--budget-s", "60"],
+        cwd=REPO / "bench", env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [json.loads(ln) for ln in (tmp_path / "overhead.jsonl").read_text().splitlines()]
+    quiet = [r for r in rows if r["variant"] == "toggle_quiet"]
+    assert len(quiet) == 2 and all(r["on"]["n"] > 0 and r["off"]["n"] > 0 for r in quiet), quiet
+    stats = {f.name.split(".")[0]: json.loads(f.read_text()) for f in (tmp_path / "stats").glob("*.json")}
+    assert sorted(stats) == ["resnet50-toggle", "resnet50-toggle_quiet"], sorted(stats)
+    for s in stats.values():
+        (dom,) = s["domains"]
+        assert dom["gpu"] == 0 and dom["slot"] >= 0 and dom["prio"] == 0 and dom["quiet"]["stride"] == 32, dom
+    assert "toggle_quiet quiet launches on over off in the same process" in p.stdout
+
+
+def test_toggle_quiet_needs_a_domain(libfikit: Path, tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, "overhead_probe.py", "--device", "fake", "--lib", str(libfikit), "--out",
+         str(tmp_path), "--variants", "toggle_quiet"],
+        cwd=REPO / "bench", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert p.returncode == 2 and "toggle_quiet needs --in-domain" in p.stderr, p.stderr

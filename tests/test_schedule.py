@@ -588,3 +588,32 @@ def test_only_a_top_client_of_a_quiet_domain_goes_quiet(cluster: Any, stride: in
     st = hp.lib_stats()
     (k,) = [k for k in st["kernels"] if k["name"] == "hp_q"]
     assert k["count"] == st["domains"][0]["launches"] == 30 * 40, (k, st["domains"])
+
+
+def test_the_domain_shows_a_quiet_client_stride(cluster: Any) -> None:
+    """fikitd's client list (status, top) says which clients publish once a stride: the slot's
+    `stride`, 32 while quiet, 1 before."""
+    c = cluster("fikit")
+    stop = c.root / "stop"
+    hp = c.start(BURST, "high", until=stop, extra=BURST_ARGS)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while 32 not in seen and time.monotonic() < deadline:
+        seen |= {int(cl["stride"]) for cl in c.domain.snapshot()["clients"] if cl["pid"] == hp.p.pid}
+        time.sleep(0.005)
+    stop.touch()
+    hp.result()
+    assert 32 in seen and seen <= {1, 32}, seen
+
+
+def test_quiet_launches_switched_off_in_mid_run(cluster: Any) -> None:
+    """fikit_set_quiet(0), for benchmarks that compare quiet and full launches in one process: from
+    then on every burst publishes at every launch."""
+    c = cluster("fikit")
+    hp = c.start(BURST, "high", repeat=60, extra=(*BURST_ARGS, "--quiet-off-at", "30"))
+    hp.result()
+    q, st = quiet(hp), hp.lib_stats()
+    # 8 bursts learnt, then quiet ones up to the 30th; every launch of the other 30 published
+    assert 15 <= q["quiet_bursts"] <= 22 and q["full_bursts"] == 8, q
+    (k,) = [k for k in st["kernels"] if k["name"] == "hp_q"]
+    assert k["count"] == 60 * 40 - q["quiet_launches"] and k["count"] >= 30 * 40, (k, q)

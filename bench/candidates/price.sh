@@ -19,7 +19,9 @@
 # 3. unless TORCH=0, overhead_probe.py's toggle (measuring) and toggle_bypass (the whole library)
 #    on bert and resnet50 at batch 1 with each build in turn, the time left shared between them:
 #    what each costs a torch HP.  VARIANTS names others (VARIANTS=toggle with the ab-*-probe
-#    patches: a path's cost over a floor, inside one process), REPS their repetitions (default 8),
+#    patches: a path's cost over a floor, inside one process; VARIANTS=toggle,toggle_quiet with
+#    DOMAIN=1: quiet launches over the counted launch, and over full ones), REPS their
+#    repetitions (default 8), DOMAIN=1 each worker in a self-granted domain at high priority,
 #    ROUNDS the launch loops' rounds (default 8; the first always runs); PROBE_BASE=0 probes
 #    the candidates only.
 # Writes R/launch_loop.txt, R/diffs.txt, R/probe-<build>/ and R/probe-<build>.log, and packs R into $OUT.
@@ -90,7 +92,8 @@ if [ "${TORCH:-1}" != 0 ]; then
     [ $left -lt 90 ] && { echo "no time left to probe $n"; break; }
     (cd bench && timeout $((left-5)) python3 overhead_probe.py --lib ../build/price/$n/interpose/libfikit.so \
       --out ../$R/probe-$n --models bert,resnet50 --variants ${VARIANTS:-toggle,toggle_bypass} --reps ${REPS:-8} --window-s 2.0 \
-      --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((left-35))) > $R/probe-$n.log 2>&1
+      --discard-s 0.25 --toggle-ms 100 --cpus 2-3 --budget-s $((left-35)) \
+      $([ "${DOMAIN:-0}" = 1 ] && echo --in-domain)) > $R/probe-$n.log 2>&1
     grep -E "same process" $R/probe-$n.log | sed "s/^/$n /"
     probed+=("$n")
   done

@@ -70,6 +70,7 @@ struct quiet {
     _Atomic uint64_t quiet_bursts, full_bursts, quiet_launches, wide_total;
 };
 static struct quiet quiet[FIKIT_MAX_DEVS + 1]; /* by fikit_dev.index */
+static _Atomic bool switched_off;              /* fikit_set_quiet(0) */
 
 static inline uint64_t ld(const _Atomic uint64_t *p) { return atomic_load_explicit(p, memory_order_relaxed); }
 static inline void st(_Atomic uint64_t *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_relaxed); }
@@ -107,7 +108,8 @@ static uint32_t stride_for(struct fikit_dev *d)
     uintptr_t l = atomic_load_explicit(&d->launcher, memory_order_relaxed);
     if (l == FIKIT_LAUNCHERS_SEVERAL || (l & 1))
         return 1;
-    if (fikit_cfg_has(FIKIT_CFG_PROFILE | FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF | FIKIT_CFG_BYPASS))
+    if (fikit_cfg_has(FIKIT_CFG_PROFILE | FIKIT_CFG_PASSTHROUGH | FIKIT_CFG_MEASURING_OFF | FIKIT_CFG_BYPASS) ||
+        atomic_load_explicit(&switched_off, memory_order_relaxed))
         return 1;
     return s;
 }
@@ -266,6 +268,17 @@ void fikit_quiet_synced(struct fikit_dev *d, uint64_t now)
                 ld(&q->dur_ns) && ld(&q->interval_ns) && bursts % QUIET_REFRESH != 0;
     atomic_store_explicit(&q->next_quiet, next, memory_order_relaxed);
     set_flags(FIKIT_CFG_BURST, FIKIT_CFG_QUIET);
+}
+
+/* For benchmarks (bench/overhead_probe.py's toggle_quiet): with on 0, every launch publishes from
+ * the next launch on, as with quiet_stride = 1, until it is called with 1; a quiet burst may start
+ * at the first sync after that.  Returns whether quiet launches were on. */
+FIKIT_API int fikit_set_quiet(int on)
+{
+    bool was_off = atomic_exchange(&switched_off, !on);
+    if (!on)
+        set_flags(0, FIKIT_CFG_QUIET | FIKIT_CFG_BURST);
+    return !was_off;
 }
 
 void fikit_quiet_reset(void)

@@ -79,6 +79,15 @@ def test_a_restarted_client_has_no_negative_rate() -> None:
     assert again.gpus[0].clients[0].kernels_per_s is None
 
 
+def test_a_quiet_client_shows_its_stride() -> None:
+    r = reply((1000, 50, 10))
+    r["gpus"][0]["clients"][0]["stride"] = 32
+    snap = top.from_reply(r, None, now=1.0)
+    assert [c.stride for c in snap.gpus[0].clients] == [32, 1, 1]
+    frame = record(snap, 100)
+    assert "running q32" in frame and "held q" not in frame
+
+
 @pytest.mark.parametrize(("width", "sort_key", "paused"), [(80, "prio", False), (50, "kps", True)])
 def test_golden_frames(width: int, sort_key: str, paused: bool) -> None:
     text = record(snapshot(), width, sort_key, paused)

@@ -13,6 +13,7 @@ on a timeline shared with the other clients (FAKECUDA_TIMELINE).
 --progress FILE            append "<monotonic_ns> <kernels done on that device> <device>" after every kernel
 --no-sync                  queue a whole iteration, then wait (a training step's shape)
 --rest-us N                host time after each iteration's wait (a request loop's time between requests)
+--quiet-off-at N           after N iterations, fikit_set_quiet(0) (libfikit.so preloaded)
 --devices 0,1              run the plan on each device at once, a thread and a context per device
 Prints one JSON line: {"iterations", "kernels", "elapsed_s", "iter_s": [...], "by_device": {...}}
 (iterations and iter_s of the first device; kernels of all).
@@ -78,6 +79,8 @@ def main() -> int:
     ap.add_argument("--ready", default="", help="touch this file once initialised")
     ap.add_argument("--no-sync", action="store_true", help="wait only at the end of each iteration")
     ap.add_argument("--rest-us", type=int, default=0, help="host time after each iteration's wait")
+    ap.add_argument("--quiet-off-at", type=int, default=-1,
+                    help="fikit_set_quiet(0) after this many iterations")
     ap.add_argument("--devices", default="0",
                     help="device ordinals, e.g. 0,1: the plan runs on each at once, one thread per device")
     a = ap.parse_args()
@@ -122,6 +125,8 @@ def main() -> int:
             if a.no_sync:
                 check(sync(d.stream), "cuStreamSynchronize")
             d.iters.append(time.monotonic() - ti)
+            if len(d.iters) == a.quiet_off_at:
+                ctypes.CDLL(None).fikit_set_quiet(0)
             if a.rest_us:
                 time.sleep(a.rest_us / 1e6)
 
