@@ -120,8 +120,9 @@ typedef _Atomic int32_t fikit_ai32;
     S(grant, grants, FIKIT_MAX_SLOTS)
 
 /* A client's slot: written by its owner only.  Grouped by cache line (checked in
- * layout.c): every launch writes the two lines from `path_launches` on, and the
- * clients below read only the second of them, so their polling never meets the counters. */
+ * layout.c): every launch writes the first line from `path_launches` on, every launch that
+ * publishes (all, or a quiet burst's strides: quiet.c) the second too, and the clients below
+ * read only the second, so their polling never meets the counters. */
 #define FIKIT_SLOT_FIELDS(F, A, S)                                                    \
     F(uint64_t, magic)                                                                \
     F(uint32_t, version)                                                              \
