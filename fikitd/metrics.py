@@ -209,6 +209,10 @@ class FikitCollector:
         slowdown: dict[tuple[int, str], float] = {}
         clients = GaugeMetricFamily("fikit_clients", "Clients (libfikit.so processes) in the GPU's domain.",
                                     labels=["gpu", "prio"])
+        quiet = GaugeMetricFamily(
+            "fikit_quiet_clients",
+            "Clients publishing their predictions once a stride of launches now (quiet launches; "
+            "the gaps inside their bursts are not offered to lower clients).", labels=["gpu"])
         up = GaugeMetricFamily("fikit_domain_up", "1 if the GPU's scheduling domain could be read.",
                                labels=["gpu"])
         mode = GaugeMetricFamily("fikit_scheduler_mode", "1 for the GPU's scheduler mode, 0 for the others.",
@@ -243,9 +247,10 @@ class FikitCollector:
                     slowdown[key] = max(slowdown.get(key, value), value)
             for p in sorted(count):
                 clients.add_metric([g, str(p)], float(count[p]))
+            quiet.add_metric([g], float(sum(1 for c in snap_clients if (_number(c.get("stride")) or 1) > 1)))
         totals = self._agg.update(rows)
 
-        out: list[Metric] = [info, up, mode, clients]
+        out: list[Metric] = [info, up, mode, clients, quiet]
         labels = ["gpu", "prog", "prio"]
         for i, (name, help_text, _, _) in enumerate(COUNTERS):
             fam = CounterMetricFamily(name, help_text, labels=labels)

@@ -312,8 +312,8 @@ def _client(slot: int, prio: int, prog: str, **fields: Any) -> dict[str, Any]:
 def test_collector_fill_slowdown_and_retirement() -> None:
     d = _Daemon()
     m = metrics.Metrics(d)  # type: ignore[arg-type]
-    hp = _client(0, 0, "serve.py", idle_gap_us=1000.0, slowdown=1.04, launches=10)
-    lp1 = _client(1, 2, "train.py", filled_ns=250_000, launches=7, released_gap=3)
+    hp = _client(0, 0, "serve.py", idle_gap_us=1000.0, slowdown=1.04, launches=10, stride=32)
+    lp1 = _client(1, 2, "train.py", filled_ns=250_000, launches=7, released_gap=3, stride=1)
     lp2 = _client(2, 2, "train.py", filled_us=250.0, launches=5, slowdown=1.9)  # LP slowdown: not HP
     d.domains.clients = [hp, lp1, lp2]
     s = parse(generate_latest(m.registry).decode())
@@ -325,6 +325,7 @@ def test_collector_fill_slowdown_and_retirement() -> None:
     assert value(s, "fikit_domain_up", gpu="1") == 0, "a failed domain read is reported, not raised"
     assert value(s, "fikit_scheduler_mode", gpu="0", mode="strict") == 1
     assert value(s, "fikit_gpu_info", gpu="0", UUID="GPU-aaaa") == 1
+    assert value(s, "fikit_quiet_clients", gpu="0") == 1  # the HP at stride 32; lp2 reports none
     # one LP exits after more launches: its last counts stay; the other moves to prio 1
     lp1["launches"] = 9
     s = parse(generate_latest(m.registry).decode())
