@@ -29,7 +29,7 @@ import pytest
 from fikitd.shm import Domain
 
 WORKLOAD = Path(__file__).resolve().parent / "fakecuda" / "workload.py"
-DURATIONS = "hp_conv=3000,hp_fc=1000,hp_q=200,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
+DURATIONS = "hp_conv=3000,hp_fc=1000,hp_q=200,hp_gap=200,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
 
 
 @dataclass
@@ -565,15 +565,27 @@ def test_lp_beside_a_quiet_hp_waits_out_its_bursts_and_fills_its_rests(cluster: 
 
 
 def test_a_gap_inside_its_bursts_keeps_an_hp_publishing_every_launch(cluster: Any) -> None:
-    """A 3 ms host gap in the middle of each burst (over quiet_gap_us, 100) is one lower clients may
-    fill: such an HP never goes quiet."""
+    """A 3 ms host gap after the same kernel in the middle of each burst (over quiet_gap_us, 100) is
+    predicted after that kernel, so lower clients are offered it: such an HP never goes quiet."""
     c = cluster("fikit")
-    plan = ",".join(["hp_q:0"] * 19 + ["hp_q:3000"] + ["hp_q:0"] * 20)
+    plan = ",".join(["hp_q:0"] * 19 + ["hp_gap:3000"] + ["hp_q:0"] * 20)
     hp = c.start(plan, "high", repeat=30, extra=BURST_ARGS)
     hp.result()
     q = quiet(hp)
     assert q["quiet_bursts"] == 0 and q["quiet_launches"] == 0, q
     assert q["full_bursts"] >= 28 and q["wide_gaps"] >= 28, q
+
+
+def test_a_gap_no_lower_client_is_offered_does_not_keep_an_hp_publishing(cluster: Any) -> None:
+    """The same 3 ms gap after a kernel that is also launched back to back 39 times a burst: the gap
+    predicted after that kernel is its shortest recent one, about 0, so lower clients are never
+    offered the 3 ms (as after a host hiccup), and quiet launches hide nothing from them."""
+    c = cluster("fikit")
+    plan = ",".join(["hp_q:0"] * 19 + ["hp_q:3000"] + ["hp_q:0"] * 20)
+    hp = c.start(plan, "high", repeat=30, extra=BURST_ARGS)
+    hp.result()
+    q = quiet(hp)
+    assert q["wide_gaps"] == 0 and q["quiet_bursts"] >= 15, q
 
 
 @pytest.mark.parametrize(("stride", "prio"), [(1, "high"), (32, "normal")])

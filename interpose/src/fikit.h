@@ -395,7 +395,8 @@ void fikit_quiet_burst(struct fikit_dev *d, uint64_t t);
 bool fikit_quiet_stride(struct fikit_dev *d, uint64_t t, CUstream stream);
 /* After a launch that publishes for its stride: the predictions it covers. */
 void fikit_quiet_publish(struct fikit_dev *d, uint64_t t);
-void fikit_quiet_wide_gap(struct fikit_dev *d); /* a gap inside a burst of quiet_gap_ns or more */
+/* A gap of quiet_gap_ns or more inside a burst, after kernel `after`. */
+void fikit_quiet_wide_gap(struct fikit_dev *d, const struct fikit_kstat *after);
 /* A sync that left nothing queued, at now: the burst ends; whether the next is quiet. */
 void fikit_quiet_synced(struct fikit_dev *d, uint64_t now);
 void fikit_quiet_leave(struct fikit_dev *d); /* a more urgent client came, or measuring changed */
@@ -405,7 +406,7 @@ struct fikit_quiet_counts {
     uint64_t quiet_bursts; /* bursts published once a stride */
     uint64_t full_bursts;  /* bursts published every launch (learning, refreshing, wide gaps) */
     uint64_t quiet_launches; /* launches only counted */
-    uint64_t wide_gaps;   /* gaps inside bursts that kept it publishing every launch */
+    uint64_t wide_gaps;   /* gaps inside bursts, predicted as long, that kept it publishing every launch */
 };
 void fikit_quiet_counts(const struct fikit_dev *d, struct fikit_quiet_counts *out);
 

@@ -634,10 +634,11 @@ static FIKIT_INLINE bool gap_sampled(uint64_t t) { return (t * 0x9e3779b97f4a7c1
  * kernel's entry was kept in the device's pool at its launch: a launch reads that entry only to
  * record.  Plain loads and stores, no locked exchange (this is every launch): threads launching
  * on one device at the same instant may pair a gap with the wrong predecessor, an estimate
- * either way.  Returns the gap when it is one inside a burst (not from a sync's return), else 0.
+ * either way.  Returns the gap when it is one inside a burst (not from a sync's return), with
+ * the kernel it followed in *after, else 0.
  */
 FIKIT_HOT static FIKIT_INLINE uint64_t note_gap(struct fikit_pool_hot *h, struct fikit_slot *me, struct fikit_kstat *k,
-                                                  uint64_t t)
+                                                  uint64_t t, struct fikit_kstat **after)
 {
     uint64_t prev_t = atomic_load_explicit(&h->last_launch_t, memory_order_relaxed);
     struct fikit_kstat *prev_k = atomic_load_explicit(&h->last_launch_k, memory_order_relaxed);
@@ -662,6 +663,7 @@ FIKIT_HOT static FIKIT_INLINE uint64_t note_gap(struct fikit_pool_hot *h, struct
         fikit_kstat_add_gap(prev_k, gap);
     atomic_store_explicit(&me->idle_gap_ns, atomic_load_explicit(&me->idle_gap_ns, memory_order_relaxed) + gap,
                           memory_order_relaxed);
+    *after = prev_k;
     return synced > prev_t ? 0 : gap; /* a gap inside a burst: what quiet.c asks of it */
 }
 
@@ -669,14 +671,15 @@ FIKIT_HOT static FIKIT_INLINE uint64_t note_gap(struct fikit_pool_hot *h, struct
 __attribute__((noinline, cold)) static bool quiet_step(struct fikit_dev *d, struct fikit_kstat *k, uint64_t t,
                                                        CUstream stream, uint32_t flags)
 {
+    struct fikit_kstat *after = NULL;
     if (flags & FIKIT_CFG_BURST) {
-        (void)note_gap(&d->pool, d->me, k, t); /* the gap since the sync, for what came before it */
+        (void)note_gap(&d->pool, d->me, k, t, &after); /* the gap since the sync, for what came before it */
         fikit_quiet_burst(d, t);
         return fikit_cfg_has(FIKIT_CFG_QUIET);
     }
     if (fikit_quiet_stride(d, t, stream))
         return true;
-    (void)note_gap(&d->pool, d->me, k, t); /* quiet no more: measured from here on */
+    (void)note_gap(&d->pool, d->me, k, t, &after); /* quiet no more: measured from here on */
     return false;
 }
 
@@ -806,8 +809,10 @@ FIKIT_HOT static FIKIT_INLINE void before(struct launch *L, uint32_t flags, int 
     }
     L->t = t;
     if (FIKIT_LIKELY(!stride)) {
-        if (FIKIT_UNLIKELY(note_gap(h, me, k, t) >= atomic_load_explicit(&fikit_hot.cfg.quiet_gap_ns, memory_order_relaxed)))
-            fikit_quiet_wide_gap(d);
+        struct fikit_kstat *after = NULL;
+        uint64_t gap = note_gap(h, me, k, t, &after);
+        if (FIKIT_UNLIKELY(gap >= atomic_load_explicit(&fikit_hot.cfg.quiet_gap_ns, memory_order_relaxed)))
+            fikit_quiet_wide_gap(d, after);
     } else {
         L->stride = quiet_step(d, k, t, stream, flags);
     }

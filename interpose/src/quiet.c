@@ -18,9 +18,11 @@
  * The rules.
  * - Learning: every launch of a burst publishes, as always ("full").  Once QUIET_LEARN full
  *   bursts of at least QUIET_MIN_BURST launches were measured, and at most QUIET_GAPPED of the
- *   latest QUIET_LEARN had a gap of quiet_gap_us or more inside, its bursts are quiet.  (A gap
- *   the program makes comes back in every burst; a host hiccup, which the H100 and H200 hosts
- *   have many of, in a few: it must not keep the HP publishing.)
+ *   latest QUIET_LEARN had a wide gap inside, its bursts are quiet.  A wide gap is one that the
+ *   clients below would be offered: quiet_gap_us or more, after a kernel whose predicted gap
+ *   (the shortest of its recent ones) is that long too.  A host hiccup after a kernel whose gaps
+ *   are short is not one (the H100 and H200 hosts have many); a gap the program makes after that
+ *   kernel each time is.
  * - A quiet burst's first launch, and each launch whose count (on its launch path) is a
  *   multiple of the stride, publish a cover for the stride ahead: busy until the later of its
  *   queue (what it queued, plus a stride of launches at their mean predicted duration) and its
@@ -210,8 +212,14 @@ void fikit_quiet_publish(struct fikit_dev *d, uint64_t t)
     atomic_store_explicit(&me->next_launch_ns, until, memory_order_release);
 }
 
-void fikit_quiet_wide_gap(struct fikit_dev *d)
+void fikit_quiet_wide_gap(struct fikit_dev *d, const struct fikit_kstat *after)
 {
+    /* Only a gap lower clients would be offered: the one predicted after that kernel (its shortest
+     * recent one, this included) is as long.  A host hiccup after a kernel whose gaps are short
+     * is not; a gap the program makes after that kernel each time is. */
+    uint64_t wide = atomic_load_explicit(&fikit_hot.cfg.quiet_gap_ns, memory_order_relaxed);
+    if (!after || fikit_kstat_gap_pred(after) < wide)
+        return;
     struct quiet *q = &quiet[d->index];
     atomic_fetch_add_explicit(&q->wide, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&q->wide_total, 1, memory_order_relaxed);
