@@ -29,7 +29,8 @@ import pytest
 from fikitd.shm import Domain
 
 WORKLOAD = Path(__file__).resolve().parent / "fakecuda" / "workload.py"
-DURATIONS = "hp_conv=3000,hp_fc=1000,hp_q=200,hp_gap=200,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,*=500"
+DURATIONS = ("hp_conv=3000,hp_fc=1000,hp_q=200,hp_gap=200,lp_small=1000,lp_mid=4000,lp_long=20000,mid_k=1500,"
+             "*=500")
 
 
 @dataclass
