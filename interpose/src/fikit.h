@@ -388,6 +388,15 @@ int fikit_peers_snapshot(struct fikit_dev *d, struct fikit_peer *out, int max, i
 int fikit_effective_prio(const struct fikit_dev *d); /* d NULL: the requested level */
 void fikit_program_name(char *out, size_t n);        /* the profile key */
 
+/* A slot's launches: the sum of its per-path counts (there is no second count to keep). */
+static inline uint64_t fikit_slot_launches(const struct fikit_slot *s)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < 4; i++)
+        n += atomic_load_explicit(&s->path_launches[i], memory_order_relaxed);
+    return n;
+}
+
 /* ---- quiet.c: an HP that publishes once a stride ----------------------- */
 /* A burst's first launch (FIKIT_CFG_BURST): t is its time, before the burst's launches. */
 void fikit_quiet_burst(struct fikit_dev *d, uint64_t t);

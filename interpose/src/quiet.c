@@ -5,8 +5,8 @@
  * 1.3-1.6% of its latency against a launch that is only counted (pooled over two-GPU runs 11-26,
  * bench/results/2026-11-26-2xh100-run24), whatever else it did or did not do: a launch writing
  * one raw record cost what the whole measuring path did, and the clock read and one more shared
- * line each cost part of it (bench/results/2026-11-26-h100-lean, -h100-part1).  What costs is touching anything more between two of a real program's launches,
- * not the work.  The clients below read an HP's predictions to find the gaps they may fill,
+ * line each cost part of it (bench/results/2026-11-26-h100-lean, -h100-part1).  What costs is
+ * touching anything more between two of a real program's launches, not the work.  The clients below read an HP's predictions to find the gaps they may fill,
  * and inside a burst of launches a torch HP's gaps are microseconds, which no LP kernel fits.
  * So an HP whose bursts have no gap worth filling need not publish at every launch of them.
  *
@@ -78,14 +78,6 @@ static inline uint64_t ld(const _Atomic uint64_t *p) { return atomic_load_explic
 static inline void st(_Atomic uint64_t *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_relaxed); }
 static inline uint64_t max64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-static uint64_t launches_of(const struct fikit_slot *me)
-{
-    uint64_t n = 0;
-    for (int i = 0; i < 4; i++)
-        n += atomic_load_explicit(&me->path_launches[i], memory_order_relaxed);
-    return n;
-}
-
 static void set_flags(uint32_t set, uint32_t clear)
 {
     if (clear)
@@ -145,7 +137,7 @@ static void mark(struct fikit_dev *d, struct quiet *q, uint64_t t)
     atomic_store_explicit(&h->last_gap_every, atomic_load_explicit(&q->after_sync.gap_n, memory_order_relaxed) < FIKIT_RING,
                           memory_order_relaxed);
     st(&q->stride_t, t);
-    st(&q->stride_n, launches_of(d->me));
+    st(&q->stride_n, fikit_slot_launches(d->me));
     atomic_fetch_add_explicit(&q->strides, 1, memory_order_relaxed);
 }
 
@@ -153,7 +145,7 @@ void fikit_quiet_burst(struct fikit_dev *d, uint64_t t)
 {
     struct quiet *q = &quiet[d->index];
     st(&q->t0, t);
-    st(&q->n0, launches_of(d->me) - 1); /* this launch is counted already */
+    st(&q->n0, fikit_slot_launches(d->me) - 1); /* this launch is counted already */
     st(&q->strides, 0);
     /* After a full burst the sync's gap went to the kernel that ended it: after_sync learns it too. */
     uint64_t synced = atomic_load_explicit(&d->pool.last_sync_end, memory_order_relaxed);
@@ -188,7 +180,7 @@ bool fikit_quiet_stride(struct fikit_dev *d, uint64_t t, CUstream stream)
         fikit_quiet_leave(d); /* a second stream: a sync of one no longer says all is done */
         return false;
     }
-    uint64_t prev_t = ld(&q->stride_t), prev_n = ld(&q->stride_n), n = launches_of(d->me);
+    uint64_t prev_t = ld(&q->stride_t), prev_n = ld(&q->stride_n), n = fikit_slot_launches(d->me);
     if (prev_t && t > prev_t && n > prev_n &&
         atomic_load_explicit(&d->pool.last_sync_end, memory_order_relaxed) < prev_t)
         st(&q->interval_ns, ewma(ld(&q->interval_ns), (t - prev_t) / (n - prev_n)));
@@ -230,7 +222,7 @@ void fikit_quiet_synced(struct fikit_dev *d, uint64_t now)
     (void)now;
     struct quiet *q = &quiet[d->index];
     struct fikit_slot *me = d->me;
-    uint64_t t0 = ld(&q->t0), n = launches_of(me);
+    uint64_t t0 = ld(&q->t0), n = fikit_slot_launches(me);
     if (t0) { /* the burst that ends here */
         uint64_t burst = n - ld(&q->n0);
         bool was_quiet = fikit_cfg_has(FIKIT_CFG_QUIET);

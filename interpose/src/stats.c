@@ -146,9 +146,7 @@ void fikit_stats_write(const char *tmpl)
     for (int i = 0; i < n; i++) {
         const struct fikit_dev *d = fikit_dev_at(i);
         const struct fikit_slot *s = d->me;
-        uint64_t launches = 0;
-        for (int p = 0; p < 4; p++)
-            launches += s->path_launches[p];
+        uint64_t launches = fikit_slot_launches(s);
         fprintf(f, "%s{\"device\": %d, \"uuid\": ", i ? ", " : "", d->ordinal);
         put_name(f, d->uuid);
         if (d->dom)
