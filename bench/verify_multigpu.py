@@ -134,6 +134,11 @@ def mode_keys(mode: str, roles: list[Role]) -> list[str]:
     return only.get(mode, [r.key for r in roles])
 
 
+def mostly_quiet(shares: dict[str, list[float]]) -> bool:
+    """Every HP role has processes, and each of them had at least half its launches quiet."""
+    return bool(shares) and all(v and min(v) >= 0.5 for v in shares.values())
+
+
 @dataclass
 class Role:
     """One process of the setup: which model, on which GPU(s), at which priority."""
@@ -960,6 +965,7 @@ class Verify:
             sorted(d.get("gpu") for d in doms) == [0, 1] and all(d.get("slot", -1) >= 0 for d in doms),
             doms,
         )
+        self.quiet_check(per_gpu)
         for g in per_gpu:
             ok = g["targets_met"] if not self.fake else None
             ev = {
@@ -972,6 +978,26 @@ class Verify:
             self.check(
                 f"GPU {g['index']}: fikit keeps its HP ({g['hp']}) within the single-GPU targets", ok, ev
             )
+
+    def quiet_check(self, per_gpu: list[dict[str, Any]]) -> None:
+        """Quiet launches (interpose/src/quiet.c, fikitd's default quiet_stride) in each fikit HP
+        process: the share of its launches only counted, from the FIKIT_STATS it wrote at exit.
+        Most of a torch HP's launches should be (run 27: 71-93%); the fake models' requests are
+        too short for any to be."""
+        shares: dict[str, list[float]] = {}
+        for g in per_gpu:
+            role = f"hp{g['index']}"
+            stats = run_pairs.read_stats(self.outdir() / "stats", STATS_KEY, f"fikit-{role}-{g['hp']}") or []
+            shares[role] = [
+                round(d["quiet"]["quiet_launches"] / d["launches"], 3)
+                for s in stats for d in s.get("domains", [])
+                if d.get("launches") and isinstance(d.get("quiet"), dict)
+            ]
+        ok = None if self.fake else mostly_quiet(shares)
+        ev: dict[str, Any] = {"quiet_share_by_process": shares}
+        if self.fake:
+            ev["note"] = "fake driver: requests too short to go quiet"
+        self.check("most of each fikit HP's launches were quiet (only counted)", ok, ev)
 
     @staticmethod
     def table(per_gpu: list[dict[str, Any]], lp2: dict[str, Any], noise: dict[str, Any]) -> list[str]:

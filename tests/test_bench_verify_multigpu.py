@@ -57,6 +57,10 @@ def test_verify_multigpu_rehearsal(fake_build: FakeBuild, libfikit: Path, tmp_pa
                 "ended done, exit 0", "held or sent to co-run in each domain",
                 "FIKIT_STATS lists both domains"):
         assert any(key in name and c["ok"] for name, c in by.items()), (key, list(by))
+    # quiet launches: each HP process's share of launches only counted, judged on a GPU only
+    (quiet,) = [c for c in s["checks"] if "were quiet" in c["check"]]
+    assert quiet["ok"] is None and sorted(quiet["evidence"]["quiet_share_by_process"]) == ["hp0", "hp1"]
+    assert all(quiet["evidence"]["quiet_share_by_process"].values()), quiet
     # the targets are GPU measurements: not applicable on the fake driver
     assert [c["ok"] for name, c in by.items() if "single-GPU targets" in name] == [None, None]
     # every window of the three repetitions measured, in order: the windows compared side by side,
@@ -330,3 +334,10 @@ def test_pin_all_threads_pins_those_started_before() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO / "bench", capture_output=True, text=True,
                        timeout=60, check=True)  # fmt: skip
     assert r.stdout.split(" ", 1) == ["2", f"[({cpu},)]\n"], r.stdout + r.stderr
+
+
+def test_mostly_quiet_needs_every_hp_process_half_quiet() -> None:
+    assert verify_multigpu.mostly_quiet({"hp0": [0.75, 0.93], "hp1": [0.71]})
+    assert not verify_multigpu.mostly_quiet({"hp0": [0.75, 0.49], "hp1": [0.71]})
+    assert not verify_multigpu.mostly_quiet({"hp0": [0.9], "hp1": []})  # no stats: not shown quiet
+    assert not verify_multigpu.mostly_quiet({})
