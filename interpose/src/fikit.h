@@ -406,8 +406,8 @@ bool fikit_quiet_stride(struct fikit_dev *d, uint64_t t, CUstream stream);
 void fikit_quiet_publish(struct fikit_dev *d, uint64_t t);
 /* A gap of quiet_gap_ns or more inside a burst, after kernel `after`. */
 void fikit_quiet_wide_gap(struct fikit_dev *d, const struct fikit_kstat *after);
-/* A sync that left nothing queued, at now: the burst ends; whether the next is quiet. */
-void fikit_quiet_synced(struct fikit_dev *d, uint64_t now);
+/* A sync that left nothing queued: the burst ends; whether the next is quiet. */
+void fikit_quiet_synced(struct fikit_dev *d);
 void fikit_quiet_leave(struct fikit_dev *d); /* a more urgent client came, or measuring changed */
 void fikit_quiet_reset(void);                /* a forked child's: none of its parent's bursts */
 struct fikit_quiet_counts {

@@ -912,7 +912,7 @@ static void sync_done(struct fikit_dev *d, enum sync_kind kind, CUstream stream)
                            ? atomic_load_explicit(&h->last_gap_pred, memory_order_relaxed)
                            : 0;
         atomic_store_explicit(&me->next_launch_ns, now + gap, memory_order_release);
-        fikit_quiet_synced(d, now);
+        fikit_quiet_synced(d);
     }
     if (!fikit_cfg_has(FIKIT_CFG_PASSTHROUGH))
         harvest(pool_of(d), false);

@@ -127,7 +127,7 @@ static uint64_t mean_dur(const struct fikit_slot *me, uint64_t unknown_ns)
 
 /* What the next full launch's gap is measured against: this publication, ending the burst so far
  * as `after_sync` (a sync ends it; a launch that follows without one is its next stride). */
-static void mark(struct fikit_dev *d, struct quiet *q, uint64_t t)
+static void mark(struct fikit_dev *d, struct quiet *q, uint64_t t, uint64_t launches)
 {
     struct fikit_pool_hot *h = &d->pool;
     atomic_store_explicit(&h->last_launch_t, t, memory_order_relaxed);
@@ -137,15 +137,16 @@ static void mark(struct fikit_dev *d, struct quiet *q, uint64_t t)
     atomic_store_explicit(&h->last_gap_every, atomic_load_explicit(&q->after_sync.gap_n, memory_order_relaxed) < FIKIT_RING,
                           memory_order_relaxed);
     st(&q->stride_t, t);
-    st(&q->stride_n, fikit_slot_launches(d->me));
+    st(&q->stride_n, launches);
     atomic_fetch_add_explicit(&q->strides, 1, memory_order_relaxed);
 }
 
 void fikit_quiet_burst(struct fikit_dev *d, uint64_t t)
 {
     struct quiet *q = &quiet[d->index];
+    uint64_t n = fikit_slot_launches(d->me);
     st(&q->t0, t);
-    st(&q->n0, fikit_slot_launches(d->me) - 1); /* this launch is counted already */
+    st(&q->n0, n - 1); /* this launch is counted already */
     st(&q->strides, 0);
     /* After a full burst the sync's gap went to the kernel that ended it: after_sync learns it too. */
     uint64_t synced = atomic_load_explicit(&d->pool.last_sync_end, memory_order_relaxed);
@@ -155,7 +156,7 @@ void fikit_quiet_burst(struct fikit_dev *d, uint64_t t)
         set_flags(0, FIKIT_CFG_BURST);
         return;
     }
-    mark(d, q, t);
+    mark(d, q, t, n);
     atomic_store_explicit(&d->me->stride, atomic_load_explicit(&fikit_hot.cfg.quiet_mask, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     set_flags(FIKIT_CFG_QUIET, FIKIT_CFG_BURST);
@@ -184,7 +185,7 @@ bool fikit_quiet_stride(struct fikit_dev *d, uint64_t t, CUstream stream)
     if (prev_t && t > prev_t && n > prev_n &&
         atomic_load_explicit(&d->pool.last_sync_end, memory_order_relaxed) < prev_t)
         st(&q->interval_ns, ewma(ld(&q->interval_ns), (t - prev_t) / (n - prev_n)));
-    mark(d, q, t);
+    mark(d, q, t, n);
     return true;
 }
 
@@ -217,9 +218,8 @@ void fikit_quiet_wide_gap(struct fikit_dev *d, const struct fikit_kstat *after)
     atomic_fetch_add_explicit(&q->wide_total, 1, memory_order_relaxed);
 }
 
-void fikit_quiet_synced(struct fikit_dev *d, uint64_t now)
+void fikit_quiet_synced(struct fikit_dev *d)
 {
-    (void)now;
     struct quiet *q = &quiet[d->index];
     struct fikit_slot *me = d->me;
     uint64_t t0 = ld(&q->t0), n = fikit_slot_launches(me);
