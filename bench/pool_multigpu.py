@@ -11,9 +11,12 @@ by one would claim a certainty the data does not have. Where the interval holds 
 share of resampled medians over it says which way the data leans (an interval of 1.013-1.032
 around a target of 1.02 is not an even bet). The floor under fikit's HP is pooled the
 same way, part by part (FLOOR, p50 only): what scheduling the LPs, MPS, and the library with
-fikitd each cost the HP.
+fikitd each cost the HP, and what fikit adds inside its own processes.
 
     python3 bench/pool_multigpu.py bench/results/2026-11-26-2xh200-run{4,5,6,7,8,10} [--json]
+
+With --against, the earlier runs named are pooled too, and the pooled p50 of the runs given is
+divided by theirs, resampling both: how far a new build moved the HP.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ FLOOR = (
     # runs with --floor-toggle-ms split that last part inside the fikit HP's own process
     ("  of which its launches, in-process (fikit_hp over fikit_off)", "fikit_hp", "fikit_off"),
     ("  of which the rest (fikit_off over mps_hp)", "fikit_off", "mps_hp"),
+    # what fikit adds inside its own HP processes, scheduling and launches together: the same
+    # processes in both terms, so free of the offsets that part one generation from another
+    ("fikit in its own processes (fikit over fikit_off)", "fikit", "fikit_off"),
 )
 
 
@@ -140,6 +146,41 @@ def pool(runs: list[Path]) -> dict[str, Any]:
     return out
 
 
+# What a comparison against earlier runs reads: (name, numerator, denominator), p50 only
+AGAINST = (
+    ("HP p50 x solo (fikit over solo_hp)", "fikit", "solo_hp"),
+    ("fikit in its own processes (fikit over fikit_off)", "fikit", "fikit_off"),
+)
+
+
+def against(runs: list[Path], baseline: list[Path], seed: int = 2) -> dict[str, Any]:
+    """These runs' pooled p50 ratios over the baseline runs', with a 95% interval from resampling
+    the generations of both sets: a new build is judged by how far it moved the pooled figure,
+    which the two sets' intervals, each wide with the host's noise, cannot say by overlapping."""
+    new, old = [load(r) for r in runs], [load(r) for r in baseline]
+    out: dict[str, Any] = {}
+    for hp, label in HPS:
+        out[label] = {}
+        for name, num, den in AGAINST:
+            a = [g for by in new for g in generations(by, hp, num, den)]
+            b = [g for by in old for g in generations(by, hp, num, den)]
+            if not a or not b:
+                continue
+            rnd = random.Random(seed)
+            moved = sorted(
+                statistics.median(x[0] for g in rnd.choices(a, k=len(a)) for x in g)
+                / statistics.median(x[0] for g in rnd.choices(b, k=len(b)) for x in g)
+                for _ in range(RESAMPLES)
+            )
+            lo, hi = interval(moved)
+            out[label][name] = {
+                "ratio": round(statistics.median(moved), 4), "ci95": [round(lo, 4), round(hi, 4)],
+                "generations": [len(a), len(b)],
+                "share_not_lower": round(sum(m >= 1 for m in moved) / len(moved), 3),
+            }
+    return out
+
+
 def runs_text(values: list[float | None]) -> str:
     return " ".join("-" if v is None else f"{v:.3f}" for v in values)
 
@@ -148,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="verify_multigpu.py result folders")
     p.add_argument("--json", action="store_true", help="the pooled figures as JSON")
+    p.add_argument("--against", action="append", type=Path, default=[], metavar="RUN",
+                   help="an earlier run to compare with (repeat for each): these runs' pooled p50 "
+                        "ratios over those runs'")
     a = p.parse_args(argv)
     result = pool(a.runs)
+    if a.against:
+        result["against"] = {"runs": [r.name for r in a.against], "gpus": against(a.runs, a.against)}
     if a.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -173,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  floor, p50: {name} {f['median']:.4f}, 95% interval {lo:.4f}-{hi:.4f}")
             if len(f["per_run"]) > 1:
                 print(f"    per run: {runs_text(f['per_run'])}")
+    if "against" in result:
+        print(f"against {len(result['against']['runs'])} earlier runs (these runs' pooled p50 over theirs):")
+        for label, parts in result["against"]["gpus"].items():
+            for name, c in parts.items():
+                lo, hi = c["ci95"]
+                print(f"  {label}: {name} {c['ratio']:.4f}, 95% interval {lo:.4f}-{hi:.4f} "
+                      f"({c['generations'][0]} generations over {c['generations'][1]}; "
+                      f"not lower in {c['share_not_lower']:.0%} of resamples)")
     return 0
 
 

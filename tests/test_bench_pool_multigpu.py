@@ -148,8 +148,8 @@ def test_the_library_part_is_split_again_where_the_floor_was_toggled(tmp_path: P
     d = tmp_path / "t"
     d.mkdir()
     rows = []
-    # MPS alone 4.0, the same process with the library off 4.1, on 4.2, with its LPs 4.2
-    modes = (("solo_hp", 4.0), ("mps_hp", 4.0), ("fikit_off", 4.1), ("fikit_hp", 4.2), ("fikit", 4.2))
+    # MPS alone 4.0, the same process with the library off 4.1, on 4.2, with its LPs 4.25
+    modes = (("solo_hp", 4.0), ("mps_hp", 4.0), ("fikit_off", 4.1), ("fikit_hp", 4.2), ("fikit", 4.25))
     for rep in range(4):
         for mode, ms in modes:
             rows.append(window(mode, rep, rep, {"hp0": ms}))
@@ -159,3 +159,29 @@ def test_the_library_part_is_split_again_where_the_floor_was_toggled(tmp_path: P
     inproc = floor["  of which its launches, in-process (fikit_hp over fikit_off)"]
     assert inproc["median"] == pytest.approx(4.2 / 4.1, abs=1e-4)
     assert floor["  of which the rest (fikit_off over mps_hp)"]["median"] == pytest.approx(1.025)
+    # all that fikit adds inside its own processes: the LPs' scheduling and the launches together
+    own = floor["fikit in its own processes (fikit over fikit_off)"]
+    assert own["median"] == pytest.approx(4.25 / 4.1, abs=1e-4)
+
+
+def test_against_earlier_runs_reads_how_far_a_build_moved_the_hp(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--against divides these runs' pooled p50 by the earlier runs', resampling both sets, so a
+    build that lowered the HP by 2% says so even where each set's own interval holds 1.02."""
+    old = write_run(tmp_path / "old", [[(1.04, 1.00)], [(1.03, 1.00)], [(1.05, 1.00)]])
+    new = write_run(tmp_path / "new", [[(1.01, 1.00)], [(1.00, 1.00)], [(1.02, 1.00)]])
+    moved = pool_multigpu.against([new], [old])
+    bert = moved["GPU 0"]["HP p50 x solo (fikit over solo_hp)"]
+    assert bert["ratio"] == pytest.approx(1.01 / 1.04, abs=0.011)
+    assert bert["ci95"][1] < 1.0 and bert["share_not_lower"] == 0.0
+    assert bert["generations"] == [3, 3]
+    same = moved["GPU 1"]["HP p50 x solo (fikit over solo_hp)"]
+    assert same["ci95"] == [1.0, 1.0] and same["share_not_lower"] == 1.0
+    # these runs have no fikit_off windows: that part is left out rather than read as 1.0
+    assert "fikit in its own processes (fikit over fikit_off)" not in moved["GPU 0"]
+    assert pool_multigpu.main([str(new), "--against", str(old)]) == 0
+    text = capsys.readouterr().out
+    assert "against 1 earlier runs" in text
+    assert "GPU 0: HP p50 x solo (fikit over solo_hp) 0.97" in text
+    assert pool_multigpu.main([str(new), "--against", str(old), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["against"]["runs"] == ["old"]
