@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gzip
 import json
 import math
 import mmap
@@ -184,19 +185,26 @@ def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def jsonl_lines(path: Path) -> Iterator[tuple[Path, int, str]]:
+    """(file, line number, line) of a JSON-lines file: its packed copy path.gz first
+    (bench/pack_results.py), then path itself, so a folder packed and then appended to reads whole."""
+    for source, opener in ((path.with_name(path.name + ".gz"), gzip.open), (path, open)):
+        if source.exists():
+            with opener(source, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    yield source, n, line
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run: ignore it
+    for _, _, line in jsonl_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line from a killed run: ignore it
     return rows
 
 

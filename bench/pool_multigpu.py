@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import benchlib
+
 HPS = (("hp0", "GPU 0"), ("hp1", "GPU 1"))
 RESAMPLES = 2000
 TARGET_P50, TARGET_P99 = 1.02, 1.05  # the single-GPU targets (bench/summarize.py)
@@ -49,21 +51,24 @@ FLOOR = (
 
 
 def jsonl_rows(path: Path, tool: str) -> list[dict[str, Any]]:
-    """Every row of a finished result file; a line that is not JSON stops the tool, named by file
-    and line (benchlib.read_jsonl skips it instead: that is for a run still being written)."""
+    """Every row of a finished result file, packed or not; a line that is not JSON stops the
+    tool, named by file and line (benchlib.read_jsonl skips it instead: that is for a run still
+    being written)."""
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for source, n, line in benchlib.jsonl_lines(path):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
         except ValueError as e:
-            raise SystemExit(f"{tool}: {path}:{n}: not JSON ({e})") from None
+            raise SystemExit(f"{tool}: {source}:{n}: not JSON ({e})") from None
     return rows
 
 
 def load(run: Path) -> dict[tuple[int, str], dict[str, Any]]:
     """A run's ok windows with HP figures, by (repetition, mode)."""
     raw = run / "raw.jsonl"
-    if not raw.is_file():
+    if not raw.is_file() and not raw.with_name("raw.jsonl.gz").is_file():
         raise SystemExit(f"pool_multigpu: {raw}: no such file (a verify_multigpu.py result folder?)")
     rows = jsonl_rows(raw, "pool_multigpu")
     return {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}

@@ -6,19 +6,21 @@ runs (interpose/src/measure.c): a long run makes the prediction long until it le
 Every launch moves the client's predicted end of work (busy_until) on by it, and the clients
 below are held until then.  So predictions far over what a kernel usually takes hold the
 clients below for nothing.  This reads the FIKIT_STATS files the library writes at exit (one a
-process; verify_multigpu.py keeps them under RESULT/stats/) and says, per file and in all:
+process; verify_multigpu.py keeps them under RESULT/stats/, packed
+there once committed) and says, per file and in all:
 
   over_share   the share of launches whose kernel is predicted over FACTOR x its median run
   pred_x_p50   the GPU time all launches are predicted to take over what their kernels' median
                runs add up to (1.0: predictions at the median)
 
-    python3 bench/pred_skew.py bench/results/2026-11-26-2xh100-run26/stats/*fikit-hp*.json \
+    python3 bench/pred_skew.py bench/results/2026-11-26-2xh100-run26/stats/*fikit-hp*.json.gz \
         [--factor 10] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     per_file: dict[str, Any] = {}
     for f in a.files:
         try:
-            s = skew(json.loads(f.read_text()), a.factor)
+            # committed results keep them packed (bench/pack_results.py)
+            text = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+            s = skew(json.loads(text), a.factor)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"pred_skew: {f}: not a FIKIT_STATS file ({e})") from None
         per_file[str(f)] = {"launches": s["launches"], **ratios(s)}
