@@ -36,6 +36,10 @@ RESAMPLES = 2000
 TARGET_P50, TARGET_P99 = 1.02, 1.05  # the single-GPU targets (bench/summarize.py)
 
 
+# What fikit adds inside its own HP processes, scheduling and launches together: the same
+# processes in both terms, so free of the offsets that part one generation from another
+OWN = ("fikit in its own processes (fikit over fikit_off)", "fikit", "fikit_off")
+
 # The floor under fikit's HP, split as verify_multigpu splits it: (name, numerator, denominator)
 FLOOR = (
     ("scheduling (fikit over fikit_hp)", "fikit", "fikit_hp"),
@@ -44,9 +48,7 @@ FLOOR = (
     # runs with --floor-toggle-ms split that last part inside the fikit HP's own process
     ("  of which its launches, in-process (fikit_hp over fikit_off)", "fikit_hp", "fikit_off"),
     ("  of which the rest (fikit_off over mps_hp)", "fikit_off", "mps_hp"),
-    # what fikit adds inside its own HP processes, scheduling and launches together: the same
-    # processes in both terms, so free of the offsets that part one generation from another
-    ("fikit in its own processes (fikit over fikit_off)", "fikit", "fikit_off"),
+    OWN,
 )
 
 
@@ -88,13 +90,16 @@ def generations(
     return [v for _, v in sorted(gens.items())]
 
 
-def resampled(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> list[float]:
+def medians(gens: list[list[tuple[float, float]]], q: int, rnd: random.Random) -> list[float]:
     """The pooled median of ratio q (0: p50, 1: p99) over RESAMPLES bootstrap resamples of the
-    generations, sorted."""
-    rnd = random.Random(seed)
-    return sorted(
-        statistics.median(x[q] for g in rnd.choices(gens, k=len(gens)) for x in g) for _ in range(RESAMPLES)
-    )
+    generations, in the order drawn."""
+    return [statistics.median(x[q] for g in rnd.choices(gens, k=len(gens)) for x in g)
+            for _ in range(RESAMPLES)]
+
+
+def resampled(gens: list[list[tuple[float, float]]], q: int, seed: int = 1) -> list[float]:
+    """medians(), sorted."""
+    return sorted(medians(gens, q, random.Random(seed)))
 
 
 def interval(meds: list[float]) -> tuple[float, float]:
@@ -152,10 +157,7 @@ def pool(runs: list[Path]) -> dict[str, Any]:
 
 
 # What a comparison against earlier runs reads: (name, numerator, denominator), p50 only
-AGAINST = (
-    ("HP p50 x solo (fikit over solo_hp)", "fikit", "solo_hp"),
-    ("fikit in its own processes (fikit over fikit_off)", "fikit", "fikit_off"),
-)
+AGAINST = (("HP p50 x solo (fikit over solo_hp)", "fikit", "solo_hp"), OWN)
 
 
 def against(runs: list[Path], baseline: list[Path], seed: int = 2) -> dict[str, Any]:
@@ -171,12 +173,8 @@ def against(runs: list[Path], baseline: list[Path], seed: int = 2) -> dict[str, 
             b = [g for by in old for g in generations(by, hp, num, den)]
             if not a or not b:
                 continue
-            rnd = random.Random(seed)
-            moved = sorted(
-                statistics.median(x[0] for g in rnd.choices(a, k=len(a)) for x in g)
-                / statistics.median(x[0] for g in rnd.choices(b, k=len(b)) for x in g)
-                for _ in range(RESAMPLES)
-            )
+            ma, mb = medians(a, 0, random.Random(seed)), medians(b, 0, random.Random(seed + 1))
+            moved = sorted(x / y for x, y in zip(ma, mb, strict=True))
             lo, hi = interval(moved)
             out[label][name] = {
                 "ratio": round(statistics.median(moved), 4), "ci95": [round(lo, 4), round(hi, 4)],

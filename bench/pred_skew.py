@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in a.files:
         try:
             # committed results keep them packed (bench/pack_results.py)
-            text = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
-            s = skew(json.loads(text), a.factor)
+            data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+            s = skew(json.loads(data), a.factor)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"pred_skew: {f}: not a FIKIT_STATS file ({e})") from None
         per_file[str(f)] = {"launches": s["launches"], **ratios(s)}
