@@ -185,10 +185,15 @@ def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def packed_copy(path: Path) -> Path:
+    """Where bench/pack_results.py leaves a result file packed, and where its readers look."""
+    return path.with_name(path.name + ".gz")
+
+
 def jsonl_lines(path: Path) -> Iterator[tuple[Path, int, str]]:
-    """(file, line number, line) of a JSON-lines file: its packed copy path.gz first
-    (bench/pack_results.py), then path itself, so a folder packed and then appended to reads whole."""
-    for source, opener in ((path.with_name(path.name + ".gz"), gzip.open), (path, open)):
+    """(file, line number, line) of a JSON-lines file: its packed copy first, then path itself,
+    so a folder packed and then appended to reads whole."""
+    for source, opener in ((packed_copy(path), gzip.open), (path, open)):
         if source.exists():
             with opener(source, "rt", encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import benchlib
+
 MIN_BYTES = 16 * 1024  # smaller files are left as they are: gzip saves them little
 
 
@@ -39,7 +41,7 @@ def pack(path: Path) -> int:
     """Replace path by path.gz; the bytes saved. A .gz already there must hold the same bytes."""
     data = path.read_bytes()
     packed = gzip.compress(data, compresslevel=9, mtime=0)
-    gz = path.with_name(path.name + ".gz")
+    gz = benchlib.packed_copy(path)
     if gz.exists() and gzip.decompress(gz.read_bytes()) != data:
         raise SystemExit(f"pack_results: {gz} exists and differs from {path}: left both as they are")
     tmp = gz.with_name(gz.name + ".tmp")

@@ -70,7 +70,7 @@ def jsonl_rows(path: Path, tool: str) -> list[dict[str, Any]]:
 def load(run: Path) -> dict[tuple[int, str], dict[str, Any]]:
     """A run's ok windows with HP figures, by (repetition, mode)."""
     raw = run / "raw.jsonl"
-    if not raw.is_file() and not raw.with_name("raw.jsonl.gz").is_file():
+    if not raw.is_file() and not benchlib.packed_copy(raw).is_file():
         raise SystemExit(f"pool_multigpu: {raw}: no such file (a verify_multigpu.py result folder?)")
     rows = jsonl_rows(raw, "pool_multigpu")
     return {(r["rep"], r["mode"]): r for r in rows if r.get("ok") and "hp" in r}
